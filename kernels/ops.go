@@ -1,0 +1,81 @@
+package kernels
+
+import (
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+)
+
+// The functions in this file are the entry points the CPU backend calls.
+// Each one runs the fastest version this machine supports; the *Ref
+// functions stay the ground truth they are tested against.
+
+// Weight is a linear layer's weight (PyTorch layout: n outputs x k inputs)
+// prepared once, at load, for the GEMM that multiplies activations by its
+// transpose.
+type Weight struct {
+	N, K int
+	Data []float32 // row-major n x k, as loaded
+}
+
+// PrepareWeight wraps w (n x k, row-major) for Linear. w is kept, not
+// copied: the caller must not change it afterwards.
+func PrepareWeight(w []float32, n, k int) *Weight {
+	return &Weight{N: n, K: k, Data: w}
+}
+
+// Linear computes out = act(x * w^T + bias) for x of m x w.K; out is m x w.N
+// and bias (w.N values) may be nil.
+func Linear(out, x []float32, m int, w *Weight, bias []float32, a Act) {
+	Sgemm(false, true, m, w.N, w.K, 1, x, w.K, w.Data, w.K, 0, out, w.N)
+	if bias != nil || a != ActNone {
+		BiasActRef(out, m, w.N, bias, a)
+	}
+}
+
+// Sgemm computes C = alpha*op(A)*op(B) + beta*C (row-major) through the
+// blas32 implementation in use, so that blas32.Use swaps the GEMM of the
+// whole engine.
+func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	ta, tb := blas.NoTrans, blas.NoTrans
+	if transA {
+		ta = blas.Trans
+	}
+	if transB {
+		tb = blas.Trans
+	}
+	blas32.Implementation().Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+// AddLayerNorm computes out = LayerNorm(x + res)*gamma + beta per row; res
+// may be nil and out may alias x or res.
+func AddLayerNorm(out, x, res []float32, rows, cols int, gamma, beta []float32, eps float32) {
+	AddLayerNormRef(out, x, res, rows, cols, gamma, beta, eps)
+}
+
+// Activation applies a to x in place.
+func Activation(x []float32, a Act) {
+	BiasActRef(x, 1, len(x), nil, a)
+}
+
+// Softmax is SoftmaxRef's fast entry point.
+func Softmax(x []float32, rows, cols int, scale float32, keyMask []int32, rowsPerMask int) {
+	SoftmaxRef(x, rows, cols, scale, keyMask, rowsPerMask)
+}
+
+// Attention is AttentionRef's fast entry point.
+func Attention(out, qkv []float32, mask []int32, batch, seq, hidden, heads int, scale float32) {
+	AttentionRef(out, qkv, mask, batch, seq, hidden, heads, scale)
+}
+
+// EmbedLayerNorm is EmbedLayerNormRef's fast entry point.
+func EmbedLayerNorm(out []float32, ids, types []int32, batch, seq, hidden int, word, pos, typ []float32, gamma, beta []float32, eps float32) error {
+	return EmbedLayerNormRef(out, ids, types, batch, seq, hidden, word, pos, typ, gamma, beta, eps)
+}
+
+// Pool is PoolRef's fast entry point.
+func Pool(out, x []float32, mask []int32, batch, seq, hidden int, p Pooling) {
+	PoolRef(out, x, mask, batch, seq, hidden, p)
+}

@@ -1,0 +1,316 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+)
+
+// Act names an element-wise activation.
+type Act uint8
+
+const (
+	ActNone     Act = iota
+	ActGELU         // exact: x/2 * (1 + erf(x/sqrt 2)), HF "gelu"
+	ActGELUTanh     // tanh approximation, HF "gelu_new" / "gelu_pytorch_tanh"
+	ActReLU
+	ActTanh
+)
+
+func (a Act) String() string {
+	switch a {
+	case ActNone:
+		return "none"
+	case ActGELU:
+		return "gelu"
+	case ActGELUTanh:
+		return "gelu_tanh"
+	case ActReLU:
+		return "relu"
+	case ActTanh:
+		return "tanh"
+	}
+	return fmt.Sprintf("Act(%d)", uint8(a))
+}
+
+// ActivationRef applies a to one value, in float64 so that the reference
+// is as exact as the formula.
+func ActivationRef(a Act, x float32) float32 {
+	v := float64(x)
+	switch a {
+	case ActGELU:
+		return float32(0.5 * v * (1 + math.Erf(v/math.Sqrt2)))
+	case ActGELUTanh:
+		return float32(0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v))))
+	case ActReLU:
+		if v < 0 {
+			return 0
+		}
+		return x
+	case ActTanh:
+		return float32(math.Tanh(v))
+	}
+	return x
+}
+
+// GemmRef computes C = alpha*op(A)*op(B) + beta*C for row-major matrices,
+// where op(X) is X or its transpose. op(A) is m x k, op(B) is k x n.
+func GemmRef(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var sum float64
+			for p := 0; p < k; p++ {
+				var av, bv float32
+				if transA {
+					av = a[p*lda+i]
+				} else {
+					av = a[i*lda+p]
+				}
+				if transB {
+					bv = b[j*ldb+p]
+				} else {
+					bv = b[p*ldb+j]
+				}
+				sum += float64(av) * float64(bv)
+			}
+			prev := float32(0)
+			if beta != 0 {
+				prev = beta * c[i*ldc+j]
+			}
+			c[i*ldc+j] = alpha*float32(sum) + prev
+		}
+	}
+}
+
+// BiasActRef adds bias (length cols, may be nil) to every row of x and
+// applies a, in place.
+func BiasActRef(x []float32, rows, cols int, bias []float32, a Act) {
+	for r := 0; r < rows; r++ {
+		row := x[r*cols : (r+1)*cols]
+		for j := range row {
+			v := row[j]
+			if bias != nil {
+				v += bias[j]
+			}
+			row[j] = ActivationRef(a, v)
+		}
+	}
+}
+
+// AddLayerNormRef computes out = LayerNorm(x + res) * gamma + beta row by
+// row (res may be nil). out may alias x or res.
+func AddLayerNormRef(out, x, res []float32, rows, cols int, gamma, beta []float32, eps float32) {
+	tmp := make([]float64, cols)
+	for r := 0; r < rows; r++ {
+		var mean float64
+		for j := 0; j < cols; j++ {
+			v := float64(x[r*cols+j])
+			if res != nil {
+				v += float64(res[r*cols+j])
+			}
+			tmp[j] = v
+			mean += v
+		}
+		mean /= float64(cols)
+		var variance float64
+		for j := 0; j < cols; j++ {
+			d := tmp[j] - mean
+			variance += d * d
+		}
+		variance /= float64(cols)
+		inv := 1 / math.Sqrt(variance+float64(eps))
+		for j := 0; j < cols; j++ {
+			out[r*cols+j] = float32((tmp[j]-mean)*inv*float64(gamma[j]) + float64(beta[j]))
+		}
+	}
+}
+
+// SoftmaxRef computes, for each row of x (rows x cols), the softmax of
+// scale*x over the columns whose key mask is non-zero, in place; masked
+// columns become 0. keyMask has cols entries per group of rowsPerMask rows
+// (attention: one mask row per batch item covers heads*Tq score rows); a
+// nil mask attends everywhere. A row with no unmasked column gets the
+// softmax over all columns, which is what BERT's additive -10000 mask
+// gives.
+func SoftmaxRef(x []float32, rows, cols int, scale float32, keyMask []int32, rowsPerMask int) {
+	for r := 0; r < rows; r++ {
+		row := x[r*cols : (r+1)*cols]
+		var m []int32
+		if keyMask != nil {
+			g := r / rowsPerMask
+			m = keyMask[g*cols : (g+1)*cols]
+			any := false
+			for _, v := range m {
+				if v != 0 {
+					any = true
+					break
+				}
+			}
+			if !any {
+				m = nil
+			}
+		}
+		maxv := math.Inf(-1)
+		for j, v := range row {
+			if m != nil && m[j] == 0 {
+				continue
+			}
+			maxv = math.Max(maxv, float64(scale*v))
+		}
+		var sum float64
+		for j, v := range row {
+			if m != nil && m[j] == 0 {
+				continue
+			}
+			sum += math.Exp(float64(scale*v) - maxv)
+		}
+		for j, v := range row {
+			if m != nil && m[j] == 0 {
+				row[j] = 0
+				continue
+			}
+			row[j] = float32(math.Exp(float64(scale*v)-maxv) / sum)
+		}
+	}
+}
+
+// AttentionRef is multi-head self-attention for a batch of sequences.
+// qkv holds, for each of batch*seq tokens, the concatenated query, key and
+// value projections (3*hidden values per token, heads of hidden/heads
+// each); mask is batch x seq (non-zero = a real token that may be attended
+// to). out receives batch*seq x hidden: per head, softmax(scale*q k^T) v.
+func AttentionRef(out, qkv []float32, mask []int32, batch, seq, hidden, heads int, scale float32) {
+	dh := hidden / heads
+	ld := 3 * hidden
+	scores := make([]float32, seq*seq)
+	for b := 0; b < batch; b++ {
+		base := b * seq * ld
+		for h := 0; h < heads; h++ {
+			for i := 0; i < seq; i++ {
+				q := qkv[base+i*ld+h*dh : base+i*ld+h*dh+dh]
+				for j := 0; j < seq; j++ {
+					k := qkv[base+j*ld+hidden+h*dh : base+j*ld+hidden+h*dh+dh]
+					var s float64
+					for d := range q {
+						s += float64(q[d]) * float64(k[d])
+					}
+					scores[i*seq+j] = float32(s)
+				}
+			}
+			var m []int32
+			if mask != nil {
+				m = mask[b*seq : (b+1)*seq]
+			}
+			SoftmaxRef(scores, seq, seq, scale, m, seq)
+			for i := 0; i < seq; i++ {
+				o := out[(b*seq+i)*hidden+h*dh : (b*seq+i)*hidden+h*dh+dh]
+				for d := range o {
+					var s float64
+					for j := 0; j < seq; j++ {
+						s += float64(scores[i*seq+j]) * float64(qkv[base+j*ld+2*hidden+h*dh+d])
+					}
+					o[d] = float32(s)
+				}
+			}
+		}
+	}
+}
+
+// EmbedLayerNormRef gathers word, position and token-type embeddings for
+// each of batch*seq tokens, sums them and applies LayerNorm. ids and
+// types are batch x seq; position t of every sequence uses row t of pos.
+// It returns an error naming the first id out of range instead of reading
+// outside a table.
+func EmbedLayerNormRef(out []float32, ids, types []int32, batch, seq, hidden int, word, pos, typ []float32, gamma, beta []float32, eps float32) error {
+	vocab := len(word) / hidden
+	ntypes := len(typ) / hidden
+	if seq > len(pos)/hidden {
+		return fmt.Errorf("sequence length %d exceeds the %d position embeddings", seq, len(pos)/hidden)
+	}
+	for b := 0; b < batch; b++ {
+		for t := 0; t < seq; t++ {
+			i := b*seq + t
+			id := int(ids[i])
+			if id < 0 || id >= vocab {
+				return fmt.Errorf("token id %d at [%d,%d] outside the vocabulary of %d", id, b, t, vocab)
+			}
+			ty := 0
+			if types != nil {
+				ty = int(types[i])
+			}
+			if ty < 0 || ty >= ntypes {
+				return fmt.Errorf("token type %d at [%d,%d] outside the %d token types", ty, b, t, ntypes)
+			}
+			o := out[i*hidden : (i+1)*hidden]
+			for j := range o {
+				o[j] = word[id*hidden+j] + pos[t*hidden+j] + typ[ty*hidden+j]
+			}
+		}
+	}
+	AddLayerNormRef(out, out, nil, batch*seq, hidden, gamma, beta, eps)
+	return nil
+}
+
+// Pooling names how a sequence of token vectors becomes one vector.
+type Pooling uint8
+
+const (
+	PoolCLS  Pooling = iota // the first token
+	PoolMean                // mean over tokens whose mask is non-zero
+	PoolMax                 // element-wise max over tokens whose mask is non-zero
+)
+
+func (p Pooling) String() string {
+	switch p {
+	case PoolCLS:
+		return "cls"
+	case PoolMean:
+		return "mean"
+	case PoolMax:
+		return "max"
+	}
+	return fmt.Sprintf("Pooling(%d)", uint8(p))
+}
+
+// PoolRef pools x (batch x seq x hidden) into out (batch x hidden). A
+// sequence whose mask is all zero pools to zeros for mean and max.
+func PoolRef(out, x []float32, mask []int32, batch, seq, hidden int, p Pooling) {
+	for b := 0; b < batch; b++ {
+		o := out[b*hidden : (b+1)*hidden]
+		if p == PoolCLS {
+			copy(o, x[b*seq*hidden:b*seq*hidden+hidden])
+			continue
+		}
+		n := 0
+		for j := range o {
+			if p == PoolMax {
+				o[j] = float32(math.Inf(-1))
+			} else {
+				o[j] = 0
+			}
+		}
+		for t := 0; t < seq; t++ {
+			if mask != nil && mask[b*seq+t] == 0 {
+				continue
+			}
+			n++
+			row := x[(b*seq+t)*hidden : (b*seq+t+1)*hidden]
+			for j, v := range row {
+				if p == PoolMax {
+					if v > o[j] {
+						o[j] = v
+					}
+				} else {
+					o[j] += v
+				}
+			}
+		}
+		for j := range o {
+			switch {
+			case n == 0:
+				o[j] = 0
+			case p == PoolMean:
+				o[j] /= float32(n)
+			}
+		}
+	}
+}
