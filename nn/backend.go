@@ -1,0 +1,146 @@
+package nn
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+	"sync"
+
+	"github.com/bertstream/bertstream/kernels"
+)
+
+// Act and Pooling are the kernels' names for activations and poolings.
+type (
+	Act     = kernels.Act
+	Pooling = kernels.Pooling
+)
+
+const (
+	ActNone     = kernels.ActNone
+	ActGELU     = kernels.ActGELU
+	ActGELUTanh = kernels.ActGELUTanh
+	ActReLU     = kernels.ActReLU
+	ActTanh     = kernels.ActTanh
+
+	PoolCLS  = kernels.PoolCLS
+	PoolMean = kernels.PoolMean
+	PoolMax  = kernels.PoolMax
+)
+
+// Backend runs BERT's operations on one device. Tensors passed to a
+// backend must live on its device; outputs are written into tensors the
+// caller allocated with New (so that a forward pass can reuse buffers).
+// Activations are row-major; a tensor of shape [..., n] is read as a
+// matrix of n columns. Operations may run asynchronously: their errors
+// are about arguments (shapes, dtypes, devices); Sync reports failures of
+// the device itself and waits for all queued work.
+type Backend interface {
+	// Name is the registry name ("cpu", "cuda").
+	Name() string
+	// Device names where this backend's tensors live ("cpu", "cuda:0").
+	Device() string
+	// Compute is the dtype activations are computed in.
+	Compute() DType
+
+	// New allocates a tensor owned by s; its contents are unspecified.
+	New(s *Scope, dt DType, shape ...int) *Tensor
+	// Upload copies a host tensor into a new tensor on the device, owned
+	// by s, converting between float dtypes when dt differs from src's.
+	Upload(s *Scope, src *Tensor, dt DType) (*Tensor, error)
+	// Download copies a device tensor into a new host tensor owned by s,
+	// converted to dt (F32 for float tensors, usually).
+	Download(s *Scope, t *Tensor, dt DType) (*Tensor, error)
+	// Sync waits for queued work and reports a device failure.
+	Sync() error
+
+	// PrepareWeight readies w ([n,k], PyTorch Linear layout) for Linear,
+	// once, at load (packing it into the layout the backend's GEMM reads
+	// fastest); w must not change afterwards.
+	PrepareWeight(w *Tensor) error
+	// Linear computes out[m,n] = act(x[m,k] * w[n,k]^T + bias[n]); bias
+	// may be nil.
+	Linear(out, x, w, bias *Tensor, act Act) error
+	// Gemm computes c = alpha*op(a)*op(b) + beta*c for 2-D tensors, or
+	// for 3-D tensors as a batch of independent products (strided batched
+	// GEMM).
+	Gemm(transA, transB bool, alpha float32, a, b *Tensor, beta float32, c *Tensor) error
+	// Activation applies act to x in place.
+	Activation(x *Tensor, act Act) error
+	// AddLayerNorm computes out = LayerNorm(x + res)*gamma + beta over the
+	// last dimension; res may be nil, out may be x or res.
+	AddLayerNorm(out, x, res, gamma, beta *Tensor, eps float32) error
+	// Softmax computes, in place, softmax(scale*x) over the last dimension
+	// of x [B, rows, cols], skipping columns where mask [B, cols] (I32) is
+	// 0; mask may be nil.
+	Softmax(x, mask *Tensor, scale float32) error
+	// Attention is fused multi-head self-attention: qkv [B, T, 3H] holds
+	// the query, key and value projections of each token, mask [B, T] (I32)
+	// the real tokens; out [B, T, H] gets softmax(scale*q k^T) v per head.
+	Attention(out, qkv, mask *Tensor, heads int, scale float32) error
+	// Embed gathers word, position and token-type embeddings for ids and
+	// types [B, T] (I32), sums them and applies LayerNorm into out
+	// [B, T, H]; types may be nil (all zero).
+	Embed(out, ids, types, word, pos, typ, gamma, beta *Tensor, eps float32) error
+	// Gather copies rows idx (I32, on the device) of x [n, H] into out
+	// [len(idx), H].
+	Gather(out, x, idx *Tensor) error
+	// Pool reduces x [B, T, H] to out [B, H] over the tokens where mask
+	// [B, T] is non-zero.
+	Pool(out, x, mask *Tensor, p Pooling) error
+}
+
+// Factory opens a backend; opts come from the command line (device index,
+// compute dtype) and are backend-specific.
+type Factory func(opts Options) (Backend, error)
+
+// Options configure a backend when it is opened.
+type Options struct {
+	// Device is the device index for GPU backends.
+	Device int
+	// Compute is the activation dtype; zero means the backend's default.
+	Compute DType
+	// Threads caps the CPU threads used; zero means all.
+	Threads int
+}
+
+var (
+	registryMu sync.Mutex
+	registry   = map[string]Factory{}
+)
+
+// Register makes a backend available by name. Backends call it from init.
+func Register(name string, f Factory) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("nn: backend registered twice: " + name)
+	}
+	registry[name] = f
+}
+
+// Backends lists the registered names.
+func Backends() []string {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Open opens the named backend.
+func Open(name string, opts Options) (Backend, error) {
+	registryMu.Lock()
+	f, ok := registry[name]
+	registryMu.Unlock()
+	if !ok {
+		return nil, fmt.Errorf("no backend %q (have %s)", name, strings.Join(Backends(), ", "))
+	}
+	b, err := f(opts)
+	if err != nil {
+		return nil, fmt.Errorf("open backend %q: %w", name, err)
+	}
+	return b, nil
+}

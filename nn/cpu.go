@@ -1,0 +1,302 @@
+package nn
+
+import (
+	"fmt"
+
+	"github.com/bertstream/bertstream/kernels"
+)
+
+func init() {
+	Register("cpu", func(opts Options) (Backend, error) {
+		if opts.Compute != 0 && opts.Compute != F32 {
+			return nil, fmt.Errorf("the CPU backend computes in F32, not %s", opts.Compute)
+		}
+		return CPU{}, nil
+	})
+}
+
+// CPU is the pure-Go backend: host memory, F32 compute, the kernels
+// package's fastest versions for this processor.
+type CPU struct{}
+
+func (CPU) Name() string   { return "cpu" }
+func (CPU) Device() string { return "cpu" }
+func (CPU) Compute() DType { return F32 }
+func (CPU) Sync() error    { return nil }
+
+func (CPU) New(s *Scope, dt DType, shape ...int) *Tensor { return NewHost(s, dt, shape...) }
+
+func (c CPU) Upload(s *Scope, src *Tensor, dt DType) (*Tensor, error) {
+	return convertHost(s, src, dt)
+}
+
+func (c CPU) Download(s *Scope, t *Tensor, dt DType) (*Tensor, error) {
+	return convertHost(s, t, dt)
+}
+
+// convertHost copies a host tensor into a new one of dtype dt.
+func convertHost(s *Scope, src *Tensor, dt DType) (*Tensor, error) {
+	if _, ok := src.st.(*HostStorage); !ok {
+		return nil, fmt.Errorf("tensor %v is not in host memory", src)
+	}
+	out := NewHost(s, dt, src.shape...)
+	switch {
+	case src.dtype == dt:
+		copy(out.HostBytes(), src.HostBytes())
+	case dt == F32 && src.dtype == F16:
+		kernels.F16ToF32(out.F32(), src.U16())
+	case dt == F32 && src.dtype == BF16:
+		kernels.BF16ToF32(out.F32(), src.U16())
+	case dt == F16 && src.dtype == F32:
+		kernels.F32ToF16(out.U16(), src.F32())
+	case dt == BF16 && src.dtype == F32:
+		kernels.F32ToBF16(out.U16(), src.F32())
+	case dt == I32 && src.dtype == I64:
+		o := out.I32()
+		for i, v := range src.I64() {
+			if v != int64(int32(v)) {
+				out.Release()
+				return nil, fmt.Errorf("value %d at index %d does not fit I32", v, i)
+			}
+			o[i] = int32(v)
+		}
+	case dt == I64 && src.dtype == I32:
+		o := out.I64()
+		for i, v := range src.I32() {
+			o[i] = int64(v)
+		}
+	default:
+		out.Release()
+		return nil, fmt.Errorf("no conversion from %s to %s", src.dtype, dt)
+	}
+	return out, nil
+}
+
+func check(cond bool, format string, args ...any) error {
+	if cond {
+		return nil
+	}
+	return fmt.Errorf(format, args...)
+}
+
+func checkAll(errs ...error) error {
+	for _, e := range errs {
+		if e != nil {
+			return e
+		}
+	}
+	return nil
+}
+
+func isF32(name string, t *Tensor) error {
+	if t == nil {
+		return fmt.Errorf("%s is nil", name)
+	}
+	return check(t.dtype == F32, "%s %v: want F32", name, t)
+}
+
+func isI32(name string, t *Tensor) error {
+	if t == nil {
+		return fmt.Errorf("%s is nil", name)
+	}
+	return check(t.dtype == I32, "%s %v: want I32", name, t)
+}
+
+func (CPU) PrepareWeight(w *Tensor) error {
+	if err := checkAll(isF32("weight", w), check(w.Rank() == 2, "weight %v: want 2-D", w)); err != nil {
+		return err
+	}
+	h := w.st.(*HostStorage)
+	h.Prepared = kernels.PrepareWeight(w.F32(), w.shape[0], w.shape[1])
+	return nil
+}
+
+func (CPU) Linear(out, x, w, bias *Tensor, act Act) error {
+	if err := checkAll(isF32("out", out), isF32("x", x), isF32("weight", w)); err != nil {
+		return err
+	}
+	n, k := w.Dim(0), w.Dim(1)
+	m := x.Rows()
+	if err := checkAll(
+		check(w.Rank() == 2, "weight %v: want 2-D", w),
+		check(x.Cols() == k, "linear: x %v does not match weight %v", x, w),
+		check(out.Rows() == m && out.Cols() == n, "linear: out %v, want %d x %d", out, m, n),
+	); err != nil {
+		return err
+	}
+	var b []float32
+	if bias != nil {
+		if err := checkAll(isF32("bias", bias), check(bias.Len() == n, "linear: bias %v, want %d values", bias, n)); err != nil {
+			return err
+		}
+		b = bias.F32()
+	}
+	pw, _ := w.st.(*HostStorage).Prepared.(*kernels.Weight)
+	if pw == nil {
+		pw = kernels.PrepareWeight(w.F32(), n, k)
+	}
+	kernels.Linear(out.F32(), x.F32(), m, pw, b, act)
+	return nil
+}
+
+func (CPU) Gemm(transA, transB bool, alpha float32, a, b *Tensor, beta float32, c *Tensor) error {
+	if err := checkAll(isF32("a", a), isF32("b", b), isF32("c", c)); err != nil {
+		return err
+	}
+	if a.Rank() != b.Rank() || a.Rank() != c.Rank() || a.Rank() < 2 || a.Rank() > 3 {
+		return fmt.Errorf("gemm: a %v, b %v, c %v: want all 2-D or all 3-D", a, b, c)
+	}
+	batch := 1
+	if a.Rank() == 3 {
+		batch = a.Dim(0)
+		if b.Dim(0) != batch || c.Dim(0) != batch {
+			return fmt.Errorf("gemm: batch sizes of a %v, b %v, c %v differ", a, b, c)
+		}
+	}
+	ar, ac := a.Dim(-2), a.Dim(-1)
+	br, bc := b.Dim(-2), b.Dim(-1)
+	m, k := ar, ac
+	if transA {
+		m, k = ac, ar
+	}
+	kb, n := br, bc
+	if transB {
+		kb, n = bc, br
+	}
+	if k != kb || c.Dim(-2) != m || c.Dim(-1) != n {
+		return fmt.Errorf("gemm: op(a) %dx%d times op(b) %dx%d does not fit c %v", m, k, kb, n, c)
+	}
+	A, B, C := a.F32(), b.F32(), c.F32()
+	for i := 0; i < batch; i++ {
+		kernels.Sgemm(transA, transB, m, n, k, alpha,
+			A[i*ar*ac:(i+1)*ar*ac], ac, B[i*br*bc:(i+1)*br*bc], bc, beta, C[i*m*n:(i+1)*m*n], n)
+	}
+	return nil
+}
+
+func (CPU) Activation(x *Tensor, act Act) error {
+	if err := isF32("x", x); err != nil {
+		return err
+	}
+	kernels.Activation(x.F32(), act)
+	return nil
+}
+
+func (CPU) AddLayerNorm(out, x, res, gamma, beta *Tensor, eps float32) error {
+	if err := checkAll(isF32("out", out), isF32("x", x), isF32("gamma", gamma), isF32("beta", beta)); err != nil {
+		return err
+	}
+	cols := x.Cols()
+	if err := checkAll(
+		check(out.Len() == x.Len() && out.Cols() == cols, "layernorm: out %v does not match x %v", out, x),
+		check(gamma.Len() == cols && beta.Len() == cols, "layernorm: gamma %v / beta %v, want %d values", gamma, beta, cols),
+	); err != nil {
+		return err
+	}
+	var r []float32
+	if res != nil {
+		if err := checkAll(isF32("residual", res), check(res.Len() == x.Len(), "layernorm: residual %v does not match x %v", res, x)); err != nil {
+			return err
+		}
+		r = res.F32()
+	}
+	kernels.AddLayerNorm(out.F32(), x.F32(), r, x.Rows(), cols, gamma.F32(), beta.F32(), eps)
+	return nil
+}
+
+func (CPU) Softmax(x, mask *Tensor, scale float32) error {
+	if err := checkAll(isF32("x", x), check(x.Rank() == 3, "softmax: x %v: want [B, rows, cols]", x)); err != nil {
+		return err
+	}
+	var m []int32
+	if mask != nil {
+		if err := checkAll(isI32("mask", mask),
+			check(mask.Rank() == 2 && mask.Dim(0) == x.Dim(0) && mask.Dim(1) == x.Dim(2), "softmax: mask %v does not match x %v", mask, x)); err != nil {
+			return err
+		}
+		m = mask.I32()
+	}
+	kernels.Softmax(x.F32(), x.Dim(0)*x.Dim(1), x.Dim(2), scale, m, x.Dim(1))
+	return nil
+}
+
+func (CPU) Attention(out, qkv, mask *Tensor, heads int, scale float32) error {
+	if err := checkAll(isF32("out", out), isF32("qkv", qkv), isI32("mask", mask)); err != nil {
+		return err
+	}
+	if qkv.Rank() != 3 || qkv.Dim(2)%3 != 0 {
+		return fmt.Errorf("attention: qkv %v: want [B, T, 3H]", qkv)
+	}
+	b, t, h := qkv.Dim(0), qkv.Dim(1), qkv.Dim(2)/3
+	if err := checkAll(
+		check(heads > 0 && h%heads == 0, "attention: hidden %d not divisible by %d heads", h, heads),
+		check(out.Len() == b*t*h, "attention: out %v, want [%d, %d, %d]", out, b, t, h),
+		check(mask.Len() == b*t, "attention: mask %v, want [%d, %d]", mask, b, t),
+	); err != nil {
+		return err
+	}
+	kernels.Attention(out.F32(), qkv.F32(), mask.I32(), b, t, h, heads, scale)
+	return nil
+}
+
+func (CPU) Embed(out, ids, types, word, pos, typ, gamma, beta *Tensor, eps float32) error {
+	if err := checkAll(isF32("out", out), isI32("ids", ids), isF32("word embeddings", word), isF32("position embeddings", pos),
+		isF32("token type embeddings", typ), isF32("gamma", gamma), isF32("beta", beta)); err != nil {
+		return err
+	}
+	if ids.Rank() != 2 {
+		return fmt.Errorf("embed: ids %v: want [B, T]", ids)
+	}
+	b, t, h := ids.Dim(0), ids.Dim(1), word.Cols()
+	if err := checkAll(
+		check(out.Len() == b*t*h, "embed: out %v, want [%d, %d, %d]", out, b, t, h),
+		check(pos.Cols() == h && typ.Cols() == h && gamma.Len() == h && beta.Len() == h, "embed: tables of hidden size %d, %d, %d do not match %d", pos.Cols(), typ.Cols(), gamma.Len(), h),
+	); err != nil {
+		return err
+	}
+	var ty []int32
+	if types != nil {
+		if err := checkAll(isI32("token types", types), check(types.Len() == b*t, "embed: token types %v do not match ids %v", types, ids)); err != nil {
+			return err
+		}
+		ty = types.I32()
+	}
+	return kernels.EmbedLayerNorm(out.F32(), ids.I32(), ty, b, t, h, word.F32(), pos.F32(), typ.F32(), gamma.F32(), beta.F32(), eps)
+}
+
+func (CPU) Gather(out, x, idx *Tensor) error {
+	if err := checkAll(isF32("out", out), isF32("x", x), isI32("index", idx)); err != nil {
+		return err
+	}
+	h := x.Cols()
+	if err := check(out.Cols() == h && out.Rows() == idx.Len(), "gather: out %v, want [%d, %d]", out, idx.Len(), h); err != nil {
+		return err
+	}
+	X, O := x.F32(), out.F32()
+	rows := x.Rows()
+	for i, r := range idx.I32() {
+		if r < 0 || int(r) >= rows {
+			return fmt.Errorf("gather: index %d at %d outside %d rows", r, i, rows)
+		}
+		copy(O[i*h:(i+1)*h], X[int(r)*h:int(r+1)*h])
+	}
+	return nil
+}
+
+func (CPU) Pool(out, x, mask *Tensor, p Pooling) error {
+	if err := checkAll(isF32("out", out), isF32("x", x), isI32("mask", mask)); err != nil {
+		return err
+	}
+	if x.Rank() != 3 {
+		return fmt.Errorf("pool: x %v: want [B, T, H]", x)
+	}
+	b, t, h := x.Dim(0), x.Dim(1), x.Dim(2)
+	if err := checkAll(
+		check(out.Len() == b*h, "pool: out %v, want [%d, %d]", out, b, h),
+		check(mask.Len() == b*t, "pool: mask %v, want [%d, %d]", mask, b, t),
+	); err != nil {
+		return err
+	}
+	kernels.Pool(out.F32(), x.F32(), mask.I32(), b, t, h, p)
+	return nil
+}

@@ -1,0 +1,340 @@
+// Package nn holds the tensors, the compute backends and the scoped memory
+// that the BERT model runs on.
+//
+// A Tensor is a shape, a dtype and storage that lives on one device. The
+// Backend interface lists the operations BERT needs; a backend keeps its
+// tensors on its own device and may run operations asynchronously (Sync
+// waits), so nothing in the interface copies to the host behind the
+// caller's back: Upload and Download are the only crossings. Every tensor
+// belongs to a Scope; closing the scope frees it.
+package nn
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"unsafe"
+)
+
+// DType is a tensor's element type.
+type DType uint8
+
+const (
+	F32 DType = iota + 1
+	F16
+	BF16
+	I32
+	I64
+)
+
+// Size is the number of bytes of one element.
+func (d DType) Size() int {
+	switch d {
+	case F32, I32:
+		return 4
+	case F16, BF16:
+		return 2
+	case I64:
+		return 8
+	}
+	return 0
+}
+
+func (d DType) String() string {
+	switch d {
+	case F32:
+		return "F32"
+	case F16:
+		return "F16"
+	case BF16:
+		return "BF16"
+	case I32:
+		return "I32"
+	case I64:
+		return "I64"
+	}
+	return fmt.Sprintf("DType(%d)", uint8(d))
+}
+
+// ParseDType reads a dtype name as safetensors and the command line write
+// it (case-insensitive: f32, F16, bf16, ...).
+func ParseDType(s string) (DType, error) {
+	switch strings.ToUpper(s) {
+	case "F32", "FLOAT32", "FP32":
+		return F32, nil
+	case "F16", "FLOAT16", "FP16", "HALF":
+		return F16, nil
+	case "BF16", "BFLOAT16":
+		return BF16, nil
+	case "I32", "INT32":
+		return I32, nil
+	case "I64", "INT64":
+		return I64, nil
+	}
+	return 0, fmt.Errorf("unknown dtype %q (want f32, f16, bf16, i32 or i64)", s)
+}
+
+// Storage is memory on one device, owned by the backend that made it.
+type Storage interface {
+	// Device names where the bytes live: "cpu", "cuda:0", ...
+	Device() string
+	// Bytes is the size of the allocation.
+	Bytes() int64
+	// Free releases the memory; it is called once, by the owning scope.
+	Free()
+}
+
+// Tensor is a dense row-major array on one device.
+type Tensor struct {
+	shape []int
+	dtype DType
+	st    Storage
+	// view marks a tensor that shares another's storage (Reshape); a
+	// view neither owns nor frees it.
+	view  bool
+	scope *Scope
+	freed bool
+}
+
+// NewTensor wraps storage that a backend allocated and registers it with
+// scope s, which then owns it. Backends call this; users call Backend.New.
+func NewTensor(s *Scope, st Storage, dt DType, shape ...int) *Tensor {
+	t := &Tensor{shape: append([]int(nil), shape...), dtype: dt, st: st}
+	s.own(t)
+	return t
+}
+
+// Shape returns the dimensions; the slice must not be modified.
+func (t *Tensor) Shape() []int { return t.shape }
+
+// Dim returns dimension i; negative i counts from the end.
+func (t *Tensor) Dim(i int) int {
+	if i < 0 {
+		i += len(t.shape)
+	}
+	return t.shape[i]
+}
+
+// Rank is the number of dimensions.
+func (t *Tensor) Rank() int { return len(t.shape) }
+
+// DType is the element type.
+func (t *Tensor) DType() DType { return t.dtype }
+
+// Len is the number of elements.
+func (t *Tensor) Len() int { return NumElements(t.shape) }
+
+// Storage is the memory behind the tensor.
+func (t *Tensor) Storage() Storage { return t.st }
+
+// Device names where the tensor lives.
+func (t *Tensor) Device() string { return t.st.Device() }
+
+// Rows is the product of all dimensions but the last: the number of rows
+// when the tensor is read as a matrix of its last dimension.
+func (t *Tensor) Rows() int {
+	if len(t.shape) == 0 {
+		return 1
+	}
+	return NumElements(t.shape[:len(t.shape)-1])
+}
+
+// Cols is the last dimension.
+func (t *Tensor) Cols() int {
+	if len(t.shape) == 0 {
+		return 1
+	}
+	return t.shape[len(t.shape)-1]
+}
+
+func (t *Tensor) String() string {
+	return fmt.Sprintf("%s%v@%s", t.dtype, t.shape, t.Device())
+}
+
+// Reshape returns a view of t with another shape of the same number of
+// elements. The view shares t's storage and lives as long as t does.
+func (t *Tensor) Reshape(shape ...int) (*Tensor, error) {
+	if NumElements(shape) != t.Len() {
+		return nil, fmt.Errorf("reshape %v to %v: element counts differ", t.shape, shape)
+	}
+	return &Tensor{shape: append([]int(nil), shape...), dtype: t.dtype, st: t.st, view: true}, nil
+}
+
+// Release frees t before its scope closes. A view cannot be released.
+func (t *Tensor) Release() {
+	if t.view {
+		return
+	}
+	if t.scope != nil {
+		t.scope.release(t)
+	}
+}
+
+// NumElements is the product of the dimensions (1 for a scalar).
+func NumElements(shape []int) int {
+	n := 1
+	for _, d := range shape {
+		n *= d
+	}
+	return n
+}
+
+// CheckedElements is NumElements for shapes read from untrusted files: it
+// reports a negative dimension or a product that overflows limit instead
+// of wrapping around.
+func CheckedElements(shape []int, limit int64) (int64, error) {
+	n := int64(1)
+	for _, d := range shape {
+		if d < 0 {
+			return 0, fmt.Errorf("negative dimension %d in shape %v", d, shape)
+		}
+		if d != 0 && n > limit/int64(d) {
+			return 0, fmt.Errorf("shape %v holds more than %d elements", shape, limit)
+		}
+		n *= int64(d)
+	}
+	return n, nil
+}
+
+// SameShape reports whether two shapes are equal.
+func SameShape(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// HostStorage is memory in the Go heap: the CPU backend's tensors and the
+// host side of uploads and downloads. Its words are 8-byte aligned so that
+// any dtype can be viewed in place.
+type HostStorage struct {
+	buf []byte
+	// Prepared holds what the CPU backend derived from the tensor once
+	// (packed GEMM panels of a weight); it is dropped with the storage.
+	Prepared any
+	onFree   func()
+}
+
+// NewHostStorage allocates n zeroed bytes.
+func NewHostStorage(n int) *HostStorage {
+	words := make([]uint64, (n+7)/8)
+	var buf []byte
+	if n > 0 {
+		buf = unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), n)
+	}
+	return &HostStorage{buf: buf}
+}
+
+// WrapHostBytes makes storage over existing bytes (a memory-mapped file,
+// say) without copying; onFree, if not nil, runs when the storage is freed.
+// b must be aligned for the dtype it will be viewed as.
+func WrapHostBytes(b []byte, onFree func()) *HostStorage {
+	return &HostStorage{buf: b, onFree: onFree}
+}
+
+func (h *HostStorage) Device() string { return "cpu" }
+func (h *HostStorage) Bytes() int64   { return int64(len(h.buf)) }
+func (h *HostStorage) Free() {
+	if h.onFree != nil {
+		h.onFree()
+	}
+	h.buf = nil
+	h.Prepared = nil
+}
+
+// Raw is the storage's bytes.
+func (h *HostStorage) Raw() []byte { return h.buf }
+
+func hostBytes(t *Tensor) []byte {
+	h, ok := t.st.(*HostStorage)
+	if !ok {
+		panic(fmt.Sprintf("nn: tensor %v is not in host memory", t))
+	}
+	if t.freed {
+		panic(fmt.Sprintf("nn: tensor %v used after its scope closed", t))
+	}
+	return h.buf
+}
+
+func view[T any](t *Tensor, want DType) []T {
+	if t.dtype != want {
+		panic(fmt.Sprintf("nn: tensor %v viewed as %s", t, want))
+	}
+	b := hostBytes(t)
+	n := t.Len()
+	if n == 0 {
+		return nil
+	}
+	var zero T
+	if uintptr(len(b)) < uintptr(n)*unsafe.Sizeof(zero) {
+		panic(fmt.Sprintf("nn: tensor %v larger than its storage", t))
+	}
+	return unsafe.Slice((*T)(unsafe.Pointer(&b[0])), n)
+}
+
+// F32 views a host F32 tensor's elements. It panics on another dtype or
+// device: that is a programming error, not bad input.
+func (t *Tensor) F32() []float32 { return view[float32](t, F32) }
+
+// U16 views a host F16 or BF16 tensor's raw 16-bit elements.
+func (t *Tensor) U16() []uint16 {
+	if t.dtype == BF16 {
+		return view[uint16](&Tensor{shape: t.shape, dtype: F16, st: t.st}, F16)
+	}
+	return view[uint16](t, F16)
+}
+
+// I32 views a host I32 tensor's elements.
+func (t *Tensor) I32() []int32 { return view[int32](t, I32) }
+
+// I64 views a host I64 tensor's elements.
+func (t *Tensor) I64() []int64 { return view[int64](t, I64) }
+
+// HostBytes returns the raw little-endian bytes of a host tensor.
+func (t *Tensor) HostBytes() []byte {
+	return hostBytes(t)[:t.Len()*t.dtype.Size()]
+}
+
+// NewHost allocates a zeroed host tensor owned by s.
+func NewHost(s *Scope, dt DType, shape ...int) *Tensor {
+	return NewTensor(s, NewHostStorage(NumElements(shape)*dt.Size()), dt, shape...)
+}
+
+// HostF32 makes a host F32 tensor owned by s holding a copy of data.
+func HostF32(s *Scope, data []float32, shape ...int) (*Tensor, error) {
+	if NumElements(shape) != len(data) {
+		return nil, fmt.Errorf("%d values do not fill shape %v", len(data), shape)
+	}
+	t := NewHost(s, F32, shape...)
+	copy(t.F32(), data)
+	return t, nil
+}
+
+// HostI32 makes a host I32 tensor owned by s holding a copy of data.
+func HostI32(s *Scope, data []int32, shape ...int) (*Tensor, error) {
+	if NumElements(shape) != len(data) {
+		return nil, fmt.Errorf("%d values do not fill shape %v", len(data), shape)
+	}
+	t := NewHost(s, I32, shape...)
+	copy(t.I32(), data)
+	return t, nil
+}
+
+// MaxAbsDiff is the largest |a-b| over two host F32 tensors of one shape;
+// NaN anywhere makes it +Inf so that a comparison cannot pass by accident.
+func MaxAbsDiff(a, b []float32) float64 {
+	var m float64
+	for i := range a {
+		d := math.Abs(float64(a[i]) - float64(b[i]))
+		if math.IsNaN(d) {
+			return math.Inf(1)
+		}
+		m = math.Max(m, d)
+	}
+	return m
+}
