@@ -1,6 +1,7 @@
 package nn
 
 import (
+	"errors"
 	"fmt"
 	"sort"
 	"strings"
@@ -88,6 +89,11 @@ type Backend interface {
 	// [B, T] is non-zero.
 	Pool(out, x, mask *Tensor, p Pooling) error
 }
+
+// ErrUnsupported is wrapped by the error of an operation a backend does not
+// implement, so that callers and the conformance suite can tell it apart
+// from bad arguments.
+var ErrUnsupported = errors.New("operation not supported by this backend")
 
 // Factory opens a backend; opts come from the command line (device index,
 // compute dtype) and are backend-specific.

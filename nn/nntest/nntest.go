@@ -1,0 +1,505 @@
+// Package nntest is the conformance suite every nn.Backend runs, in the
+// spirit of ggml's test-backend-ops and gonum's testblas: each operation of
+// the Backend interface is checked against the kernels package's plain
+// references, computed on the host, over a table of shapes that includes
+// odd sizes (1, 3, 17, 65, 129) so that tails of vector loops and tile
+// edges are exercised. Inputs are made on the host, uploaded in the
+// backend's compute dtype and downloaded again, so that the reference sees
+// exactly the rounded values the backend computes on.
+//
+// An operation the backend reports as unsupported (an error wrapping
+// nn.ErrUnsupported) is skipped with a message naming it, never silently.
+package nntest
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"math/rand"
+	"testing"
+
+	"github.com/bertstream/bertstream/kernels"
+	"github.com/bertstream/bertstream/nn"
+)
+
+// Run checks every operation of b. It closes every scope it opens and
+// fails if tensors of b's device outlive them.
+func Run(t *testing.T, b nn.Backend) {
+	t.Helper()
+	before := deviceTensors(b.Device())
+	for _, tc := range []struct {
+		name string
+		fn   func(e *env)
+	}{
+		{"Upload", testUpload},
+		{"Linear", testLinear},
+		{"Gemm", testGemm},
+		{"Activation", testActivation},
+		{"AddLayerNorm", testAddLayerNorm},
+		{"Softmax", testSoftmax},
+		{"Attention", testAttention},
+		{"Embed", testEmbed},
+		{"Gather", testGather},
+		{"Pool", testPool},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := nn.NewScope("nntest/" + tc.name)
+			defer s.Close()
+			tc.fn(&env{t: t, b: b, s: s, rng: rand.New(rand.NewSource(1)), dt: b.Compute()})
+			if err := b.Sync(); err != nil {
+				t.Fatalf("sync: %v", err)
+			}
+		})
+	}
+	if after := deviceTensors(b.Device()); after != before {
+		t.Errorf("%d tensors live on %s after the suite closed its scopes, %d before", after, b.Device(), before)
+	}
+}
+
+// deviceTensors is the number of live tensors nn counts on dev.
+func deviceTensors(dev string) int64 {
+	for _, u := range nn.Usage() {
+		if u.Device == dev {
+			return u.Tensors
+		}
+	}
+	return 0
+}
+
+// Sizes are the odd and even extents the shape tables draw from.
+var Sizes = []int{1, 3, 17, 65, 129}
+
+type env struct {
+	t   *testing.T
+	b   nn.Backend
+	s   *nn.Scope
+	rng *rand.Rand
+	dt  nn.DType // the backend's compute dtype
+}
+
+// tol is a mixed tolerance: |got-want| <= abs + rel*|want|.
+type tol struct{ abs, rel float64 }
+
+// tolFor scales an F32 tolerance for lower-precision compute dtypes: the
+// unit roundoff of F16 is 2^-11 and of BF16 2^-8, against F32's 2^-24.
+func (e *env) tolFor(f32 tol, terms int) tol {
+	switch e.dt {
+	case nn.F16:
+		return tol{abs: 2e-3 * math.Sqrt(float64(terms)), rel: 4e-3}
+	case nn.BF16:
+		return tol{abs: 1.6e-2 * math.Sqrt(float64(terms)), rel: 3e-2}
+	}
+	return f32
+}
+
+// ok handles an operation's error: nil passes, an unsupported operation
+// skips the subtest with the backend's reason, anything else fails.
+func (e *env) ok(op string, err error) bool {
+	e.t.Helper()
+	if err == nil {
+		return true
+	}
+	if errors.Is(err, nn.ErrUnsupported) {
+		e.t.Skipf("%s: %s reports it unsupported: %v", op, e.b.Name(), err)
+	}
+	e.t.Fatalf("%s: %v", op, err)
+	return false
+}
+
+// uniform returns n values uniform in [lo, hi).
+func (e *env) uniform(n int, lo, hi float32) []float32 {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = lo + (hi-lo)*e.rng.Float32()
+	}
+	return v
+}
+
+// upload puts host values on the device in dtype dt and returns the tensor
+// with the values as the device holds them (rounded to dt).
+func (e *env) upload(data []float32, dt nn.DType, shape ...int) (*nn.Tensor, []float32) {
+	e.t.Helper()
+	h, err := nn.HostF32(e.s, data, shape...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	d, err := e.b.Upload(e.s, h, dt)
+	e.ok("upload", err)
+	return d, e.download(d)
+}
+
+// act uploads random activations in the compute dtype.
+func (e *env) act(shape ...int) (*nn.Tensor, []float32) {
+	return e.upload(e.uniform(nn.NumElements(shape), -1, 1), e.dt, shape...)
+}
+
+func (e *env) ints(data []int32, shape ...int) *nn.Tensor {
+	e.t.Helper()
+	h, err := nn.HostI32(e.s, data, shape...)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	d, err := e.b.Upload(e.s, h, nn.I32)
+	e.ok("upload I32", err)
+	return d
+}
+
+func (e *env) download(d *nn.Tensor) []float32 {
+	e.t.Helper()
+	h, err := e.b.Download(e.s, d, nn.F32)
+	e.ok("download", err)
+	return h.F32()
+}
+
+// check compares a device tensor with reference values.
+func (e *env) check(what string, got *nn.Tensor, want []float32, tl tol) {
+	e.t.Helper()
+	g := e.download(got)
+	if len(g) != len(want) {
+		e.t.Fatalf("%s: %d values, want %d", what, len(g), len(want))
+	}
+	bad, worst, worstAt := 0, 0.0, -1
+	for i := range want {
+		d := math.Abs(float64(g[i]) - float64(want[i]))
+		lim := tl.abs + tl.rel*math.Abs(float64(want[i]))
+		if !(d <= lim) { // NaN fails too
+			if bad == 0 || d > worst || math.IsNaN(d) {
+				worst, worstAt = d, i
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		e.t.Errorf("%s: %d of %d values off (tolerance %g + %g*|want|); worst at %d: got %g, want %g",
+			what, bad, len(want), tl.abs, tl.rel, worstAt, g[worstAt], want[worstAt])
+	}
+}
+
+func testUpload(e *env) {
+	src := e.uniform(129, -70000, 70000)
+	src = append(src, 0, float32(math.Copysign(0, -1)), 1e-6, -6e-8, float32(math.Inf(1)), 65504, 3.14159)
+	h, err := nn.HostF32(e.s, src, len(src))
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	for _, dt := range []nn.DType{nn.F32, nn.F16, nn.BF16} {
+		want := make([]float32, len(src))
+		u := make([]uint16, len(src))
+		switch dt {
+		case nn.F32:
+			copy(want, src)
+		case nn.F16:
+			kernels.F32ToF16(u, src)
+			kernels.F16ToF32(want, u)
+		case nn.BF16:
+			kernels.F32ToBF16(u, src)
+			kernels.BF16ToF32(want, u)
+		}
+		d, err := e.b.Upload(e.s, h, dt)
+		if errors.Is(err, nn.ErrUnsupported) {
+			e.t.Logf("upload F32 -> %s: unsupported by %s: %v", dt, e.b.Name(), err)
+			continue
+		}
+		if err != nil {
+			e.t.Fatalf("upload F32 -> %s: %v", dt, err)
+		}
+		if d.DType() != dt || !nn.SameShape(d.Shape(), h.Shape()) {
+			e.t.Fatalf("upload F32 -> %s gave %v", dt, d)
+		}
+		got := e.download(d)
+		for i := range want {
+			if math.Float32bits(got[i]) != math.Float32bits(want[i]) {
+				e.t.Errorf("F32 -> %s -> F32 of %g: got %g, want %g", dt, src[i], got[i], want[i])
+			}
+		}
+	}
+
+	ids := []int64{0, 1, 30521, -1, math.MaxInt32}
+	h64 := nn.NewHost(e.s, nn.I64, len(ids))
+	copy(h64.I64(), ids)
+	d, err := e.b.Upload(e.s, h64, nn.I32)
+	e.ok("upload I64 -> I32", err)
+	back, err := e.b.Download(e.s, d, nn.I32)
+	e.ok("download I32", err)
+	for i, v := range back.I32() {
+		if int64(v) != ids[i] {
+			e.t.Errorf("I64 -> I32 at %d: got %d, want %d", i, v, ids[i])
+		}
+	}
+	copy(h64.I64(), []int64{1, 1 << 40})
+	if _, err := e.b.Upload(e.s, h64, nn.I32); err == nil {
+		e.t.Errorf("upload of I64 1<<40 as I32 did not fail")
+	}
+}
+
+func testLinear(e *env) {
+	acts := []nn.Act{nn.ActNone, nn.ActGELU, nn.ActGELUTanh, nn.ActReLU, nn.ActTanh}
+	i := 0
+	for _, m := range Sizes {
+		for _, n := range Sizes {
+			for _, k := range Sizes {
+				a := acts[i%len(acts)]
+				withBias := i%2 == 0
+				i++
+				name := fmt.Sprintf("linear m=%d n=%d k=%d act=%s bias=%v", m, n, k, a, withBias)
+				x, xh := e.act(m, k)
+				if m%2 == 1 && m > 1 {
+					// A 3-D activation is read as rows x last dimension.
+					x, xh = e.act(1, m, k)
+				}
+				w, wh := e.act(n, k)
+				e.ok(name+": prepare", e.b.PrepareWeight(w))
+				var bias *nn.Tensor
+				var bh []float32
+				if withBias {
+					bias, bh = e.act(n)
+				}
+				out := e.b.New(e.s, e.dt, m, n)
+				e.ok(name, e.b.Linear(out, x, w, bias, a))
+				want := make([]float32, m*n)
+				kernels.GemmRef(false, true, m, n, k, 1, xh, k, wh, k, 0, want, n)
+				kernels.BiasActRef(want, m, n, bh, a)
+				e.check(name, out, want, e.tolFor(tol{abs: 2e-6 * float64(k), rel: 1e-5}, k))
+			}
+		}
+	}
+	x, _ := e.act(3, 5)
+	w, _ := e.act(4, 6)
+	e.ok("prepare", e.b.PrepareWeight(w))
+	if err := e.b.Linear(e.b.New(e.s, e.dt, 3, 4), x, w, nil, nn.ActNone); err == nil {
+		e.t.Errorf("linear of x [3,5] by weight [4,6] did not fail")
+	}
+}
+
+func testGemm(e *env) {
+	shapes := [][3]int{{1, 1, 1}, {3, 17, 65}, {17, 3, 129}, {65, 129, 3}, {129, 65, 17}, {64, 64, 64}, {1, 129, 17}}
+	for _, batch := range []int{0, 1, 3} { // 0: plain 2-D tensors
+		for si, sh := range shapes {
+			m, n, k := sh[0], sh[1], sh[2]
+			for _, ta := range []bool{false, true} {
+				for _, tb := range []bool{false, true} {
+					alpha, beta := float32(1), float32(0)
+					if si%2 == 1 {
+						alpha, beta = 0.5, -1.25
+					}
+					name := fmt.Sprintf("gemm batch=%d m=%d n=%d k=%d transA=%v transB=%v alpha=%g beta=%g", batch, m, n, k, ta, tb, alpha, beta)
+					ar, ac := m, k
+					if ta {
+						ar, ac = k, m
+					}
+					br, bc := k, n
+					if tb {
+						br, bc = n, k
+					}
+					nb := max(batch, 1)
+					shape := func(r, c int) []int {
+						if batch == 0 {
+							return []int{r, c}
+						}
+						return []int{batch, r, c}
+					}
+					a, ah := e.act(shape(ar, ac)...)
+					b, bh := e.act(shape(br, bc)...)
+					c, ch := e.act(shape(m, n)...)
+					e.ok(name, e.b.Gemm(ta, tb, alpha, a, b, beta, c))
+					want := append([]float32(nil), ch...)
+					for i := 0; i < nb; i++ {
+						kernels.GemmRef(ta, tb, m, n, k, alpha, ah[i*ar*ac:], ac, bh[i*br*bc:], bc, beta, want[i*m*n:], n)
+					}
+					e.check(name, c, want, e.tolFor(tol{abs: 2e-6 * float64(k+2), rel: 1e-5}, k+2))
+				}
+			}
+		}
+	}
+	a, _ := e.act(3, 4)
+	b, _ := e.act(5, 6)
+	if err := e.b.Gemm(false, false, 1, a, b, 0, e.b.New(e.s, e.dt, 3, 6)); err == nil {
+		e.t.Errorf("gemm of [3,4] by [5,6] did not fail")
+	}
+}
+
+func testActivation(e *env) {
+	for _, a := range []nn.Act{nn.ActNone, nn.ActGELU, nn.ActGELUTanh, nn.ActReLU, nn.ActTanh} {
+		for _, n := range Sizes {
+			name := fmt.Sprintf("activation %s n=%d", a, n)
+			vals := e.uniform(n*7, -6, 6)
+			vals[0] = 0
+			if n > 1 {
+				vals[1], vals[2] = -12, 12
+			}
+			x, xh := e.upload(vals, e.dt, 7, n)
+			e.ok(name, e.b.Activation(x, a))
+			want := append([]float32(nil), xh...)
+			kernels.BiasActRef(want, 7, n, nil, a)
+			e.check(name, x, want, e.tolFor(tol{abs: 2e-6, rel: 1e-5}, 1))
+		}
+	}
+}
+
+func testAddLayerNorm(e *env) {
+	for _, rows := range []int{1, 3, 17} {
+		for _, cols := range []int{1, 3, 17, 65, 129, 768} {
+			for _, withRes := range []bool{false, true} {
+				name := fmt.Sprintf("addlayernorm rows=%d cols=%d residual=%v", rows, cols, withRes)
+				x, xh := e.upload(e.uniform(rows*cols, -3, 5), e.dt, rows, cols)
+				gamma, gh := e.upload(e.uniform(cols, 0.5, 1.5), e.dt, cols)
+				beta, bh := e.act(cols)
+				var res *nn.Tensor
+				var rh []float32
+				if withRes {
+					res, rh = e.act(rows, cols)
+				}
+				out := e.b.New(e.s, e.dt, rows, cols)
+				e.ok(name, e.b.AddLayerNorm(out, x, res, gamma, beta, 1e-12))
+				want := make([]float32, rows*cols)
+				kernels.AddLayerNormRef(want, xh, rh, rows, cols, gh, bh, 1e-12)
+				e.check(name, out, want, e.tolFor(tol{abs: 2e-5, rel: 1e-5}, 1))
+
+				// In place, as BERT's post-LN layers call it: out is x.
+				if withRes {
+					x2, _ := e.upload(xh, e.dt, rows, cols)
+					e.ok(name+" in place", e.b.AddLayerNorm(x2, x2, res, gamma, beta, 1e-12))
+					e.check(name+" in place", x2, want, e.tolFor(tol{abs: 2e-5, rel: 1e-5}, 1))
+				}
+			}
+		}
+	}
+}
+
+// mask returns batch x seq key flags: item 0 attends everywhere, item 1 (if
+// any) to nothing (a fully masked row), the rest to a random prefix as
+// padded batches do.
+func (e *env) mask(batch, seq int) []int32 {
+	m := make([]int32, batch*seq)
+	for b := 0; b < batch; b++ {
+		n := seq
+		switch {
+		case b == 1:
+			n = 0
+		case b > 1:
+			n = 1 + e.rng.Intn(seq)
+		}
+		for t := 0; t < n; t++ {
+			m[b*seq+t] = 1
+		}
+	}
+	return m
+}
+
+func testSoftmax(e *env) {
+	for _, batch := range []int{1, 3} {
+		for _, rows := range []int{1, 17} {
+			for _, cols := range Sizes {
+				for _, masked := range []bool{false, true} {
+					name := fmt.Sprintf("softmax batch=%d rows=%d cols=%d masked=%v", batch, rows, cols, masked)
+					x, xh := e.upload(e.uniform(batch*rows*cols, -8, 8), e.dt, batch, rows, cols)
+					var mask *nn.Tensor
+					var mh []int32
+					if masked {
+						mh = e.mask(batch, cols)
+						mask = e.ints(mh, batch, cols)
+					}
+					e.ok(name, e.b.Softmax(x, mask, 0.125))
+					want := append([]float32(nil), xh...)
+					kernels.SoftmaxRef(want, batch*rows, cols, 0.125, mh, rows)
+					e.check(name, x, want, e.tolFor(tol{abs: 1e-6, rel: 1e-5}, 1))
+				}
+			}
+		}
+	}
+}
+
+func testAttention(e *env) {
+	for _, c := range []struct{ batch, seq, hidden, heads int }{
+		{1, 1, 4, 1}, {1, 3, 12, 3}, {3, 17, 64, 4}, {2, 65, 48, 2}, {3, 129, 32, 2}, {2, 33, 768, 12},
+	} {
+		name := fmt.Sprintf("attention batch=%d seq=%d hidden=%d heads=%d", c.batch, c.seq, c.hidden, c.heads)
+		qkv, qh := e.upload(e.uniform(c.batch*c.seq*3*c.hidden, -1, 1), e.dt, c.batch, c.seq, 3*c.hidden)
+		mh := e.mask(c.batch, c.seq)
+		mask := e.ints(mh, c.batch, c.seq)
+		out := e.b.New(e.s, e.dt, c.batch, c.seq, c.hidden)
+		scale := float32(1 / math.Sqrt(float64(c.hidden/c.heads)))
+		e.ok(name, e.b.Attention(out, qkv, mask, c.heads, scale))
+		want := make([]float32, c.batch*c.seq*c.hidden)
+		kernels.AttentionRef(want, qh, mh, c.batch, c.seq, c.hidden, c.heads, scale)
+		e.check(name, out, want, e.tolFor(tol{abs: 2e-6 * math.Sqrt(float64(c.seq*c.hidden/c.heads)), rel: 1e-5}, c.seq))
+	}
+}
+
+func testEmbed(e *env) {
+	const vocab, npos, ntypes = 50, 140, 2
+	for _, c := range []struct{ batch, seq, hidden int }{{1, 1, 1}, {1, 3, 17}, {3, 17, 65}, {2, 129, 3}, {2, 5, 768}} {
+		for _, withTypes := range []bool{false, true} {
+			name := fmt.Sprintf("embed batch=%d seq=%d hidden=%d types=%v", c.batch, c.seq, c.hidden, withTypes)
+			word, wh := e.act(vocab, c.hidden)
+			pos, ph := e.act(npos, c.hidden)
+			typ, th := e.act(ntypes, c.hidden)
+			gamma, gh := e.upload(e.uniform(c.hidden, 0.5, 1.5), e.dt, c.hidden)
+			beta, bh := e.act(c.hidden)
+			idh := make([]int32, c.batch*c.seq)
+			tyh := make([]int32, c.batch*c.seq)
+			for i := range idh {
+				idh[i] = int32(e.rng.Intn(vocab))
+				tyh[i] = int32(e.rng.Intn(ntypes))
+			}
+			idh[0] = vocab - 1
+			ids := e.ints(idh, c.batch, c.seq)
+			var types *nn.Tensor
+			var tys []int32
+			if withTypes {
+				types, tys = e.ints(tyh, c.batch, c.seq), tyh
+			}
+			out := e.b.New(e.s, e.dt, c.batch, c.seq, c.hidden)
+			e.ok(name, e.b.Embed(out, ids, types, word, pos, typ, gamma, beta, 1e-12))
+			want := make([]float32, c.batch*c.seq*c.hidden)
+			if err := kernels.EmbedLayerNormRef(want, idh, tys, c.batch, c.seq, c.hidden, wh, ph, th, gh, bh, 1e-12); err != nil {
+				e.t.Fatalf("%s: reference: %v", name, err)
+			}
+			e.check(name, out, want, e.tolFor(tol{abs: 2e-5, rel: 1e-5}, 1))
+
+			for _, badID := range []int32{vocab, -1} {
+				bad := append([]int32(nil), idh...)
+				bad[len(bad)-1] = badID
+				err := e.b.Embed(out, e.ints(bad, c.batch, c.seq), types, word, pos, typ, gamma, beta, 1e-12)
+				if errors.Is(err, nn.ErrUnsupported) || err == nil {
+					e.t.Errorf("%s: id %d outside the vocabulary of %d: got error %v", name, badID, vocab, err)
+				}
+			}
+		}
+	}
+}
+
+func testGather(e *env) {
+	for _, rows := range []int{1, 17, 129} {
+		for _, h := range []int{1, 3, 65} {
+			name := fmt.Sprintf("gather rows=%d hidden=%d", rows, h)
+			x, xh := e.act(rows, h)
+			idx := []int32{0, int32(rows - 1), int32(rows / 2), 0}
+			out := e.b.New(e.s, e.dt, len(idx), h)
+			e.ok(name, e.b.Gather(out, x, e.ints(idx, len(idx))))
+			want := make([]float32, 0, len(idx)*h)
+			for _, r := range idx {
+				want = append(want, xh[int(r)*h:int(r+1)*h]...)
+			}
+			e.check(name, out, want, tol{})
+			if err := e.b.Gather(out, x, e.ints([]int32{0, 0, int32(rows), 0}, 4)); err == nil {
+				e.t.Errorf("%s: index %d outside %d rows did not fail", name, rows, rows)
+			}
+		}
+	}
+}
+
+func testPool(e *env) {
+	for _, p := range []nn.Pooling{nn.PoolCLS, nn.PoolMean, nn.PoolMax} {
+		for _, c := range []struct{ batch, seq, hidden int }{{1, 1, 1}, {3, 17, 3}, {4, 65, 129}} {
+			name := fmt.Sprintf("pool %s batch=%d seq=%d hidden=%d", p, c.batch, c.seq, c.hidden)
+			x, xh := e.act(c.batch, c.seq, c.hidden)
+			mh := e.mask(c.batch, c.seq)
+			out := e.b.New(e.s, e.dt, c.batch, c.hidden)
+			e.ok(name, e.b.Pool(out, x, e.ints(mh, c.batch, c.seq), p))
+			want := make([]float32, c.batch*c.hidden)
+			kernels.PoolRef(want, xh, mh, c.batch, c.seq, c.hidden, p)
+			e.check(name, out, want, e.tolFor(tol{abs: 1e-6, rel: 1e-5}, 1))
+		}
+	}
+}
