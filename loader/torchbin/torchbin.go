@@ -112,9 +112,12 @@ func parseStoragePID(pid any, wantLen int) (dtype, key string, numel int64, err 
 func describeTuple(t pyTuple) string {
 	parts := make([]string, len(t))
 	for i, v := range t {
-		if s, ok := v.(string); ok {
-			parts[i] = strconv.Quote(s)
-		} else {
+		switch x := v.(type) {
+		case string:
+			parts[i] = strconv.Quote(x)
+		case int64, bool, float64:
+			parts[i] = fmt.Sprint(x)
+		default:
 			parts[i] = describe(v)
 		}
 	}
