@@ -11,25 +11,49 @@ import (
 
 // Weight is a linear layer's weight (PyTorch layout: n outputs x k inputs)
 // prepared once, at load, for the GEMM that multiplies activations by its
-// transpose.
+// transpose: packed into the column panels the active micro-kernel reads.
 type Weight struct {
 	N, K int
 	Data []float32 // row-major n x k, as loaded
+	// packed is Data^T in panels of kern.nr columns (see packB).
+	packed []float32
+	kern   *microKernel
 }
 
-// PrepareWeight wraps w (n x k, row-major) for Linear. w is kept, not
+// PrepareWeight packs w (n x k, row-major) for Linear. w is kept, not
 // copied: the caller must not change it afterwards.
 func PrepareWeight(w []float32, n, k int) *Weight {
-	return &Weight{N: n, K: k, Data: w}
+	pw := &Weight{N: n, K: k, Data: w}
+	pw.pack(active.Load())
+	return pw
+}
+
+func (w *Weight) pack(kern *microKernel) {
+	w.packed = make([]float32, packedLen(kern, w.N, w.K))
+	packB(kern, w.packed, true, w.N, w.K, w.Data, w.K)
+	w.kern = kern
 }
 
 // Linear computes out = act(x * w^T + bias) for x of m x w.K; out is m x w.N
-// and bias (w.N values) may be nil.
+// and bias (w.N values) may be nil. With the native SGEMM, bias and act
+// are applied to each tile as it is finished, while it is in cache.
 func Linear(out, x []float32, m int, w *Weight, bias []float32, a Act) {
-	Sgemm(false, true, m, w.N, w.K, 1, x, w.K, w.Data, w.K, 0, out, w.N)
-	if bias != nil || a != ActNone {
-		BiasActRef(out, m, w.N, bias, a)
+	if m == 0 || w.N == 0 {
+		return
 	}
+	if !native.Load() || w.K == 0 {
+		Sgemm(false, true, m, w.N, w.K, 1, x, w.K, w.Data, w.K, 0, out, w.N)
+		if bias != nil || a != ActNone {
+			biasActRows(out, m, w.N, bias, a)
+		}
+		return
+	}
+	kern := active.Load()
+	if w.kern != kern {
+		// The micro-kernel was switched (tests, benchmarks) after load.
+		w.pack(kern)
+	}
+	gemmPacked(kern, false, m, w.N, w.K, 1, x, w.K, w.packed, 0, out, w.N, bias, a)
 }
 
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C (row-major) through the
@@ -57,7 +81,7 @@ func AddLayerNorm(out, x, res []float32, rows, cols int, gamma, beta []float32, 
 
 // Activation applies a to x in place.
 func Activation(x []float32, a Act) {
-	BiasActRef(x, 1, len(x), nil, a)
+	biasActRows(x, 1, len(x), nil, a)
 }
 
 // Softmax is SoftmaxRef's fast entry point.

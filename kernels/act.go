@@ -1,0 +1,151 @@
+package kernels
+
+import (
+	"math"
+	"sync"
+)
+
+// Fast activations: float32 polynomial approximations instead of the
+// float64 math package calls of the references, accurate to a few ulps of
+// float32 in the range BERT's activations take.
+
+// expf is e^x in float32: x = n*ln2 + r with |r| <= ln2/2 (Cody-Waite
+// split of ln2 so that r is exact), e^r by its Taylor polynomial to degree
+// 7, 2^n by building the exponent bits. Relative error below 2e-7; it
+// saturates to 0 and +Inf outside the float32 range.
+func expf(x float32) float32 {
+	if x < -87.3 {
+		return 0
+	}
+	if x > 88.7 {
+		return float32(math.Inf(1))
+	}
+	n := float32(math.Floor(float64(x*1.44269504088896341 + 0.5)))
+	r := x - n*0.693359375
+	r -= n * -2.12194440e-4
+	p := float32(1.0 / 5040)
+	p = p*r + 1.0/720
+	p = p*r + 1.0/120
+	p = p*r + 1.0/24
+	p = p*r + 1.0/6
+	p = p*r + 0.5
+	p = p*r + 1
+	p = p*r + 1
+	return p * math.Float32frombits(uint32(int32(n)+127)<<23)
+}
+
+// erfcPos is erfc(z) for z >= 0 by Abramowitz and Stegun 7.1.26 (absolute
+// error below 1.5e-7).
+func erfcPos(z float32) float32 {
+	t := 1 / (1 + 0.3275911*z)
+	p := float32(1.061405429)
+	p = p*t - 1.453152027
+	p = p*t + 1.421413741
+	p = p*t - 0.284496736
+	p = p*t + 0.254829592
+	return p * t * expf(-z*z)
+}
+
+// gelu is x/2 * (1 + erf(x/sqrt 2)), written with erfc so that negative x,
+// where the result is a small difference, keeps its accuracy.
+func gelu(x float32) float32 {
+	z := x * 0.7071067811865476
+	if z >= 0 {
+		return x - 0.5*x*erfcPos(z)
+	}
+	return 0.5 * x * erfcPos(-z)
+}
+
+// tanhf is tanh by e^(2x), exact to float32 rounding away from 0 and by
+// its odd Taylor series near 0 where 1 - 2/(e^2x + 1) would cancel.
+func tanhf(x float32) float32 {
+	ax := x
+	if ax < 0 {
+		ax = -ax
+	}
+	if ax < 0.04 {
+		x2 := x * x
+		return x * (1 - x2*(1.0/3-x2*(2.0/15)))
+	}
+	if ax > 9 {
+		return float32(math.Copysign(1, float64(x)))
+	}
+	t := 1 - 2/(expf(2*ax)+1)
+	if x < 0 {
+		return -t
+	}
+	return t
+}
+
+func geluTanh(x float32) float32 {
+	return 0.5 * x * (1 + tanhf(0.7978845608028654*(x+0.044715*x*x*x)))
+}
+
+// biasAct adds bias (len(row) values, may be nil) to row and applies a.
+func biasAct(row, bias []float32, a Act) {
+	if bias != nil {
+		bias = bias[:len(row)]
+		for j := range row {
+			row[j] += bias[j]
+		}
+	}
+	switch a {
+	case ActGELU:
+		geluVec(row)
+	case ActGELUTanh:
+		for j, v := range row {
+			row[j] = geluTanh(v)
+		}
+	case ActReLU:
+		for j, v := range row {
+			row[j] = max(v, 0)
+		}
+	case ActTanh:
+		for j, v := range row {
+			row[j] = tanhf(v)
+		}
+	}
+}
+
+func geluGo(x []float32) {
+	for j, v := range x {
+		x[j] = gelu(v)
+	}
+}
+
+// biasActRows is biasAct on each row of x (rows x cols), across cores.
+func biasActRows(x []float32, rows, cols int, bias []float32, a Act) {
+	if (bias == nil && a == ActNone) || rows*cols == 0 {
+		return
+	}
+	t := biasActTasks.Get().(*biasActTask)
+	*t = biasActTask{x: x[:rows*cols], cols: cols, bias: bias, act: a}
+	if bias == nil {
+		// Without a bias the rows are one vector: cut it anywhere.
+		t.cols = min(rows*cols, 1<<14)
+		rows = (rows*cols + t.cols - 1) / t.cols
+	}
+	// Tasks of about 16K values: enough to pay for the hand-over, small
+	// enough to balance the cores.
+	t.per = max(1, (1<<14)/t.cols)
+	parallel((rows+t.per-1)/t.per, t)
+	*t = biasActTask{}
+	biasActTasks.Put(t)
+}
+
+type biasActTask struct {
+	x         []float32
+	cols, per int
+	bias      []float32
+	act       Act
+}
+
+var biasActTasks = sync.Pool{New: func() any { return new(biasActTask) }}
+
+func (t *biasActTask) run(i int, _ *scratch) {
+	lo := i * t.per * t.cols
+	hi := min(lo+t.per*t.cols, len(t.x))
+	for r := lo; r < hi; r += t.cols {
+		biasAct(t.x[r:min(r+t.cols, hi)], t.bias, t.act)
+	}
+}

@@ -1,0 +1,410 @@
+package kernels
+
+import (
+	"fmt"
+	"os"
+	"sync"
+	"sync/atomic"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/blas32"
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// SGEMM in the GotoBLAS/BLIS style: op(B) is packed into panels of nr
+// columns (k x nr, row after row), op(A) into panels of mr rows, one block
+// of mc x kc at a time so that it stays in L2 while a kc x nr panel of B
+// stays in L1, and a register-blocked micro-kernel computes each mr x nr
+// tile of C. Blocks of C are tasks shared by the cores. Weights of linear
+// layers are packed once, at load, by PrepareWeight.
+
+// microKernel is one register-blocked inner kernel and its blocking.
+type microKernel struct {
+	name   string
+	mr, nr int
+	kc, mc int
+	// run computes the mr x nr tile c (row stride ldc) = [c +] a*b over k
+	// steps, from an mr-row panel a and an nr-column panel b; add says
+	// whether c's old values are kept. k is at least 1.
+	run func(k int, a, b, c []float32, ldc int, add bool)
+}
+
+// goKernel is the portable micro-kernel: 4 x 4 accumulators that the Go
+// compiler keeps in registers.
+var goKernel = &microKernel{name: "go", mr: 4, nr: 4, kc: 256, mc: 128, run: kernelGo4x4}
+
+func kernelGo4x4(k int, a, b, c []float32, ldc int, add bool) {
+	var c00, c01, c02, c03, c10, c11, c12, c13 float32
+	var c20, c21, c22, c23, c30, c31, c32, c33 float32
+	a, b = a[:4*k], b[:4*k]
+	for p := 0; p < len(a); p += 4 {
+		ap, bp := a[p:p+4:p+4], b[p:p+4:p+4]
+		b0, b1, b2, b3 := bp[0], bp[1], bp[2], bp[3]
+		a0 := ap[0]
+		c00 += a0 * b0
+		c01 += a0 * b1
+		c02 += a0 * b2
+		c03 += a0 * b3
+		a1 := ap[1]
+		c10 += a1 * b0
+		c11 += a1 * b1
+		c12 += a1 * b2
+		c13 += a1 * b3
+		a2 := ap[2]
+		c20 += a2 * b0
+		c21 += a2 * b1
+		c22 += a2 * b2
+		c23 += a2 * b3
+		a3 := ap[3]
+		c30 += a3 * b0
+		c31 += a3 * b1
+		c32 += a3 * b2
+		c33 += a3 * b3
+	}
+	r0, r1, r2, r3 := c[0:4:4], c[ldc:ldc+4:ldc+4], c[2*ldc:2*ldc+4:2*ldc+4], c[3*ldc:3*ldc+4:3*ldc+4]
+	if add {
+		c00 += r0[0]
+		c01 += r0[1]
+		c02 += r0[2]
+		c03 += r0[3]
+		c10 += r1[0]
+		c11 += r1[1]
+		c12 += r1[2]
+		c13 += r1[3]
+		c20 += r2[0]
+		c21 += r2[1]
+		c22 += r2[2]
+		c23 += r2[3]
+		c30 += r3[0]
+		c31 += r3[1]
+		c32 += r3[2]
+		c33 += r3[3]
+	}
+	r0[0], r0[1], r0[2], r0[3] = c00, c01, c02, c03
+	r1[0], r1[1], r1[2], r1[3] = c10, c11, c12, c13
+	r2[0], r2[1], r2[2], r2[3] = c20, c21, c22, c23
+	r3[0], r3[1], r3[2], r3[3] = c30, c31, c32, c33
+}
+
+// kernelList is every micro-kernel this build has, fastest first; those
+// the CPU cannot run are filtered out by supported (set per architecture).
+func kernelList() []*microKernel {
+	return append(append([]*microKernel(nil), asmKernels()...), goKernel)
+}
+
+// GemmVersions names the SGEMM micro-kernels this CPU can run, fastest
+// first ("avx512", "avx2", "go").
+func GemmVersions() []string {
+	var names []string
+	for _, k := range kernelList() {
+		names = append(names, k.name)
+	}
+	return names
+}
+
+var active atomic.Pointer[microKernel]
+
+func init() {
+	active.Store(kernelList()[0])
+	if os.Getenv("BERTSTREAM_BLAS") != "gonum" {
+		UseNative()
+	}
+}
+
+func kernelNamed(name string) (*microKernel, error) {
+	for _, k := range kernelList() {
+		if k.name == name {
+			return k, nil
+		}
+	}
+	return nil, fmt.Errorf("no SGEMM version %q on this CPU (have %v)", name, GemmVersions())
+}
+
+// SetGemmVersion selects the micro-kernel the native SGEMM uses. Weights
+// prepared for another version are repacked on first use.
+func SetGemmVersion(name string) error {
+	k, err := kernelNamed(name)
+	if err != nil {
+		return err
+	}
+	active.Store(k)
+	return nil
+}
+
+// GemmVersion names the micro-kernel in use.
+func GemmVersion() string { return active.Load().name }
+
+// Implementation is bertstream's blas.Float32: Sgemm is native, the other
+// routines are gonum's.
+type Implementation struct{ gonum.Implementation }
+
+var native atomic.Bool
+
+// UseNative makes bertstream's SGEMM the blas32 implementation (the
+// default unless the environment sets BERTSTREAM_BLAS=gonum).
+func UseNative() {
+	blas32.Use(Implementation{})
+	native.Store(true)
+}
+
+// UseGonum makes gonum's pure-Go BLAS the blas32 implementation, for
+// comparison.
+func UseGonum() {
+	blas32.Use(gonum.Implementation{})
+	native.Store(false)
+}
+
+// Sgemm computes C = alpha*op(A)*op(B) + beta*C for row-major matrices, as
+// blas.Float32 specifies, with the active micro-kernel.
+func (Implementation) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	ta, tb := tA == blas.Trans || tA == blas.ConjTrans, tB == blas.Trans || tB == blas.ConjTrans
+	if err := checkGemm(tA, tB, ta, tb, m, n, k, len(a), lda, len(b), ldb, len(c), ldc); err != nil {
+		panic(err.Error()) // blas.Float32 reports misuse by panicking, as gonum does
+	}
+	sgemmWith(active.Load(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+}
+
+func checkGemm(tA, tB blas.Transpose, ta, tb bool, m, n, k, la, lda, lb, ldb, lc, ldc int) error {
+	ok := func(t blas.Transpose) bool {
+		return t == blas.NoTrans || t == blas.Trans || t == blas.ConjTrans
+	}
+	if !ok(tA) || !ok(tB) {
+		return fmt.Errorf("sgemm: bad transpose %v, %v", tA, tB)
+	}
+	if m < 0 || n < 0 || k < 0 {
+		return fmt.Errorf("sgemm: negative size m=%d n=%d k=%d", m, n, k)
+	}
+	ar, ac := m, k
+	if ta {
+		ar, ac = k, m
+	}
+	br, bc := k, n
+	if tb {
+		br, bc = n, k
+	}
+	if lda < max(1, ac) || ldb < max(1, bc) || ldc < max(1, n) {
+		return fmt.Errorf("sgemm: leading dimensions lda=%d ldb=%d ldc=%d too small", lda, ldb, ldc)
+	}
+	short := func(l, rows, cols, ld int) bool { return rows > 0 && cols > 0 && l < (rows-1)*ld+cols }
+	if short(la, ar, ac, lda) || short(lb, br, bc, ldb) || short(lc, m, n, ldc) {
+		return fmt.Errorf("sgemm: a slice is shorter than its matrix")
+	}
+	return nil
+}
+
+// bufPool holds the packed-B buffers of GEMMs whose B is not a prepared
+// weight.
+var bufPool = sync.Pool{New: func() any { return new([]float32) }}
+
+// sgemmWith is SGEMM on micro-kernel kern, arguments already checked.
+func sgemmWith(kern *microKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	if m == 0 || n == 0 {
+		return
+	}
+	if k == 0 || alpha == 0 {
+		scaleC(beta, m, n, c, ldc)
+		return
+	}
+	bufp := bufPool.Get().(*[]float32)
+	bp := grow(bufp, packedLen(kern, n, k))
+	packB(kern, bp, transB, n, k, b, ldb)
+	gemmPacked(kern, transA, m, n, k, alpha, a, lda, bp, beta, c, ldc, nil, ActNone)
+	bufPool.Put(bufp)
+}
+
+func scaleC(beta float32, m, n int, c []float32, ldc int) {
+	if beta == 1 {
+		return
+	}
+	for i := 0; i < m; i++ {
+		row := c[i*ldc : i*ldc+n]
+		if beta == 0 {
+			clear(row)
+			continue
+		}
+		for j := range row {
+			row[j] *= beta
+		}
+	}
+}
+
+// packedLen is the length of op(B) (k x n) packed in panels of kern.nr
+// columns, the last one padded with zeros.
+func packedLen(kern *microKernel, n, k int) int {
+	return (n + kern.nr - 1) / kern.nr * kern.nr * k
+}
+
+// packB writes op(B) (k x n) as panels of nr columns: panel jp holds, for
+// each p, the values of columns jp*nr ... jp*nr+nr-1 of row p. A kc-row
+// slice of a panel is therefore contiguous, whatever the blocking of k.
+func packB(kern *microKernel, dst []float32, transB bool, n, k int, b []float32, ldb int) {
+	nr := kern.nr
+	for j0 := 0; j0 < n; j0 += nr {
+		panel := dst[j0*k : j0*k+nr*k]
+		cols := min(nr, n-j0)
+		if cols < nr {
+			clear(panel)
+		}
+		if transB {
+			// B is stored n x k: column j of op(B) is row j of b.
+			for jj := 0; jj < cols; jj++ {
+				src := b[(j0+jj)*ldb : (j0+jj)*ldb+k]
+				for p, v := range src {
+					panel[p*nr+jj] = v
+				}
+			}
+			continue
+		}
+		for p := 0; p < k; p++ {
+			copy(panel[p*nr:p*nr+cols], b[p*ldb+j0:p*ldb+j0+cols])
+		}
+	}
+}
+
+// packA writes rows [i0, i0+rows) and columns [p0, p0+kc) of alpha*op(A)
+// as panels of mr rows (for each p, mr values), padding with zeros.
+func packA(mr int, dst []float32, transA bool, a []float32, lda, i0, rows, p0, kc int, alpha float32) {
+	for r0 := 0; r0 < rows; r0 += mr {
+		panel := dst[r0*kc : r0*kc+mr*kc]
+		rr := min(mr, rows-r0)
+		if rr < mr {
+			clear(panel)
+		}
+		for ii := 0; ii < rr; ii++ {
+			i := i0 + r0 + ii
+			if transA {
+				for p := 0; p < kc; p++ {
+					panel[p*mr+ii] = alpha * a[(p0+p)*lda+i]
+				}
+				continue
+			}
+			src := a[i*lda+p0 : i*lda+p0+kc]
+			if alpha == 1 {
+				for p, v := range src {
+					panel[p*mr+ii] = v
+				}
+				continue
+			}
+			for p, v := range src {
+				panel[p*mr+ii] = alpha * v
+			}
+		}
+	}
+}
+
+// gemmTask computes C = alpha*op(A)*B + beta*C from B packed by packB, then
+// applies bias and act to each finished tile column while it is in cache.
+type gemmTask struct {
+	kern           *microKernel
+	transA         bool
+	m, n, k        int
+	alpha, beta    float32
+	a              []float32
+	lda            int
+	bp             []float32
+	c              []float32
+	ldc            int
+	bias           []float32
+	act            Act
+	mc, mBlocks    int
+	panelsPerChunk int
+}
+
+var gemmTasks = sync.Pool{New: func() any { return new(gemmTask) }}
+
+// gemmPacked runs the blocked product over all cores. bias (n values, may
+// be nil) and act are applied to the result.
+func gemmPacked(kern *microKernel, transA bool, m, n, k int, alpha float32, a []float32, lda int, bp []float32, beta float32, c []float32, ldc int, bias []float32, act Act) {
+	if beta != 0 && beta != 1 {
+		scaleC(beta, m, n, c, ldc)
+		beta = 1
+	}
+	g := gemmTasks.Get().(*gemmTask)
+	*g = gemmTask{kern: kern, transA: transA, m: m, n: n, k: k, alpha: alpha, beta: beta,
+		a: a, lda: lda, bp: bp, c: c, ldc: ldc, bias: bias, act: act}
+	// Balance the row blocks: as many as kern.mc requires, of equal size.
+	mr := kern.mr
+	g.mBlocks = (m + kern.mc - 1) / kern.mc
+	g.mc = ((m+g.mBlocks-1)/g.mBlocks + mr - 1) / mr * mr
+	g.mBlocks = (m + g.mc - 1) / g.mc
+	nPanels := (n + kern.nr - 1) / kern.nr
+	w := Threads()
+	if float64(m)*float64(n)*float64(k) < 1<<17 {
+		w = 1 // too small to pay for waking another core
+	}
+	// Split columns too when there are fewer row blocks than a few per
+	// goroutine, so that small batches still use every core.
+	chunks := 1
+	if w > 1 && g.mBlocks < 3*w {
+		chunks = min(nPanels, (3*w+g.mBlocks-1)/g.mBlocks)
+	}
+	g.panelsPerChunk = (nPanels + chunks - 1) / chunks
+	chunks = (nPanels + g.panelsPerChunk - 1) / g.panelsPerChunk
+	if w == 1 {
+		s := scratches.Get().(*scratch)
+		for i := 0; i < g.mBlocks*chunks; i++ {
+			g.run(i, s)
+		}
+		scratches.Put(s)
+	} else {
+		parallel(g.mBlocks*chunks, g)
+	}
+	*g = gemmTask{}
+	gemmTasks.Put(g)
+}
+
+func (g *gemmTask) run(t int, s *scratch) {
+	kern := g.kern
+	mr, nr, kc := kern.mr, kern.nr, kern.kc
+	mi, nj := t%g.mBlocks, t/g.mBlocks
+	i0 := mi * g.mc
+	i1 := min(i0+g.mc, g.m)
+	rows := i1 - i0
+	mPanels := (rows + mr - 1) / mr
+	nPanels := (g.n + nr - 1) / nr
+	p0 := nj * g.panelsPerChunk
+	p1 := min(p0+g.panelsPerChunk, nPanels)
+	tile := grow(&s.tile, mr*nr)
+	for pc := 0; pc < g.k; pc += kc {
+		kcb := min(kc, g.k-pc)
+		abuf := grow(&s.a, mPanels*mr*kcb)
+		packA(mr, abuf, g.transA, g.a, g.lda, i0, rows, pc, kcb, g.alpha)
+		add := pc > 0 || g.beta != 0
+		last := pc+kcb == g.k
+		for jp := p0; jp < p1; jp++ {
+			bpan := g.bp[jp*nr*g.k+pc*nr:]
+			j0 := jp * nr
+			cols := min(nr, g.n-j0)
+			for ip := 0; ip < mPanels; ip++ {
+				r0 := i0 + ip*mr
+				rr := min(mr, i1-r0)
+				ap := abuf[ip*mr*kcb:]
+				if rr == mr && cols == nr {
+					kern.run(kcb, ap, bpan, g.c[r0*g.ldc+j0:], g.ldc, add)
+					continue
+				}
+				kern.run(kcb, ap, bpan, tile, nr, false)
+				for r := 0; r < rr; r++ {
+					dst := g.c[(r0+r)*g.ldc+j0 : (r0+r)*g.ldc+j0+cols]
+					src := tile[r*nr : r*nr+cols]
+					if add {
+						for j, v := range src {
+							dst[j] += v
+						}
+					} else {
+						copy(dst, src)
+					}
+				}
+			}
+			if last && (g.bias != nil || g.act != ActNone) {
+				var bias []float32
+				if g.bias != nil {
+					bias = g.bias[j0 : j0+cols]
+				}
+				for r := i0; r < i1; r++ {
+					biasAct(g.c[r*g.ldc+j0:r*g.ldc+j0+cols], bias, g.act)
+				}
+			}
+		}
+	}
+}

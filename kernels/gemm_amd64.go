@@ -1,0 +1,41 @@
+//go:build amd64 && !noasm
+
+package kernels
+
+import "golang.org/x/sys/cpu"
+
+// Micro-kernels in gemm_amd64.s. Each computes an mr x nr tile of C from
+// packed panels; add selects C += A*B over C = A*B. k >= 1.
+
+//go:noescape
+func sgemmAVX2(k int, a, b, c *float32, ldc int, add bool)
+
+//go:noescape
+func sgemmAVX512(k int, a, b, c *float32, ldc int, add bool)
+
+// 6 x 16: twelve YMM accumulators, two for B, two broadcasts of A.
+var avx2Kernel = &microKernel{name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144,
+	run: func(k int, a, b, c []float32, ldc int, add bool) {
+		_, _, _ = a[6*k-1], b[16*k-1], c[5*ldc+15]
+		sgemmAVX2(k, &a[0], &b[0], &c[0], ldc, add)
+	}}
+
+// 12 x 32: twenty-four ZMM accumulators.
+var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 144,
+	run: func(k int, a, b, c []float32, ldc int, add bool) {
+		_, _, _ = a[12*k-1], b[32*k-1], c[11*ldc+31]
+		sgemmAVX512(k, &a[0], &b[0], &c[0], ldc, add)
+	}}
+
+func asmKernels() []*microKernel {
+	var ks []*microKernel
+	if cpu.X86.HasAVX512F {
+		ks = append(ks, avx512Kernel)
+	}
+	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
+		ks = append(ks, avx2Kernel)
+	}
+	return ks
+}
+
+func geluVec(x []float32) { geluGo(x) }
