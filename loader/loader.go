@@ -310,9 +310,8 @@ func Load(dir string, opts Options) (*Model, error) {
 		return nil, err
 	}
 	weights := opts.Weights
-	format := Format("")
 	if weights == "" {
-		if weights, format, err = FindWeights(dir); err != nil {
+		if weights, _, err = FindWeights(dir); err != nil {
 			return nil, err
 		}
 	}
@@ -321,7 +320,6 @@ func Load(dir string, opts Options) (*Model, error) {
 		return nil, err
 	}
 	defer ck.Close()
-	format = ck.Format
 	host := nn.NewScope("host-weights")
 	defer host.Close()
 	ts, err := ck.HostTensors(host)
@@ -332,5 +330,11 @@ func Load(dir string, opts Options) (*Model, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", weights, err)
 	}
-	return &Model{Model: m, Dir: dir, Checkpoint: weights, Format: format}, nil
+	for _, t := range ck.Tensors {
+		if !isFloat(t.DType) {
+			m.Ignored = append(m.Ignored, t.Name)
+		}
+	}
+	sort.Strings(m.Ignored)
+	return &Model{Model: m, Dir: dir, Checkpoint: weights, Format: ck.Format}, nil
 }

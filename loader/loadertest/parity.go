@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"math"
 	"path/filepath"
-	"sort"
 	"testing"
 
 	"github.com/bertstream/bertstream/bert"
@@ -281,7 +280,7 @@ func (c *Comparer) MLM(prefix string, logits []float32, V int, tol float64) {
 		if m == 0 {
 			continue
 		}
-		top := TopK(logits[i*V:(i+1)*V], 6)
+		top := bert.TopK(logits[i*V:(i+1)*V], 6)
 		// The order is only defined where neighbouring logits differ by
 		// more than the tolerance; compare the ids up to the first near-tie.
 		for k := 0; k < 5; k++ {
@@ -310,23 +309,4 @@ func logSumExp(x []float32) float32 {
 		s += math.Exp(float64(v) - m)
 	}
 	return float32(m + math.Log(s))
-}
-
-// TopK returns the indexes of the k largest values, largest first (ties by
-// lower index).
-func TopK(x []float32, k int) []int {
-	idx := make([]int, 0, k+1)
-	for i, v := range x {
-		if len(idx) == k && v <= x[idx[k-1]] {
-			continue
-		}
-		pos := sort.Search(len(idx), func(j int) bool { return x[idx[j]] < v })
-		idx = append(idx, 0)
-		copy(idx[pos+1:], idx[pos:])
-		idx[pos] = i
-		if len(idx) > k {
-			idx = idx[:k]
-		}
-	}
-	return idx
 }

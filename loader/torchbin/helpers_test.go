@@ -18,9 +18,9 @@ type pk struct{ b []byte }
 
 func newPickle(proto byte) *pk { return &pk{b: []byte{0x80, proto}} }
 
-func (p *pk) raw(b ...byte) *pk     { p.b = append(p.b, b...); return p }
-func (p *pk) op(s string) *pk       { p.b = append(p.b, s...); return p }
-func (p *pk) mark() *pk             { return p.raw('(') }
+func (p *pk) raw(b ...byte) *pk      { p.b = append(p.b, b...); return p }
+func (p *pk) op(s string) *pk        { p.b = append(p.b, s...); return p }
+func (p *pk) mark() *pk              { return p.raw('(') }
 func (p *pk) global(m, n string) *pk { return p.op("c" + m + "\n" + n + "\n") }
 func (p *pk) stackGlobal(m, n string) *pk {
 	return p.str(m).str(n).raw(0x93)

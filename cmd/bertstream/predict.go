@@ -1,0 +1,201 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+
+	"github.com/bertstream/bertstream/bert"
+	"github.com/bertstream/bertstream/loader"
+)
+
+func init() {
+	register(&command{name: "predict", summary: "run a task (fill-mask, classify, nsp, embed) on texts and print JSON lines", run: runPredict})
+}
+
+// predictInput is one JSON line of --input.
+type predictInput struct {
+	Text     *string `json:"text"`
+	TextPair *string `json:"text_pair"`
+}
+
+func runPredict(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("predict", "predict --model DIR --task fill-mask|classify|nsp|embed [flags] [TEXT...]", stderr)
+	model := fs.String("model", "", "model directory")
+	task := fs.String("task", "", "fill-mask, classify, nsp or embed")
+	topK := fs.Int("top-k", 5, "fill-mask: candidates per [MASK]")
+	pooling := fs.String("pooling", "mean", "embed: cls, mean or max")
+	normalize := fs.Bool("normalize", false, "embed: scale vectors to unit length")
+	input := fs.String("input", "", `read JSON lines {"text":..., "text_pair":...} from this file ("-": stdin) instead of arguments`)
+	sep := fs.String("sep", "|||", "in TEXT arguments, what separates a text from its pair (nsp, or classify of pairs)")
+	batch := fs.Int("batch", 32, "inputs per forward pass")
+	maxLen := fs.Int("max-len", 0, "tokens per input, specials included (0: the model's limit)")
+	truncate := fs.Bool("truncate", true, "cut over-long inputs instead of refusing them")
+	var bf backendFlags
+	bf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *model == "" || *task == "" {
+		fs.Usage()
+		return errors.New("--model and --task are required")
+	}
+	if *batch < 1 {
+		return errors.New("--batch must be at least 1")
+	}
+	be, err := bf.open()
+	if err != nil {
+		return err
+	}
+	stop := progress(stderr, "loading "+*model)
+	p, err := loader.LoadPredictor(*model, loader.Options{Backend: be}, bert.PredictorOptions{MaxLen: *maxLen, Truncate: *truncate})
+	stop()
+	if err != nil {
+		return err
+	}
+	defer p.Model.Close()
+
+	type item struct {
+		req     bert.TaskRequest
+		text    string
+		pair    *string
+		lineErr error
+	}
+	mk := func(text string, pair *string) item {
+		r := bert.TaskRequest{Task: *task, Text: text, TopK: *topK, Pooling: *pooling, Normalize: *normalize}
+		if pair != nil {
+			r.TextPair, r.HasPair = *pair, true
+		}
+		return item{req: r, text: text, pair: pair}
+	}
+	var items []item
+	next := func() (item, bool, error) { return item{}, false, nil }
+	if *input != "" {
+		var r io.Reader = os.Stdin
+		if *input != "-" {
+			f, err := os.Open(*input)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			r = f
+		}
+		sc := bufio.NewScanner(r)
+		sc.Buffer(make([]byte, 1<<20), 64<<20)
+		line := 0
+		next = func() (item, bool, error) {
+			for sc.Scan() {
+				line++
+				b := sc.Bytes()
+				if len(strings.TrimSpace(string(b))) == 0 {
+					continue
+				}
+				var in predictInput
+				if err := json.Unmarshal(b, &in); err != nil {
+					return item{text: string(b), lineErr: fmt.Errorf("line %d: %v", line, err)}, true, nil
+				}
+				if in.Text == nil {
+					return item{text: string(b), lineErr: fmt.Errorf("line %d: no \"text\" field", line)}, true, nil
+				}
+				return mk(*in.Text, in.TextPair), true, nil
+			}
+			return item{}, false, sc.Err()
+		}
+	} else {
+		if fs.NArg() == 0 {
+			return errors.New("no TEXT arguments and no --input")
+		}
+		rest := fs.Args()
+		next = func() (item, bool, error) {
+			if len(rest) == 0 {
+				return item{}, false, nil
+			}
+			a := rest[0]
+			rest = rest[1:]
+			if *sep != "" {
+				if i := strings.Index(a, *sep); i >= 0 {
+					pair := strings.TrimSpace(a[i+len(*sep):])
+					return mk(strings.TrimSpace(a[:i]), &pair), true, nil
+				}
+			}
+			return mk(a, nil), true, nil
+		}
+	}
+
+	enc := json.NewEncoder(stdout)
+	enc.SetEscapeHTML(false)
+	flush := func() error {
+		reqs := make([]bert.TaskRequest, 0, len(items))
+		at := make([]int, 0, len(items))
+		for i, it := range items {
+			if it.lineErr == nil {
+				reqs = append(reqs, it.req)
+				at = append(at, i)
+			}
+		}
+		res := p.Predict(context.Background(), reqs)
+		results := make([]bert.TaskResult, len(items))
+		for j, i := range at {
+			results[i] = res[j]
+		}
+		for i, it := range items {
+			obj := map[string]any{"text": it.text}
+			if it.pair != nil {
+				obj["text_pair"] = *it.pair
+			}
+			switch {
+			case it.lineErr != nil:
+				obj["error"] = it.lineErr.Error()
+			case results[i].Err != nil:
+				obj["error"] = results[i].Err.Error()
+			default:
+				if err := merge(obj, results[i].Value); err != nil {
+					return err
+				}
+			}
+			if err := enc.Encode(obj); err != nil {
+				return err
+			}
+		}
+		items = items[:0]
+		return nil
+	}
+	for {
+		it, ok, err := next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		items = append(items, it)
+		if len(items) == *batch {
+			if err := flush(); err != nil {
+				return err
+			}
+		}
+	}
+	return flush()
+}
+
+// merge adds the fields of a result object to obj, so that a line reads
+// {"text": ..., "label": ..., "scores": ...}.
+func merge(obj map[string]any, v any) error {
+	b, err := json.Marshal(v)
+	if err != nil {
+		return err
+	}
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(b, &fields); err != nil {
+		return err
+	}
+	for k, f := range fields {
+		obj[k] = f
+	}
+	return nil
+}
