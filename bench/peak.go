@@ -1,0 +1,51 @@
+package bench
+
+import (
+	"errors"
+	"sync"
+	"time"
+)
+
+// Peak is the float32 FMA throughput measured on this machine.
+type Peak struct {
+	ISA     string  `json:"isa"`
+	Threads int     `json:"threads"`
+	GFLOPS  float64 `json:"gflops"`
+}
+
+// MeasurePeak runs the FMA loop on threads goroutines for about d and
+// reports the best rate of five rounds, so that a burst of other load on
+// a shared machine lowers it less.
+func MeasurePeak(threads int, d time.Duration) (Peak, error) {
+	isa, loop, perIter := fmaProbe()
+	if loop == nil {
+		return Peak{}, errors.New("no FMA probe for this CPU (needs AVX2+FMA or AVX-512 and a build without noasm)")
+	}
+	const iters = 1 << 20
+	best := 0.0
+	for round := 0; round < 5; round++ {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		total := 0.0
+		start := time.Now()
+		for t := 0; t < threads; t++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				n := 0
+				for time.Since(start) < d/5 {
+					loop(iters)
+					n++
+				}
+				mu.Lock()
+				total += float64(n) * iters * perIter
+				mu.Unlock()
+			}()
+		}
+		wg.Wait()
+		if r := total / time.Since(start).Seconds() / 1e9; r > best {
+			best = r
+		}
+	}
+	return Peak{ISA: isa, Threads: threads, GFLOPS: best}, nil
+}

@@ -1,0 +1,23 @@
+//go:build amd64 && !noasm
+
+package bench
+
+import "golang.org/x/sys/cpu"
+
+//go:noescape
+func fmaAVX2(n int)
+
+//go:noescape
+func fmaAVX512(n int)
+
+// fmaProbe returns the widest FMA loop this CPU runs and the float32
+// operations one iteration performs.
+func fmaProbe() (name string, loop func(n int), flopsPerIter float64) {
+	switch {
+	case cpu.X86.HasAVX512F:
+		return "avx512", fmaAVX512, 24 * 16 * 2
+	case cpu.X86.HasAVX2 && cpu.X86.HasFMA:
+		return "avx2", fmaAVX2, 12 * 8 * 2
+	}
+	return "", nil, 0
+}

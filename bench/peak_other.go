@@ -1,0 +1,8 @@
+//go:build !amd64 || noasm
+
+package bench
+
+// Without assembly there is no FMA loop to time; Peak reports that.
+func fmaProbe() (name string, loop func(n int), flopsPerIter float64) {
+	return "", nil, 0
+}
