@@ -1,0 +1,263 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// batchLoop gathers items into batches, across partitions, and answers
+// them one batch at a time so that the answers of a partition are produced
+// in its order. A batch closes when it holds MaxBatch items, when the next
+// request would take it past MaxTokens, or MaxWait after its first item.
+func (w *Worker) batchLoop(ctx context.Context) {
+	var (
+		batch  []*item
+		tokens int
+		timer  = time.NewTimer(time.Hour)
+		timerC <-chan time.Time
+	)
+	timer.Stop()
+	flush := func() {
+		timer.Stop()
+		timerC = nil
+		if len(batch) > 0 {
+			w.process(ctx, batch)
+		}
+		batch, tokens = nil, 0
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timerC:
+			flush()
+		case it := <-w.items:
+			// One transaction commits offsets for one group generation.
+			if w.cfg.ExactlyOnce && len(batch) > 0 && batch[0].st != it.st {
+				flush()
+			}
+			if w.cfg.MaxTokens > 0 && it.err == nil && tokens > 0 && tokens+it.tokens > w.cfg.MaxTokens {
+				flush()
+			}
+			batch = append(batch, it)
+			tokens += it.tokens
+			if len(batch) >= w.cfg.MaxBatch || (w.cfg.MaxTokens > 0 && tokens >= w.cfg.MaxTokens) {
+				flush()
+			} else if timerC == nil {
+				timer.Reset(w.cfg.MaxWait)
+				timerC = timer.C
+			}
+		}
+	}
+}
+
+// process answers one batch: the model runs on the servable requests, and
+// every item gets an answer or a dead letter, which are then produced.
+func (w *Worker) process(ctx context.Context, batch []*item) {
+	live := batch[:0:0]
+	for _, it := range batch {
+		if it.st.isClosed() {
+			it.st.drop(it)
+			continue
+		}
+		live = append(live, it)
+	}
+	if len(live) == 0 {
+		return
+	}
+	var (
+		tasks  []Task
+		served []*item
+		tokens int
+	)
+	for _, it := range live {
+		if it.err == nil {
+			tasks = append(tasks, taskOf(it.req))
+			served = append(served, it)
+			tokens += it.tokens
+		}
+	}
+	if len(tasks) > 0 {
+		t0 := time.Now()
+		outs := w.pred.Predict(ctx, tasks)
+		w.m.ModelLatency.Observe(time.Since(t0).Seconds())
+		w.m.BatchSize.Observe(float64(len(tasks)))
+		w.m.BatchTokens.Observe(float64(tokens))
+		for i, it := range served {
+			var out Outcome
+			if len(outs) == len(tasks) {
+				out = outs[i]
+			} else {
+				out.Err = fmt.Errorf("the model returned %d results for %d requests", len(outs), len(tasks))
+			}
+			if out.Err == nil {
+				var v []byte
+				v, out.Err = encodeResponse(it.req, out.Value, w.pred.Name())
+				if out.Err == nil {
+					it.out = &sarama.ProducerMessage{Topic: w.cfg.OutTopic, Key: answerKey(it), Value: sarama.ByteEncoder(v)}
+				}
+			}
+			if out.Err != nil {
+				it.err = out.Err
+			}
+		}
+	}
+	for _, it := range live {
+		if it.err != nil {
+			it.out = w.deadLetter(it)
+		}
+		it.out.Metadata = it
+	}
+	if w.cfg.ExactlyOnce {
+		w.produceTxn(ctx, live)
+		return
+	}
+	for _, it := range live {
+		select {
+		case w.producer.Input() <- it.out:
+		case <-ctx.Done():
+			it.st.drop(it)
+		}
+	}
+}
+
+// answerKey keys an answer like its request, so that answers to one key
+// land in one partition in order; keyless requests are keyed by id.
+func answerKey(it *item) sarama.Encoder {
+	if len(it.msg.Key) > 0 {
+		return sarama.ByteEncoder(it.msg.Key)
+	}
+	return sarama.StringEncoder(it.req.ID)
+}
+
+// Dead-letter headers.
+const (
+	HeaderError     = "error"
+	HeaderErrorCode = "error_code"
+	HeaderTopic     = "source_topic"
+	HeaderPartition = "source_partition"
+	HeaderOffset    = "source_offset"
+)
+
+// deadLetter is the message that carries a request that cannot be served:
+// its original key, bytes and headers, and why and where from.
+func (w *Worker) deadLetter(it *item) *sarama.ProducerMessage {
+	m := it.msg
+	hs := make([]sarama.RecordHeader, 0, len(m.Headers)+5)
+	for _, h := range m.Headers {
+		if h != nil {
+			hs = append(hs, *h)
+		}
+	}
+	hs = append(hs,
+		sarama.RecordHeader{Key: []byte(HeaderError), Value: []byte(it.err.Error())},
+		sarama.RecordHeader{Key: []byte(HeaderErrorCode), Value: []byte(reasonOf(it.err))},
+		sarama.RecordHeader{Key: []byte(HeaderTopic), Value: []byte(m.Topic)},
+		sarama.RecordHeader{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(m.Partition)))},
+		sarama.RecordHeader{Key: []byte(HeaderOffset), Value: []byte(strconv.FormatInt(m.Offset, 10))},
+	)
+	pm := &sarama.ProducerMessage{Topic: w.cfg.DLQTopic, Value: sarama.ByteEncoder(m.Value), Headers: hs}
+	if m.Key != nil {
+		pm.Key = sarama.ByteEncoder(m.Key)
+	}
+	return pm
+}
+
+// txnWait collects the acknowledgements of one transaction's messages.
+type txnWait struct {
+	wg  sync.WaitGroup
+	mu  sync.Mutex
+	err error
+}
+
+func (t *txnWait) done(_ *item, err error) {
+	if err != nil {
+		t.mu.Lock()
+		if t.err == nil {
+			t.err = err
+		}
+		t.mu.Unlock()
+	}
+	t.wg.Done()
+}
+
+// produceTxn produces a batch's answers and commits its offsets in one
+// transaction. The offsets are committed with the session's generation and
+// member id, so a worker that lost its partitions in a rebalance is fenced
+// by the coordinator instead of committing over the new owner.
+func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
+	st := batch[0].st
+	p := w.producer
+	err := p.BeginTxn()
+	if err == nil {
+		t := &txnWait{}
+		t.wg.Add(len(batch))
+		sent := 0
+		for _, it := range batch {
+			it.txn = t
+			select {
+			case p.Input() <- it.out:
+				sent++
+			case <-ctx.Done():
+			}
+		}
+		t.wg.Add(sent - len(batch))
+		t.wg.Wait()
+		err = t.err
+		if sent < len(batch) && err == nil {
+			err = ctx.Err()
+		}
+	}
+	if err == nil {
+		offsets := make(map[string][]*sarama.PartitionOffsetMetadata)
+		next := make(map[partKey]int64)
+		for _, it := range batch {
+			k := partKey{it.msg.Topic, it.msg.Partition}
+			next[k] = max(next[k], it.msg.Offset+1)
+		}
+		for k, off := range next {
+			offsets[k.topic] = append(offsets[k.topic], &sarama.PartitionOffsetMetadata{Partition: k.partition, Offset: off})
+		}
+		gm := sarama.NewConsumerGroupMetadataFromSession(st.sess, w.cfg.Group, nil)
+		err = p.AddOffsetsToTxnWithGroupMetadata(offsets, gm)
+		if err == nil {
+			err = p.CommitTxn()
+		}
+	}
+	if err == nil {
+		w.m.Commits.Inc()
+		for _, it := range batch {
+			it.count()
+			st.ack(it)
+		}
+		return
+	}
+
+	w.m.ProduceFails.Inc()
+	w.log.Error("transaction failed; aborting, the session restarts from the committed offsets", "err", err)
+	if isFatal(err) {
+		w.fatal(err)
+	}
+	if p.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
+		if aerr := p.AbortTxn(); aerr != nil {
+			w.log.Error("aborting the transaction", "err", aerr)
+		}
+	}
+	if p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 || errors.Is(err, sarama.ErrProducerFenced) {
+		// A fenced or broken transactional producer cannot go on; a new one
+		// gets a new epoch (and aborts whatever the old one left open).
+		w.closeProducer()
+		if perr := w.startProducer(); perr != nil {
+			w.fatal(perr)
+		}
+	}
+	for _, it := range batch {
+		st.fail(it)
+	}
+}

@@ -1,0 +1,59 @@
+package pipeline
+
+import (
+	"fmt"
+	"net"
+
+	"github.com/twmb/franz-go/pkg/kfake"
+)
+
+// BrokerConfig configures the embedded broker.
+type BrokerConfig struct {
+	// Listen is the HOST:PORT to serve the Kafka protocol on; port 0 picks
+	// a free port.
+	Listen string
+	// DataDir, when set, persists topics, offsets and groups there, so a
+	// restarted broker carries on where it stopped.
+	DataDir string
+	// Partitions is the partition count of topics created on first use;
+	// default 3.
+	Partitions int
+	// Topics are created at start with Partitions partitions each.
+	Topics []string
+}
+
+// StartBroker runs franz-go's kfake cluster in-process as a one-node Kafka
+// broker: it speaks the Kafka wire protocol over TCP (any client works) and
+// creates topics on first use. extra options (TLS, SASL users, ACLs) are
+// passed through to kfake. Close the cluster to stop it.
+func StartBroker(cfg BrokerConfig, extra ...kfake.Opt) (*kfake.Cluster, error) {
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.Partitions <= 0 {
+		cfg.Partitions = 3
+	}
+	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
+		return nil, fmt.Errorf("broker listen address %q: %w", cfg.Listen, err)
+	}
+	opts := []kfake.Opt{
+		kfake.NumBrokers(1),
+		kfake.Ports(0),
+		// kfake listens on loopback; this listens where we were asked to.
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, cfg.Listen) }),
+		kfake.AllowAutoTopicCreation(),
+		kfake.DefaultNumPartitions(cfg.Partitions),
+		kfake.ClusterID("bertstream"),
+	}
+	if len(cfg.Topics) > 0 {
+		opts = append(opts, kfake.SeedTopics(int32(cfg.Partitions), cfg.Topics...))
+	}
+	if cfg.DataDir != "" {
+		opts = append(opts, kfake.DataDir(cfg.DataDir))
+	}
+	c, err := kfake.NewCluster(append(opts, extra...)...)
+	if err != nil {
+		return nil, fmt.Errorf("starting the embedded broker on %s: %w", cfg.Listen, err)
+	}
+	return c, nil
+}

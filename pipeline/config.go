@@ -1,0 +1,178 @@
+package pipeline
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// Config configures a Worker. The zero values of the tuning fields take the
+// defaults documented on each.
+type Config struct {
+	Brokers  []string
+	InTopic  string
+	OutTopic string
+	DLQTopic string
+	Group    string
+	// ClientID names this worker to the brokers; default "bertstream".
+	ClientID string
+	// KafkaVersion is the protocol version to speak; default 3.0.0, which
+	// every broker since Kafka 3.0 and kfake understand.
+	KafkaVersion string
+
+	// MaxBatch bounds the requests per model call; default 32.
+	MaxBatch int
+	// MaxWait bounds how long the first request of a batch waits for the
+	// batch to fill; default 5ms.
+	MaxWait time.Duration
+	// MaxTokens bounds the sum of the tokens of a batch, since the model's
+	// cost grows with tokens, not requests; default 0, no bound.
+	MaxTokens int
+	// MaxInFlight bounds the requests consumed but not yet committed; a
+	// partition whose next request finds no room is paused. It is also the
+	// most requests a crash can make a worker answer twice. Default 4*MaxBatch.
+	MaxInFlight int
+	// MaxTextBytes bounds text plus text_pair before tokenization; default
+	// 64 KiB. The model's own maximum length (in tokens) is enforced by the
+	// Predictor's CountTokens.
+	MaxTextBytes int
+
+	// ExactlyOnce produces answers and commits offsets in one Kafka
+	// transaction per batch and reads the input read_committed.
+	ExactlyOnce bool
+	// TransactionalID identifies this worker's transactions; it should be
+	// stable across restarts of one replica, so that a restarted worker
+	// fences and aborts its predecessor's open transaction at once. Default
+	// Group + "-" + the host name.
+	TransactionalID string
+	// TransactionTimeout is how long the broker keeps an abandoned
+	// transaction open; default 10s.
+	TransactionTimeout time.Duration
+
+	// DrainTimeout bounds how long a rebalance or a shutdown waits for the
+	// requests in flight to be answered and committed; default 10s.
+	DrainTimeout time.Duration
+	// SessionTimeout and HeartbeatInterval are the consumer group's; defaults
+	// 10s and 1s.
+	SessionTimeout    time.Duration
+	HeartbeatInterval time.Duration
+
+	Security Security
+
+	// Logger receives structured logs; default slog.Default().
+	Logger *slog.Logger
+	// Metrics, when set, receives the worker's counters.
+	Metrics *Metrics
+}
+
+func (c *Config) setDefaults() error {
+	if len(c.Brokers) == 0 {
+		return errors.New("no brokers given")
+	}
+	for name, v := range map[string]string{"input topic": c.InTopic, "output topic": c.OutTopic, "dead-letter topic": c.DLQTopic, "group": c.Group} {
+		if v == "" {
+			return fmt.Errorf("no %s given", name)
+		}
+	}
+	if c.InTopic == c.OutTopic || c.InTopic == c.DLQTopic {
+		return fmt.Errorf("input topic %q is also an output topic", c.InTopic)
+	}
+	if c.ClientID == "" {
+		c.ClientID = "bertstream"
+	}
+	if c.KafkaVersion == "" {
+		c.KafkaVersion = "3.0.0"
+	}
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 32
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 5 * time.Millisecond
+	}
+	if c.MaxInFlight <= 0 {
+		c.MaxInFlight = 4 * c.MaxBatch
+	}
+	if c.MaxInFlight < c.MaxBatch {
+		return fmt.Errorf("max in-flight %d is below max batch %d: batches could never fill", c.MaxInFlight, c.MaxBatch)
+	}
+	if c.MaxTextBytes <= 0 {
+		c.MaxTextBytes = 64 << 10
+	}
+	if c.TransactionalID == "" {
+		host, err := os.Hostname()
+		if err != nil {
+			return fmt.Errorf("default transactional id: %w", err)
+		}
+		c.TransactionalID = c.Group + "-" + host
+	}
+	if c.TransactionTimeout <= 0 {
+		c.TransactionTimeout = 10 * time.Second
+	}
+	if c.DrainTimeout <= 0 {
+		c.DrainTimeout = 10 * time.Second
+	}
+	if c.SessionTimeout <= 0 {
+		c.SessionTimeout = 10 * time.Second
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	return nil
+}
+
+// saramaConfig is the client configuration shared by the consumer group and
+// the producer of one worker.
+func (c *Config) saramaConfig() (*sarama.Config, error) {
+	sc := sarama.NewConfig()
+	v, err := sarama.ParseKafkaVersion(c.KafkaVersion)
+	if err != nil {
+		return nil, fmt.Errorf("kafka version %q: %w", c.KafkaVersion, err)
+	}
+	sc.Version = v
+	sc.ClientID = c.ClientID
+	if err := c.Security.apply(sc); err != nil {
+		return nil, err
+	}
+
+	sc.Consumer.Return.Errors = true
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	// Offsets are committed by the worker once answers are acknowledged,
+	// never on a timer behind its back.
+	sc.Consumer.Offsets.AutoCommit.Enable = false
+	sc.Consumer.Group.Session.Timeout = c.SessionTimeout
+	sc.Consumer.Group.Heartbeat.Interval = c.HeartbeatInterval
+	sc.Consumer.Group.Rebalance.Timeout = c.DrainTimeout + 5*time.Second
+	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
+	sc.ChannelBufferSize = c.MaxBatch
+
+	sc.Producer.Idempotent = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	// The idempotent producer keeps per-partition order only with one
+	// request in flight per broker.
+	sc.Net.MaxOpenRequests = 1
+	sc.Producer.Retry.Max = 10
+	sc.Producer.Retry.Backoff = 50 * time.Millisecond
+	sc.Producer.Return.Successes = true
+	sc.Producer.Return.Errors = true
+	sc.Producer.Flush.Frequency = time.Millisecond
+	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Metadata.Retry.Backoff = 100 * time.Millisecond
+	if c.ExactlyOnce {
+		sc.Producer.Transaction.ID = c.TransactionalID
+		sc.Producer.Transaction.Timeout = c.TransactionTimeout
+		sc.Producer.Transaction.Retry.Backoff = 50 * time.Millisecond
+		sc.Consumer.IsolationLevel = sarama.ReadCommitted
+	}
+	if err := sc.Validate(); err != nil {
+		return nil, fmt.Errorf("kafka client configuration: %w", err)
+	}
+	return sc, nil
+}

@@ -1,0 +1,347 @@
+package pipeline_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/bertstream/bertstream/pipeline"
+)
+
+const (
+	inTopic  = "requests"
+	outTopic = "answers"
+	dlqTopic = "dead-letters"
+	group    = "workers"
+)
+
+// countingPredictor is a deterministic stand-in for the model, for the
+// tests of the pipeline's mechanics: it answers classify with the number of
+// words, refuses texts over maxTokens tokens, and can be slowed down.
+type countingPredictor struct {
+	maxTokens int
+	delay     time.Duration
+
+	mu      sync.Mutex
+	batches []int
+}
+
+func (p *countingPredictor) Name() string    { return "counting" }
+func (p *countingPredictor) Tasks() []string { return []string{"classify", "embed"} }
+
+func (p *countingPredictor) CountTokens(t pipeline.Task) (int, error) {
+	n := len(strings.Fields(t.Text)) + 2
+	if t.HasPair {
+		n += len(strings.Fields(t.TextPair)) + 1
+	}
+	if p.maxTokens > 0 && n > p.maxTokens {
+		return 0, &pipeline.InputError{Reason: pipeline.ReasonTooLong, Err: fmt.Errorf("%d tokens, the model takes %d", n, p.maxTokens)}
+	}
+	return n, nil
+}
+
+func (p *countingPredictor) Predict(ctx context.Context, batch []pipeline.Task) []pipeline.Outcome {
+	p.mu.Lock()
+	p.batches = append(p.batches, len(batch))
+	p.mu.Unlock()
+	if p.delay > 0 {
+		select {
+		case <-time.After(p.delay):
+		case <-ctx.Done():
+		}
+	}
+	outs := make([]pipeline.Outcome, len(batch))
+	for i, t := range batch {
+		outs[i].Value = map[string]any{"words": len(strings.Fields(t.Text))}
+	}
+	return outs
+}
+
+func (p *countingPredictor) batchSizes() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int(nil), p.batches...)
+}
+
+func testLogger(t *testing.T) *slog.Logger {
+	if os.Getenv("PIPELINE_TEST_LOG") != "" {
+		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	}
+	return slog.New(slog.NewTextHandler(io.Discard, nil))
+}
+
+// newCluster starts a one-broker kfake cluster on loopback with the
+// pipeline's three topics, three partitions each.
+func newCluster(t *testing.T, opts ...kfake.Opt) (*kfake.Cluster, string) {
+	t.Helper()
+	c, err := pipeline.StartBroker(pipeline.BrokerConfig{Topics: []string{inTopic, outTopic, dlqTopic}}, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	return c, c.ListenAddrs()[0]
+}
+
+func baseConfig(addr string) pipeline.Config {
+	return pipeline.Config{
+		Brokers:           []string{addr},
+		InTopic:           inTopic,
+		OutTopic:          outTopic,
+		DLQTopic:          dlqTopic,
+		Group:             group,
+		MaxBatch:          8,
+		MaxWait:           5 * time.Millisecond,
+		SessionTimeout:    6 * time.Second,
+		HeartbeatInterval: 300 * time.Millisecond,
+		DrainTimeout:      10 * time.Second,
+	}
+}
+
+// runningWorker is a Worker running in a goroutine.
+type runningWorker struct {
+	w    *pipeline.Worker
+	stop context.CancelFunc
+	done chan error
+}
+
+func startWorker(t *testing.T, cfg pipeline.Config, pred pipeline.Predictor) *runningWorker {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = testLogger(t)
+	}
+	w, err := pipeline.NewWorker(cfg, pred)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	rw := &runningWorker{w: w, stop: cancel, done: make(chan error, 1)}
+	go func() { rw.done <- w.Run(ctx) }()
+	t.Cleanup(func() { rw.shutdown(t) })
+	return rw
+}
+
+// shutdown stops the worker and waits for its drain; it may be called more
+// than once.
+func (rw *runningWorker) shutdown(t *testing.T) {
+	t.Helper()
+	rw.stop()
+	select {
+	case err, ok := <-rw.done:
+		if ok && err != nil {
+			t.Errorf("worker: %v", err)
+		}
+		if ok {
+			close(rw.done)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("worker did not stop within 30s")
+	}
+}
+
+func saramaConfig() *sarama.Config {
+	sc := sarama.NewConfig()
+	sc.Version = sarama.V3_0_0_0
+	sc.Producer.Return.Successes = true
+	sc.Producer.RequiredAcks = sarama.WaitForAll
+	sc.Producer.Partitioner = sarama.NewHashPartitioner
+	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	return sc
+}
+
+type testMsg struct {
+	key   string
+	value []byte
+}
+
+func request(id, text string) testMsg {
+	b, _ := json.Marshal(map[string]any{"v": 1, "id": id, "task": "classify", "text": text})
+	return testMsg{key: id, value: b}
+}
+
+// produce writes messages to the input topic and waits for their acks.
+func produce(t *testing.T, addr string, msgs []testMsg) {
+	t.Helper()
+	p, err := sarama.NewSyncProducer([]string{addr}, saramaConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	pms := make([]*sarama.ProducerMessage, len(msgs))
+	for i, m := range msgs {
+		pms[i] = &sarama.ProducerMessage{Topic: inTopic, Key: sarama.StringEncoder(m.key), Value: sarama.ByteEncoder(m.value)}
+	}
+	if err := p.SendMessages(pms); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// readAll reads a topic's partitions from the start until it has want
+// messages or timeout passes, and then a little longer to catch duplicates.
+func readAll(t *testing.T, addr, topic string, want int, timeout time.Duration, readCommitted bool) []*sarama.ConsumerMessage {
+	t.Helper()
+	sc := saramaConfig()
+	if readCommitted {
+		sc.Consumer.IsolationLevel = sarama.ReadCommitted
+	}
+	c, err := sarama.NewConsumer([]string{addr}, sc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	parts, err := c.Partitions(topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ch := make(chan *sarama.ConsumerMessage, 1024)
+	for _, p := range parts {
+		pc, err := c.ConsumePartition(topic, p, sarama.OffsetOldest)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer pc.Close()
+		go func() {
+			for m := range pc.Messages() {
+				ch <- m
+			}
+		}()
+	}
+	var got []*sarama.ConsumerMessage
+	deadline := time.After(timeout)
+	for len(got) < want {
+		select {
+		case m := <-ch:
+			got = append(got, m)
+		case <-deadline:
+			t.Errorf("%s: got %d messages within %v, want %d", topic, len(got), timeout, want)
+			return got
+		}
+	}
+	settle := time.After(300 * time.Millisecond)
+	for {
+		select {
+		case m := <-ch:
+			got = append(got, m)
+		case <-settle:
+			return got
+		}
+	}
+}
+
+// decodeAnswers checks the answers' schema and counts them per id.
+func decodeAnswers(t *testing.T, msgs []*sarama.ConsumerMessage) (map[string]int, []pipeline.Response) {
+	t.Helper()
+	count := make(map[string]int)
+	var rs []pipeline.Response
+	for _, m := range msgs {
+		var r pipeline.Response
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			t.Fatalf("answer at %s/%d@%d: %v: %s", m.Topic, m.Partition, m.Offset, err, m.Value)
+		}
+		if r.V != pipeline.SchemaVersion || r.ID == "" || r.Error != nil || r.Result == nil || r.Model == "" {
+			t.Fatalf("answer %s does not follow the schema", m.Value)
+		}
+		if string(m.Key) == "" {
+			t.Fatalf("answer %s has no key", m.Value)
+		}
+		count[r.ID]++
+		rs = append(rs, r)
+	}
+	return count, rs
+}
+
+// checkAllAnswered reports ids never answered and returns how many
+// duplicates there were.
+func checkAllAnswered(t *testing.T, ids []string, count map[string]int) int {
+	t.Helper()
+	var missing []string
+	dups := 0
+	for _, id := range ids {
+		switch n := count[id]; {
+		case n == 0:
+			missing = append(missing, id)
+		case n > 1:
+			dups += n - 1
+		}
+	}
+	if len(missing) > 0 {
+		sort.Strings(missing)
+		t.Errorf("%d of %d requests never answered, e.g. %v", len(missing), len(ids), missing[:min(5, len(missing))])
+	}
+	return dups
+}
+
+// waitCommitted waits until the group's committed offsets reach the end of
+// every input partition.
+func waitCommitted(t *testing.T, c *kfake.Cluster, timeout time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		lag := committedLag(c)
+		if lag == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("committed offsets still %d behind the log end after %v", lag, timeout)
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func committedLag(c *kfake.Cluster) int64 {
+	gi := c.GroupInfo(group)
+	var lag int64
+	for _, pi := range c.PartitionInfos(inTopic) {
+		var off int64
+		if gi != nil {
+			if cm, ok := gi.Commits[inTopic][pi.Partition]; ok {
+				off = cm.Offset
+			}
+		}
+		lag += pi.HighWatermark - off
+	}
+	return lag
+}
+
+func ids(prefix string, n int) []string {
+	out := make([]string, n)
+	for i := range out {
+		out[i] = prefix + strconv.Itoa(i)
+	}
+	return out
+}
+
+func requests(idList []string) []testMsg {
+	msgs := make([]testMsg, len(idList))
+	for i, id := range idList {
+		msgs[i] = request(id, strings.Repeat("word ", 1+i%7))
+	}
+	return msgs
+}
+
+var errTimeout = errors.New("timed out")
+
+// eventually polls cond until it holds or timeout passes.
+func eventually(timeout time.Duration, cond func() bool) error {
+	deadline := time.Now().Add(timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			return errTimeout
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil
+}

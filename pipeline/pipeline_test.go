@@ -1,0 +1,74 @@
+package pipeline_test
+
+import (
+	"encoding/json"
+	"strconv"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+)
+
+// keyedRequests are n requests over nkeys keys, so that per-key order can
+// be checked: the id's number grows with the production order.
+func keyedRequests(n, nkeys int) ([]string, []testMsg) {
+	idList := make([]string, n)
+	msgs := make([]testMsg, n)
+	for i := range n {
+		id := "r" + strconv.Itoa(i)
+		idList[i] = id
+		m := request(id, "the quick brown fox number "+strconv.Itoa(i))
+		m.key = "user-" + strconv.Itoa(i%nkeys)
+		msgs[i] = m
+	}
+	return idList, msgs
+}
+
+// checkKeyOrder checks that, per key, answers come in request order.
+func checkKeyOrder(t *testing.T, msgs []*sarama.ConsumerMessage) {
+	t.Helper()
+	last := make(map[string]int)
+	seen := make(map[string]bool)
+	for _, m := range msgs { // a partition's messages arrive in offset order
+		var r struct{ ID string }
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			t.Fatal(err)
+		}
+		n, _ := strconv.Atoi(r.ID[1:])
+		k := string(m.Key)
+		if seen[k] && n < last[k] && !seen[k+"/"+r.ID] {
+			t.Errorf("key %s: answer %s after r%d", k, r.ID, last[k])
+		}
+		seen[k], seen[k+"/"+r.ID] = true, true
+		last[k] = max(last[k], n)
+	}
+}
+
+func TestBaseline(t *testing.T) {
+	c, addr := newCluster(t)
+	pred := &countingPredictor{}
+	startWorker(t, baseConfig(addr), pred)
+
+	idList, msgs := keyedRequests(300, 12)
+	produce(t, addr, msgs)
+	out := readAll(t, addr, outTopic, len(idList), 60*time.Second, false)
+	count, _ := decodeAnswers(t, out)
+	if dups := checkAllAnswered(t, idList, count); dups != 0 {
+		t.Errorf("%d duplicate answers without any failure", dups)
+	}
+	checkKeyOrder(t, out)
+	waitCommitted(t, c, 20*time.Second)
+
+	multi := 0
+	for _, n := range pred.batchSizes() {
+		if n > 8 {
+			t.Errorf("batch of %d over max batch 8", n)
+		}
+		if n > 1 {
+			multi++
+		}
+	}
+	if multi == 0 {
+		t.Errorf("no batch of more than one request: %v", pred.batchSizes())
+	}
+}

@@ -1,0 +1,178 @@
+package pipeline
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+)
+
+// SchemaVersion is the version of the request and response messages this
+// package reads and writes. A request without "v" is taken as version 1, so
+// that clients written against the unversioned schema of DESIGN.md still work.
+const SchemaVersion = 1
+
+// Request is one inference request as it travels on the input topic, keyed
+// by its id.
+type Request struct {
+	V         int    `json:"v,omitempty"`
+	ID        string `json:"id"`
+	Task      string `json:"task"`
+	Text      string `json:"text"`
+	TextPair  string `json:"text_pair,omitempty"`
+	TopK      int    `json:"top_k,omitempty"`
+	Pooling   string `json:"pooling,omitempty"`
+	Normalize bool   `json:"normalize,omitempty"`
+
+	// hasPair distinguishes an absent text_pair from an empty one, which is
+	// an error: a pair task needs a second text.
+	hasPair bool
+}
+
+// Response is the answer to one request on the output topic. Error is
+// always null there: requests that cannot be answered go to the dead-letter
+// topic instead. It is kept in the schema so that clients can decode both
+// with one type.
+type Response struct {
+	V      int     `json:"v"`
+	ID     string  `json:"id"`
+	Task   string  `json:"task"`
+	Result any     `json:"result"`
+	Model  string  `json:"model"`
+	Error  *string `json:"error"`
+}
+
+// Reason classifies why a message was dead-lettered; it is the value of the
+// "error_code" header.
+type Reason string
+
+// The reasons a message is dead-lettered.
+const (
+	ReasonMalformed   Reason = "malformed_json"
+	ReasonVersion     Reason = "unsupported_version"
+	ReasonMissingID   Reason = "missing_id"
+	ReasonUnknownTask Reason = "unknown_task"
+	ReasonMissingText Reason = "missing_text"
+	ReasonInvalidUTF8 Reason = "invalid_utf8"
+	ReasonTooLong     Reason = "too_long"
+	ReasonBadRequest  Reason = "bad_request"
+	ReasonModel       Reason = "model_error"
+)
+
+// InputError is why one message could not be answered. It goes to the
+// dead-letter topic's headers.
+type InputError struct {
+	Reason Reason
+	Err    error
+}
+
+func (e *InputError) Error() string { return string(e.Reason) + ": " + e.Err.Error() }
+func (e *InputError) Unwrap() error { return e.Err }
+
+func inputErr(r Reason, format string, args ...any) *InputError {
+	return &InputError{Reason: r, Err: fmt.Errorf(format, args...)}
+}
+
+// ParseRequest decodes and checks one request message. tasks is the set of
+// tasks the model answers; maxTextBytes bounds text and text_pair before any
+// tokenization (0 means no bound). The error is an *InputError.
+func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Request, error) {
+	var r Request
+	// encoding/json replaces invalid UTF-8 with U+FFFD without complaint, so
+	// the raw bytes are checked first: a mangled text must not be answered
+	// as if it were the text the client meant.
+	if !utf8.Valid(value) {
+		return r, inputErr(ReasonInvalidUTF8, "message value is not valid UTF-8 (first bad byte at offset %d)", firstInvalidUTF8(value))
+	}
+	var raw struct {
+		V         *int    `json:"v"`
+		ID        *string `json:"id"`
+		Task      *string `json:"task"`
+		Text      *string `json:"text"`
+		TextPair  *string `json:"text_pair"`
+		TopK      *int    `json:"top_k"`
+		Pooling   *string `json:"pooling"`
+		Normalize *bool   `json:"normalize"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(value))
+	if err := dec.Decode(&raw); err != nil {
+		return r, inputErr(ReasonMalformed, "decoding request: %v", err)
+	}
+	if dec.More() {
+		return r, inputErr(ReasonMalformed, "trailing data after the request object at offset %d", dec.InputOffset())
+	}
+	if raw.V != nil && *raw.V != SchemaVersion {
+		return r, inputErr(ReasonVersion, "schema version %d, this worker reads version %d", *raw.V, SchemaVersion)
+	}
+	r.V = SchemaVersion
+	if raw.ID == nil || *raw.ID == "" {
+		return r, inputErr(ReasonMissingID, "field \"id\" is missing or empty")
+	}
+	r.ID = *raw.ID
+	if raw.Task == nil || *raw.Task == "" {
+		return r, inputErr(ReasonUnknownTask, "field \"task\" is missing or empty")
+	}
+	r.Task = *raw.Task
+	if !tasks[r.Task] {
+		return r, inputErr(ReasonUnknownTask, "task %q is not served by this model", r.Task)
+	}
+	if raw.Text == nil || *raw.Text == "" {
+		return r, inputErr(ReasonMissingText, "field \"text\" is missing or empty")
+	}
+	r.Text = *raw.Text
+	if raw.TextPair != nil {
+		if *raw.TextPair == "" {
+			return r, inputErr(ReasonMissingText, "field \"text_pair\" is present but empty")
+		}
+		r.TextPair, r.hasPair = *raw.TextPair, true
+	}
+	if maxTextBytes > 0 && len(r.Text)+len(r.TextPair) > maxTextBytes {
+		return r, inputErr(ReasonTooLong, "text is %d bytes, the limit is %d", len(r.Text)+len(r.TextPair), maxTextBytes)
+	}
+	if raw.TopK != nil {
+		if *raw.TopK < 0 {
+			return r, inputErr(ReasonBadRequest, "field \"top_k\" is negative (%d)", *raw.TopK)
+		}
+		r.TopK = *raw.TopK
+	}
+	if raw.Pooling != nil {
+		r.Pooling = *raw.Pooling
+	}
+	if raw.Normalize != nil {
+		r.Normalize = *raw.Normalize
+	}
+	return r, nil
+}
+
+// HasPair reports whether the request carries a second text.
+func (r Request) HasPair() bool { return r.hasPair }
+
+func firstInvalidUTF8(b []byte) int {
+	for i := 0; i < len(b); {
+		r, n := utf8.DecodeRune(b[i:])
+		if r == utf8.RuneError && n <= 1 {
+			return i
+		}
+		i += n
+	}
+	return -1
+}
+
+// reasonOf returns the dead-letter reason for err.
+func reasonOf(err error) Reason {
+	var ie *InputError
+	if errors.As(err, &ie) {
+		return ie.Reason
+	}
+	return ReasonModel
+}
+
+// encodeResponse renders the answer to r.
+func encodeResponse(r Request, result any, model string) ([]byte, error) {
+	b, err := json.Marshal(Response{V: SchemaVersion, ID: r.ID, Task: r.Task, Result: result, Model: model})
+	if err != nil {
+		return nil, fmt.Errorf("encoding the response to %q: %w", r.ID, err)
+	}
+	return b, nil
+}
