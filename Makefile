@@ -5,7 +5,12 @@ GO ?= go
 BIN := bin/bertstream
 export CGO_ENABLED ?= 0
 
-.PHONY: all build test vet fmt-check fuzz demo bench clean
+# Checks .ci/run adds after `make test`; areas append to it in mk/*.mk.
+CI_EXTRA := fuzz
+
+-include mk/*.mk
+
+.PHONY: all build test vet fmt-check fuzz demo bench clean ci ci-extra
 
 all: build
 
@@ -24,7 +29,19 @@ fmt-check:
 test: fmt-check vet
 	$(GO) test -count=1 ./...
 
+ci: test ci-extra
+ci-extra: $(CI_EXTRA)
+
+# Short smoke run of every fuzz target; FUZZTIME=10m for a real run.
+FUZZTIME ?= 10s
+fuzz:
+	@set -e; for pkg in $$($(GO) list ./...); do \
+	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
+	    echo "== $$pkg $$f"; \
+	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
+	  done; \
+	done
+
 clean:
 	rm -rf bin dist
 
--include mk/*.mk
