@@ -135,11 +135,13 @@ func New(cfg Config, be nn.Backend, src map[string]*nn.Tensor) (m *Model, err er
 		return nil, err
 	}
 	act, _ := cfg.Act()
-	m = &Model{Config: cfg, Arch: arch, be: be, weights: nn.NewScope("weights"), act: act, eps: float32(cfg.LayerNormEps)}
+	weights := nn.NewScope("weights")
+	m = &Model{Config: cfg, Arch: arch, be: be, weights: weights, act: act, eps: float32(cfg.LayerNormEps)}
+	// The error returns set m to nil before this runs: free through the
+	// scope itself.
 	defer func() {
 		if err != nil {
-			m.weights.Close()
-			m = nil
+			weights.Close()
 		}
 	}()
 	ts := &tensorSet{src: src, used: map[string]bool{}}
