@@ -80,11 +80,56 @@ func (m *Model) Validate(in Inputs) error {
 			return fmt.Errorf("attention mask value %d at [%d,%d] is not 0 or 1", v, i/in.T, i%in.T)
 		}
 	}
+	for b := 0; b < in.B; b++ {
+		if in.Mask[b*in.T] == 0 {
+			// BERT reads the pooled output and the classifiers off the
+			// first token: a batch is padded on the right.
+			return fmt.Errorf("attention mask is 0 at [%d,0]: the first token of every sequence ([CLS]) must be real", b)
+		}
+	}
 	return nil
+}
+
+// packing is a batch without its padding: the real tokens of every
+// sequence one after another, as the encoder computes them.
+type packing struct {
+	ids, types, positions []int32 // per real token
+	seqs                  []int32 // sequence b is tokens seqs[b] to seqs[b+1]
+	rows                  []int32 // per real token, its row b*T+t in the padded batch
+	packed                []int32 // per padded row, its real token or -1
+	maxLen                int
+}
+
+func pack(in Inputs) *packing {
+	p := &packing{seqs: make([]int32, 1, in.B+1), packed: make([]int32, in.B*in.T)}
+	for b := 0; b < in.B; b++ {
+		for t := 0; t < in.T; t++ {
+			i := b*in.T + t
+			p.packed[i] = -1
+			if in.Mask[i] == 0 {
+				continue
+			}
+			p.packed[i] = int32(len(p.ids))
+			p.ids = append(p.ids, in.IDs[i])
+			if in.TypeIDs != nil {
+				p.types = append(p.types, in.TypeIDs[i])
+			}
+			p.positions = append(p.positions, int32(t))
+			p.rows = append(p.rows, int32(i))
+		}
+		p.seqs = append(p.seqs, int32(len(p.ids)))
+		p.maxLen = max(p.maxLen, int(p.seqs[b+1]-p.seqs[b]))
+	}
+	return p
 }
 
 // Forward runs the model on a batch. Results are made in scope s;
 // everything else is freed before it returns.
+//
+// Padding costs nothing: the encoder runs on the real tokens of the batch
+// packed one sequence after another, and the per-token outputs are put
+// back into the padded [B, T, ...] layout at the end, with zeros at padded
+// positions.
 func (m *Model) Forward(s *nn.Scope, in Inputs, want Want) (*Outputs, error) {
 	if err := m.Validate(in); err != nil {
 		return nil, err
@@ -104,77 +149,107 @@ func (m *Model) Forward(s *nn.Scope, in Inputs, want Want) (*Outputs, error) {
 	if (want.Pooled || want.NSP || want.Classify) && m.pooler == nil {
 		return nil, fmt.Errorf("the %s checkpoint has no pooler", m.Arch)
 	}
+	p := pack(in)
+	var mlmRows []int32
+	if want.MLM && want.MLMRows != nil {
+		mlmRows = make([]int32, len(want.MLMRows))
+		for i, r := range want.MLMRows {
+			if r < 0 || int(r) >= in.B*in.T {
+				return nil, fmt.Errorf("masked-LM position %d (entry %d) outside the %d x %d batch", r, i, in.B, in.T)
+			}
+			if mlmRows[i] = p.packed[r]; mlmRows[i] < 0 {
+				return nil, fmt.Errorf("masked-LM position [%d,%d] (entry %d) is padding", int(r)/in.T, int(r)%in.T, i)
+			}
+		}
+	}
 	c := &m.Config
 	be := m.be
-	B, T, H := in.B, in.T, c.HiddenSize
+	B, T, H, N := in.B, in.T, c.HiddenSize, len(p.ids)
 	cd := be.Compute()
 	tmp := s.Child("forward")
 	defer tmp.Close()
 	keep := func(t *nn.Tensor) *nn.Tensor { tmp.Move(t, s); return t }
+	ints := func(v []int32) (*nn.Tensor, error) { return m.uploadI32(tmp, v, len(v)) }
 
-	ids, err := m.uploadI32(tmp, in.IDs, B, T)
+	ids, err := ints(p.ids)
+	if err != nil {
+		return nil, err
+	}
+	positions, err := ints(p.positions)
 	if err != nil {
 		return nil, err
 	}
 	var types *nn.Tensor
-	if in.TypeIDs != nil {
-		if types, err = m.uploadI32(tmp, in.TypeIDs, B, T); err != nil {
+	if p.types != nil {
+		if types, err = ints(p.types); err != nil {
 			return nil, err
 		}
 	}
-	mask, err := m.uploadI32(tmp, in.Mask, B, T)
+	seqs, err := ints(p.seqs)
 	if err != nil {
 		return nil, err
 	}
+	var rows *nn.Tensor // packed token -> padded row, for Scatter
+	unpad := func(x *nn.Tensor) (*nn.Tensor, error) {
+		if rows == nil {
+			if rows, err = ints(p.rows); err != nil {
+				return nil, err
+			}
+		}
+		out := be.New(tmp, cd, B, T, x.Cols())
+		return out, be.Scatter(out, x, rows)
+	}
 
 	out := &Outputs{}
-	x := be.New(tmp, cd, B, T, H)
-	if err := be.Embed(x, ids, types, m.word, m.pos, m.typ, m.embLN.g, m.embLN.b, m.eps); err != nil {
+	x := be.New(tmp, cd, N, H)
+	if err := be.Embed(x, ids, types, positions, m.word, m.pos, m.typ, m.embLN.g, m.embLN.b, m.eps); err != nil {
 		return nil, fmt.Errorf("embeddings: %w", err)
 	}
 	if want.Hidden {
-		out.Embeddings = keep(x)
-	}
-	qkv := be.New(tmp, cd, B, T, 3*H)
-	ctx := be.New(tmp, cd, B, T, H)
-	proj := be.New(tmp, cd, B, T, H)
-	mid := be.New(tmp, cd, B, T, H)
-	inter := be.New(tmp, cd, B, T, c.IntermediateSize)
-	var spare *nn.Tensor // the previous layer's input, reused when not kept
-	scale := float32(1 / math.Sqrt(float64(c.HeadDim())))
-	for i := range m.layers {
-		l := &m.layers[i]
-		next := spare
-		if next == nil || want.Hidden {
-			next = be.New(tmp, cd, B, T, H)
+		if out.Embeddings, err = unpad(x); err != nil {
+			return nil, fmt.Errorf("embeddings: %w", err)
 		}
-		if err := m.layer(l, x, next, qkv, ctx, proj, mid, inter, mask, scale); err != nil {
+		keep(out.Embeddings)
+	}
+	bufs := layerBufs{
+		qkv:   be.New(tmp, cd, N, 3*H),
+		ctx:   be.New(tmp, cd, N, H),
+		proj:  be.New(tmp, cd, N, H),
+		mid:   be.New(tmp, cd, N, H),
+		inter: be.New(tmp, cd, N, c.IntermediateSize),
+		seqs:  seqs, maxLen: p.maxLen,
+		scale: float32(1 / math.Sqrt(float64(c.HeadDim()))),
+	}
+	next := be.New(tmp, cd, N, H)
+	for i := range m.layers {
+		if err := m.layer(&m.layers[i], x, next, &bufs); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
+		x, next = next, x
 		if want.Hidden {
-			out.Hidden = append(out.Hidden, keep(next))
-		} else {
-			spare = x
+			h, err := unpad(x)
+			if err != nil {
+				return nil, fmt.Errorf("layer %d: %w", i, err)
+			}
+			out.Hidden = append(out.Hidden, keep(h))
 		}
-		x = next
 	}
-	if !want.Hidden {
-		keep(x)
+	if want.Hidden {
+		out.Sequence = out.Hidden[len(out.Hidden)-1]
+	} else if out.Sequence, err = unpad(x); err != nil {
+		return nil, err
+	} else {
+		keep(out.Sequence)
 	}
-	out.Sequence = x
 
 	if want.Pooled || want.NSP || want.Classify {
-		first := make([]int32, B)
-		for b := range first {
-			first[b] = int32(b * T)
-		}
-		idx, err := m.uploadI32(tmp, first, B)
+		// The first token of sequence b is packed token seqs[b].
+		first, err := ints(p.seqs[:B])
 		if err != nil {
 			return nil, err
 		}
 		cls := be.New(tmp, cd, B, H)
-		flat, _ := x.Reshape(B*T, H)
-		if err := be.Gather(cls, flat, idx); err != nil {
+		if err := be.Gather(cls, x, first); err != nil {
 			return nil, fmt.Errorf("pooler: %w", err)
 		}
 		pooled := be.New(tmp, cd, B, H)
@@ -198,21 +273,34 @@ func (m *Model) Forward(s *nn.Scope, in Inputs, want Want) (*Outputs, error) {
 		}
 	}
 	if want.TokenClassify {
-		t := be.New(tmp, cd, B, T, len(m.Labels))
-		if err := be.Linear(t, x, m.classifier.w, m.classifier.b, nn.ActNone); err != nil {
+		t, err := m.head(tmp, x, m.classifier, N, len(m.Labels))
+		if err != nil {
 			return nil, fmt.Errorf("token classifier: %w", err)
 		}
-		out.TokenLogits = keep(t)
+		if out.TokenLogits, err = unpad(t); err != nil {
+			return nil, fmt.Errorf("token classifier: %w", err)
+		}
+		keep(out.TokenLogits)
 	}
 	if want.MLM {
-		if out.MLMLogits, err = m.mlmLogits(tmp, x, want.MLMRows, B, T); err != nil {
-			return nil, fmt.Errorf("masked-LM head: %w", err)
+		if mlmRows != nil {
+			if out.MLMLogits, err = m.mlmLogits(tmp, x, mlmRows); err != nil {
+				return nil, fmt.Errorf("masked-LM head: %w", err)
+			}
+		} else {
+			logits, err := m.mlmLogits(tmp, x, nil)
+			if err != nil {
+				return nil, fmt.Errorf("masked-LM head: %w", err)
+			}
+			if out.MLMLogits, err = unpad(logits); err != nil {
+				return nil, fmt.Errorf("masked-LM head: %w", err)
+			}
 		}
 		keep(out.MLMLogits)
 	}
 	if want.Sentence {
 		sent := be.New(tmp, cd, B, H)
-		if err := be.Pool(sent, x, mask, want.SentencePooling); err != nil {
+		if err := be.Pool(sent, x, seqs, want.SentencePooling); err != nil {
 			return nil, fmt.Errorf("sentence pooling: %w", err)
 		}
 		out.Sentence = keep(sent)
@@ -220,29 +308,36 @@ func (m *Model) Forward(s *nn.Scope, in Inputs, want Want) (*Outputs, error) {
 	return out, nil
 }
 
-// layer runs one encoder layer from x into next; the other tensors are
-// scratch buffers of the layer's shapes.
-func (m *Model) layer(l *layer, x, next, qkv, ctx, proj, mid, inter, mask *nn.Tensor, scale float32) error {
+// layerBufs are the scratch tensors of an encoder layer, shared by all.
+type layerBufs struct {
+	qkv, ctx, proj, mid, inter *nn.Tensor
+	seqs                       *nn.Tensor
+	maxLen                     int
+	scale                      float32
+}
+
+// layer runs one encoder layer from x into next.
+func (m *Model) layer(l *layer, x, next *nn.Tensor, b *layerBufs) error {
 	be := m.be
-	if err := be.Linear(qkv, x, l.qkv.w, l.qkv.b, nn.ActNone); err != nil {
+	if err := be.Linear(b.qkv, x, l.qkv.w, l.qkv.b, nn.ActNone); err != nil {
 		return fmt.Errorf("query/key/value: %w", err)
 	}
-	if err := be.Attention(ctx, qkv, mask, m.Config.NumAttentionHeads, scale); err != nil {
+	if err := be.Attention(b.ctx, b.qkv, b.seqs, b.maxLen, m.Config.NumAttentionHeads, b.scale); err != nil {
 		return fmt.Errorf("attention: %w", err)
 	}
-	if err := be.Linear(proj, ctx, l.attnOut.w, l.attnOut.b, nn.ActNone); err != nil {
+	if err := be.Linear(b.proj, b.ctx, l.attnOut.w, l.attnOut.b, nn.ActNone); err != nil {
 		return fmt.Errorf("attention output: %w", err)
 	}
-	if err := be.AddLayerNorm(mid, proj, x, l.attnLN.g, l.attnLN.b, m.eps); err != nil {
+	if err := be.AddLayerNorm(b.mid, b.proj, x, l.attnLN.g, l.attnLN.b, m.eps); err != nil {
 		return fmt.Errorf("attention LayerNorm: %w", err)
 	}
-	if err := be.Linear(inter, mid, l.inter.w, l.inter.b, m.act); err != nil {
+	if err := be.Linear(b.inter, b.mid, l.inter.w, l.inter.b, m.act); err != nil {
 		return fmt.Errorf("intermediate: %w", err)
 	}
-	if err := be.Linear(proj, inter, l.out.w, l.out.b, nn.ActNone); err != nil {
+	if err := be.Linear(b.proj, b.inter, l.out.w, l.out.b, nn.ActNone); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
-	if err := be.AddLayerNorm(next, proj, mid, l.outLN.g, l.outLN.b, m.eps); err != nil {
+	if err := be.AddLayerNorm(next, b.proj, b.mid, l.outLN.g, l.outLN.b, m.eps); err != nil {
 		return fmt.Errorf("output LayerNorm: %w", err)
 	}
 	return nil
@@ -253,24 +348,21 @@ func (m *Model) head(s *nn.Scope, x *nn.Tensor, l *linear, rows, n int) (*nn.Ten
 	return t, m.be.Linear(t, x, l.w, l.b, nn.ActNone)
 }
 
-func (m *Model) mlmLogits(s *nn.Scope, x *nn.Tensor, rows []int32, B, T int) (*nn.Tensor, error) {
+// mlmLogits computes masked-LM logits for the packed tokens x [n, H], or
+// only for the packed tokens rows when rows is not nil.
+func (m *Model) mlmLogits(s *nn.Scope, x *nn.Tensor, rows []int32) (*nn.Tensor, error) {
 	be, H, V := m.be, m.Config.HiddenSize, m.Config.VocabSize
 	cd := be.Compute()
-	src, _ := x.Reshape(B*T, H)
-	n := B * T
+	src := x
+	n := x.Rows()
 	if rows != nil {
-		for i, r := range rows {
-			if r < 0 || int(r) >= B*T {
-				return nil, fmt.Errorf("position %d (entry %d) outside the %d x %d batch", r, i, B, T)
-			}
-		}
 		n = len(rows)
 		idx, err := m.uploadI32(s, rows, n)
 		if err != nil {
 			return nil, err
 		}
 		g := be.New(s, cd, n, H)
-		if err := be.Gather(g, src, idx); err != nil {
+		if err := be.Gather(g, x, idx); err != nil {
 			return nil, err
 		}
 		src = g
@@ -282,11 +374,7 @@ func (m *Model) mlmLogits(s *nn.Scope, x *nn.Tensor, rows []int32, B, T int) (*n
 	if err := be.AddLayerNorm(h, h, nil, m.mlm.ln.g, m.mlm.ln.b, m.eps); err != nil {
 		return nil, err
 	}
-	shape := []int{n, V}
-	if rows == nil {
-		shape = []int{B, T, V}
-	}
-	logits := be.New(s, cd, shape...)
+	logits := be.New(s, cd, n, V)
 	if err := be.Linear(logits, h, m.mlm.decoder.w, m.mlm.decoder.b, nn.ActNone); err != nil {
 		return nil, err
 	}

@@ -160,6 +160,7 @@ func TestValidateInputs(t *testing.T) {
 		}, "exceeds the model's 24 positions"},
 		{"short slices", func(in *bert.Inputs) { in.Mask = in.Mask[:3] }, "3 mask values"},
 		{"empty", func(in *bert.Inputs) { *in = bert.Inputs{} }, "empty batch"},
+		{"left padding", func(in *bert.Inputs) { in.Mask[5] = 0 }, "mask is 0 at [1,0]"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			in := good
@@ -230,6 +231,11 @@ func TestForwardConsistency(t *testing.T) {
 	worst := 0.0
 	for i := 0; i < B*T; i++ {
 		for l := 0; l < L; l++ {
+			if in.Mask[i] == 0 {
+				// Padding is not computed: its outputs are zeros.
+				worst = math.Max(worst, math.Abs(float64(got[i*L+l])))
+				continue
+			}
 			want := float64(bias[l])
 			for k := 0; k < H; k++ {
 				want += float64(w[l*H+k]) * float64(seq[i*H+k])
@@ -242,7 +248,12 @@ func TestForwardConsistency(t *testing.T) {
 	}
 
 	// MLM on chosen rows equals the same rows of the full logits.
-	rows := []int32{0, 5, int32(B*T - 1), 12}
+	var rows []int32
+	for _, r := range []int32{0, 5, int32(B*T - 1), 12, 13, 30} {
+		if in.Mask[r] == 1 {
+			rows = append(rows, r)
+		}
+	}
 	part, err := m.Forward(s, in, bert.Want{MLM: true, MLMRows: rows})
 	if err != nil {
 		t.Fatal(err)
@@ -255,6 +266,14 @@ func TestForwardConsistency(t *testing.T) {
 	}
 	if _, err := m.Forward(s, in, bert.Want{MLM: true, MLMRows: []int32{int32(B * T)}}); err == nil {
 		t.Error("MLM row outside the batch accepted")
+	}
+	for r, v := range in.Mask {
+		if v == 0 {
+			if _, err := m.Forward(s, in, bert.Want{MLM: true, MLMRows: []int32{int32(r)}}); err == nil || !strings.Contains(err.Error(), "padding") {
+				t.Errorf("MLM row %d at padding: %v", r, err)
+			}
+			break
+		}
 	}
 
 	// Sentence pooling over the mask.
@@ -302,5 +321,47 @@ func TestForwardConsistency(t *testing.T) {
 	s.Close()
 	if after := cpuLive(); after != before {
 		t.Errorf("forward passes left %d live tensors after their scope closed", after-before)
+	}
+}
+
+// TestPaddingInvariance runs sequences of mixed lengths in one padded
+// batch and each on its own: what a sequence gets must not depend on what
+// it was batched with or how much padding that took.
+func TestPaddingInvariance(t *testing.T) {
+	cfg := smallConfig("BertForPreTraining")
+	m := newModel(t, cfg)
+	in := randomInputs(cfg, 5, 19, 8)
+	s := nn.NewScope("t")
+	defer s.Close()
+	all, err := m.Forward(s, in, m.WantAll())
+	if err != nil {
+		t.Fatal(err)
+	}
+	H, V := cfg.HiddenSize, cfg.VocabSize
+	for b := 0; b < in.B; b++ {
+		n := 0
+		for n < in.T && in.Mask[b*in.T+n] == 1 {
+			n++
+		}
+		one := bert.Inputs{B: 1, T: n, IDs: in.IDs[b*in.T : b*in.T+n], TypeIDs: in.TypeIDs[b*in.T : b*in.T+n], Mask: in.Mask[b*in.T : b*in.T+n]}
+		alone, err := m.Forward(s, one, m.WantAll())
+		if err != nil {
+			t.Fatal(err)
+		}
+		seq := all.Sequence.F32()[b*in.T*H:]
+		if d := nn.MaxAbsDiff(seq[:n*H], alone.Sequence.F32()); d > 1e-5 {
+			t.Errorf("sequence %d (%d tokens): hidden states differ by %g batched and alone", b, n, d)
+		}
+		for _, x := range seq[n*H : in.T*H] {
+			if x != 0 {
+				t.Fatalf("sequence %d: non-zero hidden state at padding", b)
+			}
+		}
+		if d := nn.MaxAbsDiff(all.MLMLogits.F32()[b*in.T*V:(b*in.T+n)*V], alone.MLMLogits.F32()); d > 1e-4 {
+			t.Errorf("sequence %d: MLM logits differ by %g", b, d)
+		}
+		if d := nn.MaxAbsDiff(all.NSPLogits.F32()[2*b:2*b+2], alone.NSPLogits.F32()); d > 1e-5 {
+			t.Errorf("sequence %d: NSP logits differ by %g", b, d)
+		}
 	}
 }

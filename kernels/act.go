@@ -83,33 +83,27 @@ func geluTanh(x float32) float32 {
 
 // biasAct adds bias (len(row) values, may be nil) to row and applies a.
 func biasAct(row, bias []float32, a Act) {
+	v := activeVec.Load()
+	if a == ActGELU {
+		v.gelu(row, bias)
+		return
+	}
 	if bias != nil {
-		bias = bias[:len(row)]
-		for j := range row {
-			row[j] += bias[j]
-		}
+		v.add(row, bias)
 	}
 	switch a {
-	case ActGELU:
-		geluVec(row)
 	case ActGELUTanh:
-		for j, v := range row {
-			row[j] = geluTanh(v)
+		for j, x := range row {
+			row[j] = geluTanh(x)
 		}
 	case ActReLU:
-		for j, v := range row {
-			row[j] = max(v, 0)
+		for j, x := range row {
+			row[j] = max(x, 0)
 		}
 	case ActTanh:
-		for j, v := range row {
-			row[j] = tanhf(v)
+		for j, x := range row {
+			row[j] = tanhf(x)
 		}
-	}
-}
-
-func geluGo(x []float32) {
-	for j, v := range x {
-		x[j] = gelu(v)
 	}
 }
 

@@ -86,53 +86,62 @@ func kernelGo4x4(k int, a, b, c []float32, ldc int, add bool) {
 	r3[0], r3[1], r3[2], r3[3] = c30, c31, c32, c33
 }
 
-// kernelList is every micro-kernel this build has, fastest first; those
-// the CPU cannot run are filtered out by supported (set per architecture).
-func kernelList() []*microKernel {
-	return append(append([]*microKernel(nil), asmKernels()...), goKernel)
+// version is one implementation level of the kernels: an SGEMM
+// micro-kernel and the vector primitives for one instruction set.
+type version struct {
+	name string
+	gemm *microKernel
+	vec  *vecOps
 }
 
-// GemmVersions names the SGEMM micro-kernels this CPU can run, fastest
-// first ("avx512", "avx2", "go").
-func GemmVersions() []string {
+// versionList is every version this build has that this CPU can run,
+// fastest first; the portable Go version is always last.
+func versionList() []version {
+	return append(asmVersions(), version{"go", goKernel, goVec})
+}
+
+// Versions names the kernel versions this CPU can run, fastest first
+// ("avx512", "avx2", "go").
+func Versions() []string {
 	var names []string
-	for _, k := range kernelList() {
-		names = append(names, k.name)
+	for _, v := range versionList() {
+		names = append(names, v.name)
 	}
 	return names
 }
 
-var active atomic.Pointer[microKernel]
+var (
+	active    atomic.Pointer[microKernel]
+	activeVec atomic.Pointer[vecOps]
+	activeIdx atomic.Int32
+)
 
 func init() {
-	active.Store(kernelList()[0])
+	v := versionList()[0]
+	active.Store(v.gemm)
+	activeVec.Store(v.vec)
 	if os.Getenv("BERTSTREAM_BLAS") != "gonum" {
 		UseNative()
 	}
 }
 
-func kernelNamed(name string) (*microKernel, error) {
-	for _, k := range kernelList() {
-		if k.name == name {
-			return k, nil
+// SetVersion selects the kernel version (SGEMM micro-kernel and vector
+// primitives) by name. Weights prepared for another version are repacked
+// on first use.
+func SetVersion(name string) error {
+	for i, v := range versionList() {
+		if v.name == name {
+			active.Store(v.gemm)
+			activeVec.Store(v.vec)
+			activeIdx.Store(int32(i))
+			return nil
 		}
 	}
-	return nil, fmt.Errorf("no SGEMM version %q on this CPU (have %v)", name, GemmVersions())
+	return fmt.Errorf("no kernel version %q on this CPU (have %v)", name, Versions())
 }
 
-// SetGemmVersion selects the micro-kernel the native SGEMM uses. Weights
-// prepared for another version are repacked on first use.
-func SetGemmVersion(name string) error {
-	k, err := kernelNamed(name)
-	if err != nil {
-		return err
-	}
-	active.Store(k)
-	return nil
-}
-
-// GemmVersion names the micro-kernel in use.
-func GemmVersion() string { return active.Load().name }
+// Version names the kernel version in use.
+func Version() string { return versionList()[activeIdx.Load()].name }
 
 // Implementation is bertstream's blas.Float32: Sgemm is native, the other
 // routines are gonum's.

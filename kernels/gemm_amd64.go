@@ -27,15 +27,13 @@ var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 144
 		sgemmAVX512(k, &a[0], &b[0], &c[0], ldc, add)
 	}}
 
-func asmKernels() []*microKernel {
-	var ks []*microKernel
+func asmVersions() []version {
+	var vs []version
 	if cpu.X86.HasAVX512F {
-		ks = append(ks, avx512Kernel)
+		vs = append(vs, version{"avx512", avx512Kernel, avx512Vec})
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasFMA {
-		ks = append(ks, avx2Kernel)
+		vs = append(vs, version{"avx2", avx2Kernel, avx2Vec})
 	}
-	return ks
+	return vs
 }
-
-func geluVec(x []float32) { geluGo(x) }

@@ -2,7 +2,5 @@
 
 package kernels
 
-// Without assembly the portable micro-kernel is the only one.
-func asmKernels() []*microKernel { return nil }
-
-func geluVec(x []float32) { geluGo(x) }
+// Without assembly the portable Go version is the only one.
+func asmVersions() []version { return nil }

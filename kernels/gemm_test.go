@@ -34,15 +34,15 @@ func closeTo(got, want []float32, abs, rel float64) error {
 
 // withVersion runs f once per SGEMM micro-kernel this CPU supports.
 func withVersion(t *testing.T, f func(t *testing.T)) {
-	prev := GemmVersion()
+	prev := Version()
 	defer func() {
-		if err := SetGemmVersion(prev); err != nil {
+		if err := SetVersion(prev); err != nil {
 			t.Fatal(err)
 		}
 	}()
-	for _, v := range GemmVersions() {
+	for _, v := range Versions() {
 		t.Run(v, func(t *testing.T) {
-			if err := SetGemmVersion(v); err != nil {
+			if err := SetVersion(v); err != nil {
 				t.Fatal(err)
 			}
 			f(t)
@@ -51,7 +51,7 @@ func withVersion(t *testing.T, f func(t *testing.T)) {
 }
 
 func TestSgemmVersions(t *testing.T) {
-	t.Logf("SGEMM versions on this CPU: %v", GemmVersions())
+	t.Logf("SGEMM versions on this CPU: %v", Versions())
 	withVersion(t, func(t *testing.T) {
 		rng := rand.New(rand.NewSource(1))
 		impl := Implementation{}
@@ -168,8 +168,8 @@ func TestBlasSelection(t *testing.T) {
 	if _, ok := blas32.Implementation().(Implementation); !ok {
 		t.Fatal("UseNative did not install the native implementation")
 	}
-	if err := SetGemmVersion("sse1"); err == nil {
-		t.Error("SetGemmVersion accepted an unknown version")
+	if err := SetVersion("sse1"); err == nil {
+		t.Error("SetVersion accepted an unknown version")
 	}
 }
 
@@ -183,11 +183,11 @@ func TestSgemmMisusePanics(t *testing.T) {
 }
 
 func BenchmarkLinear(b *testing.B) {
-	for _, v := range GemmVersions() {
+	for _, v := range Versions() {
 		for _, sh := range [][3]int{{128, 768, 768}, {1024, 3072, 768}, {1024, 768, 3072}} {
 			m, n, k := sh[0], sh[1], sh[2]
 			b.Run(fmt.Sprintf("%s/m=%d/n=%d/k=%d", v, m, n, k), func(b *testing.B) {
-				if err := SetGemmVersion(v); err != nil {
+				if err := SetVersion(v); err != nil {
 					b.Fatal(err)
 				}
 				rng := rand.New(rand.NewSource(1))

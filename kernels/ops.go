@@ -73,33 +73,13 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 	blas32.Implementation().Sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
-// AddLayerNorm computes out = LayerNorm(x + res)*gamma + beta per row; res
-// may be nil and out may alias x or res.
-func AddLayerNorm(out, x, res []float32, rows, cols int, gamma, beta []float32, eps float32) {
-	AddLayerNormRef(out, x, res, rows, cols, gamma, beta, eps)
-}
-
 // Activation applies a to x in place.
 func Activation(x []float32, a Act) {
 	biasActRows(x, 1, len(x), nil, a)
 }
 
-// Softmax is SoftmaxRef's fast entry point.
-func Softmax(x []float32, rows, cols int, scale float32, keyMask []int32, rowsPerMask int) {
-	SoftmaxRef(x, rows, cols, scale, keyMask, rowsPerMask)
-}
-
-// Attention is AttentionRef's fast entry point.
-func Attention(out, qkv []float32, mask []int32, batch, seq, hidden, heads int, scale float32) {
-	AttentionRef(out, qkv, mask, batch, seq, hidden, heads, scale)
-}
-
-// EmbedLayerNorm is EmbedLayerNormRef's fast entry point.
-func EmbedLayerNorm(out []float32, ids, types []int32, batch, seq, hidden int, word, pos, typ []float32, gamma, beta []float32, eps float32) error {
-	return EmbedLayerNormRef(out, ids, types, batch, seq, hidden, word, pos, typ, gamma, beta, eps)
-}
-
-// Pool is PoolRef's fast entry point.
-func Pool(out, x []float32, mask []int32, batch, seq, hidden int, p Pooling) {
-	PoolRef(out, x, mask, batch, seq, hidden, p)
+// Pool is PoolRef's entry point: one pass over the rows, memory-bound, so
+// the reference is already as fast as the memory allows.
+func Pool(out, x []float32, seqs []int32, hidden int, p Pooling) {
+	PoolRef(out, x, seqs, hidden, p)
 }

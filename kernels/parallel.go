@@ -19,9 +19,10 @@ type task interface {
 
 // scratch is per-goroutine working memory (packed panels, tiles, rows).
 type scratch struct {
-	a    []float32
-	tile []float32
-	row  []float32
+	a      []float32
+	b      []float32 // packed op(B) of products inside a task
+	tile   []float32
+	scores []float32 // attention score tiles
 }
 
 // grow returns (*buf)[:n], reallocating only when it is too small.

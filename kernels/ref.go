@@ -173,80 +173,52 @@ func SoftmaxRef(x []float32, rows, cols int, scale float32, keyMask []int32, row
 	}
 }
 
-// AttentionRef is multi-head self-attention for a batch of sequences.
-// qkv holds, for each of batch*seq tokens, the concatenated query, key and
-// value projections (3*hidden values per token, heads of hidden/heads
-// each); mask is batch x seq (non-zero = a real token that may be attended
-// to). out receives batch*seq x hidden: per head, softmax(scale*q k^T) v.
-func AttentionRef(out, qkv []float32, mask []int32, batch, seq, hidden, heads int, scale float32) {
-	dh := hidden / heads
-	ld := 3 * hidden
-	scores := make([]float32, seq*seq)
-	for b := 0; b < batch; b++ {
-		base := b * seq * ld
-		for h := 0; h < heads; h++ {
-			for i := 0; i < seq; i++ {
-				q := qkv[base+i*ld+h*dh : base+i*ld+h*dh+dh]
-				for j := 0; j < seq; j++ {
-					k := qkv[base+j*ld+hidden+h*dh : base+j*ld+hidden+h*dh+dh]
-					var s float64
-					for d := range q {
-						s += float64(q[d]) * float64(k[d])
-					}
-					scores[i*seq+j] = float32(s)
-				}
-			}
-			var m []int32
-			if mask != nil {
-				m = mask[b*seq : (b+1)*seq]
-			}
-			SoftmaxRef(scores, seq, seq, scale, m, seq)
-			for i := 0; i < seq; i++ {
-				o := out[(b*seq+i)*hidden+h*dh : (b*seq+i)*hidden+h*dh+dh]
-				for d := range o {
-					var s float64
-					for j := 0; j < seq; j++ {
-						s += float64(scores[i*seq+j]) * float64(qkv[base+j*ld+2*hidden+h*dh+d])
-					}
-					o[d] = float32(s)
-				}
-			}
+// EmbedLayerNormRef computes the embeddings of n tokens: for token i, row
+// ids[i] of word, row positions[i] of pos and row types[i] of typ (types
+// may be nil: all 0) summed, then LayerNorm. out is n x hidden. It returns
+// an error naming the first index out of range instead of reading outside
+// a table.
+func EmbedLayerNormRef(out []float32, ids, types, positions []int32, hidden int, word, pos, typ []float32, gamma, beta []float32, eps float32) error {
+	if err := checkEmbedIndexes(ids, types, positions, hidden, word, pos, typ); err != nil {
+		return err
+	}
+	for i, id := range ids {
+		ty := int32(0)
+		if types != nil {
+			ty = types[i]
+		}
+		o := out[i*hidden : (i+1)*hidden]
+		w := word[int(id)*hidden:]
+		p := pos[int(positions[i])*hidden:]
+		t := typ[int(ty)*hidden:]
+		for j := range o {
+			o[j] = w[j] + p[j] + t[j]
 		}
 	}
+	AddLayerNormRef(out, out, nil, len(ids), hidden, gamma, beta, eps)
+	return nil
 }
 
-// EmbedLayerNormRef gathers word, position and token-type embeddings for
-// each of batch*seq tokens, sums them and applies LayerNorm. ids and
-// types are batch x seq; position t of every sequence uses row t of pos.
-// It returns an error naming the first id out of range instead of reading
-// outside a table.
-func EmbedLayerNormRef(out []float32, ids, types []int32, batch, seq, hidden int, word, pos, typ []float32, gamma, beta []float32, eps float32) error {
-	vocab := len(word) / hidden
-	ntypes := len(typ) / hidden
-	if seq > len(pos)/hidden {
-		return fmt.Errorf("sequence length %d exceeds the %d position embeddings", seq, len(pos)/hidden)
+// checkEmbedIndexes reports the first id, type or position outside its
+// table.
+func checkEmbedIndexes(ids, types, positions []int32, hidden int, word, pos, typ []float32) error {
+	vocab, npos, ntypes := len(word)/hidden, len(pos)/hidden, len(typ)/hidden
+	if len(positions) != len(ids) || (types != nil && len(types) != len(ids)) {
+		return fmt.Errorf("%d ids, %d positions and %d token types differ", len(ids), len(positions), len(types))
 	}
-	for b := 0; b < batch; b++ {
-		for t := 0; t < seq; t++ {
-			i := b*seq + t
-			id := int(ids[i])
-			if id < 0 || id >= vocab {
-				return fmt.Errorf("token id %d at [%d,%d] outside the vocabulary of %d", id, b, t, vocab)
-			}
-			ty := 0
-			if types != nil {
-				ty = int(types[i])
-			}
-			if ty < 0 || ty >= ntypes {
-				return fmt.Errorf("token type %d at [%d,%d] outside the %d token types", ty, b, t, ntypes)
-			}
-			o := out[i*hidden : (i+1)*hidden]
-			for j := range o {
-				o[j] = word[id*hidden+j] + pos[t*hidden+j] + typ[ty*hidden+j]
+	for i, id := range ids {
+		if id < 0 || int(id) >= vocab {
+			return fmt.Errorf("token id %d at %d outside the vocabulary of %d", id, i, vocab)
+		}
+		if p := positions[i]; p < 0 || int(p) >= npos {
+			return fmt.Errorf("position %d at %d outside the %d position embeddings", p, i, npos)
+		}
+		if types != nil {
+			if ty := types[i]; ty < 0 || int(ty) >= ntypes {
+				return fmt.Errorf("token type %d at %d outside the %d token types", ty, i, ntypes)
 			}
 		}
 	}
-	AddLayerNormRef(out, out, nil, batch*seq, hidden, gamma, beta, eps)
 	return nil
 }
 
@@ -271,45 +243,34 @@ func (p Pooling) String() string {
 	return fmt.Sprintf("Pooling(%d)", uint8(p))
 }
 
-// PoolRef pools x (batch x seq x hidden) into out (batch x hidden). A
-// sequence whose mask is all zero pools to zeros for mean and max.
-func PoolRef(out, x []float32, mask []int32, batch, seq, hidden int, p Pooling) {
-	for b := 0; b < batch; b++ {
+// PoolRef pools the rows of x (n x hidden) of each sequence into out
+// (len(seqs)-1 x hidden): sequence b is rows seqs[b] to seqs[b+1] of x, all
+// of them real tokens. An empty sequence pools to zeros.
+func PoolRef(out, x []float32, seqs []int32, hidden int, p Pooling) {
+	for b := 0; b+1 < len(seqs); b++ {
 		o := out[b*hidden : (b+1)*hidden]
-		if p == PoolCLS {
-			copy(o, x[b*seq*hidden:b*seq*hidden+hidden])
+		lo, hi := int(seqs[b]), int(seqs[b+1])
+		if lo == hi {
+			clear(o)
 			continue
 		}
-		n := 0
-		for j := range o {
-			if p == PoolMax {
-				o[j] = float32(math.Inf(-1))
-			} else {
-				o[j] = 0
-			}
+		copy(o, x[lo*hidden:(lo+1)*hidden])
+		if p == PoolCLS {
+			continue
 		}
-		for t := 0; t < seq; t++ {
-			if mask != nil && mask[b*seq+t] == 0 {
-				continue
-			}
-			n++
-			row := x[(b*seq+t)*hidden : (b*seq+t+1)*hidden]
+		for t := lo + 1; t < hi; t++ {
+			row := x[t*hidden : (t+1)*hidden]
 			for j, v := range row {
 				if p == PoolMax {
-					if v > o[j] {
-						o[j] = v
-					}
+					o[j] = max(o[j], v)
 				} else {
 					o[j] += v
 				}
 			}
 		}
-		for j := range o {
-			switch {
-			case n == 0:
-				o[j] = 0
-			case p == PoolMean:
-				o[j] /= float32(n)
+		if p == PoolMean {
+			for j := range o {
+				o[j] /= float32(hi - lo)
 			}
 		}
 	}

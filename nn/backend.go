@@ -74,20 +74,27 @@ type Backend interface {
 	// of x [B, rows, cols], skipping columns where mask [B, cols] (I32) is
 	// 0; mask may be nil.
 	Softmax(x, mask *Tensor, scale float32) error
-	// Attention is fused multi-head self-attention: qkv [B, T, 3H] holds
-	// the query, key and value projections of each token, mask [B, T] (I32)
-	// the real tokens; out [B, T, H] gets softmax(scale*q k^T) v per head.
-	Attention(out, qkv, mask *Tensor, heads int, scale float32) error
-	// Embed gathers word, position and token-type embeddings for ids and
-	// types [B, T] (I32), sums them and applies LayerNorm into out
-	// [B, T, H]; types may be nil (all zero).
-	Embed(out, ids, types, word, pos, typ, gamma, beta *Tensor, eps float32) error
+	// Attention is fused multi-head self-attention over packed sequences:
+	// qkv [n, 3H] holds the query, key and value projections of n tokens,
+	// seqs [B+1] (I32) the offsets of B sequences among them (seqs[0] = 0,
+	// non-decreasing, seqs[B] = n; no sequence longer than maxLen). Every
+	// token is real (padding was removed) and attends only within its
+	// sequence. out [n, H] gets softmax(scale*q k^T) v per head.
+	Attention(out, qkv, seqs *Tensor, maxLen, heads int, scale float32) error
+	// Embed computes the embeddings of n tokens: ids, positions and types
+	// [n] (I32; types may be nil, all zero) select rows of word, pos and
+	// typ, summed, then LayerNorm into out [n, H].
+	Embed(out, ids, types, positions, word, pos, typ, gamma, beta *Tensor, eps float32) error
 	// Gather copies rows idx (I32, on the device) of x [n, H] into out
 	// [len(idx), H].
 	Gather(out, x, idx *Tensor) error
-	// Pool reduces x [B, T, H] to out [B, H] over the tokens where mask
-	// [B, T] is non-zero.
-	Pool(out, x, mask *Tensor, p Pooling) error
+	// Scatter is Gather's inverse, which puts packed rows back into a
+	// padded batch: row i of x [m, H] goes to row idx[i] of out [n, H], and
+	// the rows of out that no index names become zero.
+	Scatter(out, x, idx *Tensor) error
+	// Pool reduces the rows of each sequence of x [n, H] (offsets seqs
+	// [B+1] as for Attention) to out [B, H].
+	Pool(out, x, seqs *Tensor, p Pooling) error
 }
 
 // ErrUnsupported is wrapped by the error of an operation a backend does not

@@ -220,48 +220,73 @@ func (CPU) Softmax(x, mask *Tensor, scale float32) error {
 	return nil
 }
 
-func (CPU) Attention(out, qkv, mask *Tensor, heads int, scale float32) error {
-	if err := checkAll(isF32("out", out), isF32("qkv", qkv), isI32("mask", mask)); err != nil {
+// checkSeqs validates packed-sequence offsets over n rows.
+func checkSeqs(seqs *Tensor, n, maxLen int) ([]int32, error) {
+	if err := isI32("sequence offsets", seqs); err != nil {
+		return nil, err
+	}
+	s := seqs.I32()
+	if len(s) == 0 || s[0] != 0 || int(s[len(s)-1]) != n {
+		return nil, fmt.Errorf("sequence offsets %v: want 0 first and %d (the rows) last", seqs, n)
+	}
+	for b := 1; b < len(s); b++ {
+		l := int(s[b]) - int(s[b-1])
+		if l < 0 {
+			return nil, fmt.Errorf("sequence offsets decrease at %d: %d then %d", b, s[b-1], s[b])
+		}
+		if maxLen >= 0 && l > maxLen {
+			return nil, fmt.Errorf("sequence %d has %d tokens, over the %d given as the longest", b-1, l, maxLen)
+		}
+	}
+	return s, nil
+}
+
+func (CPU) Attention(out, qkv, seqs *Tensor, maxLen, heads int, scale float32) error {
+	if err := checkAll(isF32("out", out), isF32("qkv", qkv)); err != nil {
 		return err
 	}
-	if qkv.Rank() != 3 || qkv.Dim(2)%3 != 0 {
-		return fmt.Errorf("attention: qkv %v: want [B, T, 3H]", qkv)
+	if qkv.Cols()%3 != 0 {
+		return fmt.Errorf("attention: qkv %v: want [n, 3H]", qkv)
 	}
-	b, t, h := qkv.Dim(0), qkv.Dim(1), qkv.Dim(2)/3
+	n, h := qkv.Rows(), qkv.Cols()/3
 	if err := checkAll(
 		check(heads > 0 && h%heads == 0, "attention: hidden %d not divisible by %d heads", h, heads),
-		check(out.Len() == b*t*h, "attention: out %v, want [%d, %d, %d]", out, b, t, h),
-		check(mask.Len() == b*t, "attention: mask %v, want [%d, %d]", mask, b, t),
+		check(out.Len() == n*h, "attention: out %v, want [%d, %d]", out, n, h),
 	); err != nil {
 		return err
 	}
-	kernels.Attention(out.F32(), qkv.F32(), mask.I32(), b, t, h, heads, scale)
+	s, err := checkSeqs(seqs, n, maxLen)
+	if err != nil {
+		return fmt.Errorf("attention: %w", err)
+	}
+	kernels.Attention(out.F32(), qkv.F32(), s, h, heads, scale)
 	return nil
 }
 
-func (CPU) Embed(out, ids, types, word, pos, typ, gamma, beta *Tensor, eps float32) error {
-	if err := checkAll(isF32("out", out), isI32("ids", ids), isF32("word embeddings", word), isF32("position embeddings", pos),
-		isF32("token type embeddings", typ), isF32("gamma", gamma), isF32("beta", beta)); err != nil {
+func (CPU) Embed(out, ids, types, positions, word, pos, typ, gamma, beta *Tensor, eps float32) error {
+	if err := checkAll(isF32("out", out), isI32("ids", ids), isI32("positions", positions), isF32("word embeddings", word),
+		isF32("position embeddings", pos), isF32("token type embeddings", typ), isF32("gamma", gamma), isF32("beta", beta)); err != nil {
 		return err
 	}
-	if ids.Rank() != 2 {
-		return fmt.Errorf("embed: ids %v: want [B, T]", ids)
-	}
-	b, t, h := ids.Dim(0), ids.Dim(1), word.Cols()
+	n, h := ids.Len(), word.Cols()
 	if err := checkAll(
-		check(out.Len() == b*t*h, "embed: out %v, want [%d, %d, %d]", out, b, t, h),
+		check(out.Len() == n*h, "embed: out %v, want [%d, %d]", out, n, h),
+		check(positions.Len() == n, "embed: positions %v do not match ids %v", positions, ids),
 		check(pos.Cols() == h && typ.Cols() == h && gamma.Len() == h && beta.Len() == h, "embed: tables of hidden size %d, %d, %d do not match %d", pos.Cols(), typ.Cols(), gamma.Len(), h),
 	); err != nil {
 		return err
 	}
 	var ty []int32
 	if types != nil {
-		if err := checkAll(isI32("token types", types), check(types.Len() == b*t, "embed: token types %v do not match ids %v", types, ids)); err != nil {
+		if err := checkAll(isI32("token types", types), check(types.Len() == n, "embed: token types %v do not match ids %v", types, ids)); err != nil {
 			return err
 		}
 		ty = types.I32()
 	}
-	return kernels.EmbedLayerNorm(out.F32(), ids.I32(), ty, b, t, h, word.F32(), pos.F32(), typ.F32(), gamma.F32(), beta.F32(), eps)
+	if err := kernels.EmbedLayerNorm(out.F32(), ids.I32(), ty, positions.I32(), h, word.F32(), pos.F32(), typ.F32(), gamma.F32(), beta.F32(), eps); err != nil {
+		return fmt.Errorf("embed: %w", err)
+	}
+	return nil
 }
 
 func (CPU) Gather(out, x, idx *Tensor) error {
@@ -283,20 +308,40 @@ func (CPU) Gather(out, x, idx *Tensor) error {
 	return nil
 }
 
-func (CPU) Pool(out, x, mask *Tensor, p Pooling) error {
-	if err := checkAll(isF32("out", out), isF32("x", x), isI32("mask", mask)); err != nil {
+func (CPU) Scatter(out, x, idx *Tensor) error {
+	if err := checkAll(isF32("out", out), isF32("x", x), isI32("index", idx)); err != nil {
 		return err
 	}
-	if x.Rank() != 3 {
-		return fmt.Errorf("pool: x %v: want [B, T, H]", x)
-	}
-	b, t, h := x.Dim(0), x.Dim(1), x.Dim(2)
-	if err := checkAll(
-		check(out.Len() == b*h, "pool: out %v, want [%d, %d]", out, b, h),
-		check(mask.Len() == b*t, "pool: mask %v, want [%d, %d]", mask, b, t),
-	); err != nil {
+	h := x.Cols()
+	if err := check(out.Cols() == h && x.Rows() == idx.Len(), "scatter: out %v, x %v and index %v do not fit", out, x, idx); err != nil {
 		return err
 	}
-	kernels.Pool(out.F32(), x.F32(), mask.I32(), b, t, h, p)
+	X, O := x.F32(), out.F32()
+	rows := out.Rows()
+	for i, r := range idx.I32() {
+		if r < 0 || int(r) >= rows {
+			return fmt.Errorf("scatter: index %d at %d outside %d rows", r, i, rows)
+		}
+	}
+	clear(O)
+	for i, r := range idx.I32() {
+		copy(O[int(r)*h:int(r+1)*h], X[i*h:(i+1)*h])
+	}
+	return nil
+}
+
+func (CPU) Pool(out, x, seqs *Tensor, p Pooling) error {
+	if err := checkAll(isF32("out", out), isF32("x", x)); err != nil {
+		return err
+	}
+	s, err := checkSeqs(seqs, x.Rows(), -1)
+	if err != nil {
+		return fmt.Errorf("pool: %w", err)
+	}
+	h := x.Cols()
+	if err := check(out.Len() == (len(s)-1)*h, "pool: out %v, want [%d, %d]", out, len(s)-1, h); err != nil {
+		return err
+	}
+	kernels.Pool(out.F32(), x.F32(), s, h, p)
 	return nil
 }

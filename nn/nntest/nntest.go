@@ -40,6 +40,7 @@ func Run(t *testing.T, b nn.Backend) {
 		{"Attention", testAttention},
 		{"Embed", testEmbed},
 		{"Gather", testGather},
+		{"Scatter", testScatter},
 		{"Pool", testPool},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -409,50 +410,83 @@ func testSoftmax(e *env) {
 	}
 }
 
+// offsets cuts packed tokens into sequences of the given lengths.
+func offsets(lengths []int) []int32 {
+	seqs := []int32{0}
+	for _, l := range lengths {
+		seqs = append(seqs, seqs[len(seqs)-1]+int32(l))
+	}
+	return seqs
+}
+
 func testAttention(e *env) {
-	for _, c := range []struct{ batch, seq, hidden, heads int }{
-		{1, 1, 4, 1}, {1, 3, 12, 3}, {3, 17, 64, 4}, {2, 65, 48, 2}, {3, 129, 32, 2}, {2, 33, 768, 12},
+	for _, c := range []struct {
+		hidden, heads int
+		lengths       []int
+	}{
+		{4, 1, []int{1}}, {12, 3, []int{3, 0, 2}}, {64, 4, []int{17, 1, 17}}, {48, 2, []int{65, 64}},
+		{32, 2, []int{129, 3, 100}}, {768, 12, []int{33, 7}}, {15, 5, []int{9, 16, 1, 4}},
 	} {
-		name := fmt.Sprintf("attention batch=%d seq=%d hidden=%d heads=%d", c.batch, c.seq, c.hidden, c.heads)
-		qkv, qh := e.upload(e.uniform(c.batch*c.seq*3*c.hidden, -1, 1), e.dt, c.batch, c.seq, 3*c.hidden)
-		mh := e.mask(c.batch, c.seq)
-		mask := e.ints(mh, c.batch, c.seq)
-		out := e.b.New(e.s, e.dt, c.batch, c.seq, c.hidden)
+		name := fmt.Sprintf("attention hidden=%d heads=%d lengths=%v", c.hidden, c.heads, c.lengths)
+		sh := offsets(c.lengths)
+		n := int(sh[len(sh)-1])
+		maxLen := 0
+		for _, l := range c.lengths {
+			maxLen = max(maxLen, l)
+		}
+		qkv, qh := e.upload(e.uniform(n*3*c.hidden, -1, 1), e.dt, n, 3*c.hidden)
+		seqs := e.ints(sh, len(sh))
+		out := e.b.New(e.s, e.dt, n, c.hidden)
 		scale := float32(1 / math.Sqrt(float64(c.hidden/c.heads)))
-		e.ok(name, e.b.Attention(out, qkv, mask, c.heads, scale))
-		want := make([]float32, c.batch*c.seq*c.hidden)
-		kernels.AttentionRef(want, qh, mh, c.batch, c.seq, c.hidden, c.heads, scale)
-		e.check(name, out, want, e.tolFor(tol{abs: 2e-6 * math.Sqrt(float64(c.seq*c.hidden/c.heads)), rel: 1e-5}, c.seq))
+		e.ok(name, e.b.Attention(out, qkv, seqs, maxLen, c.heads, scale))
+		want := make([]float32, n*c.hidden)
+		kernels.AttentionRef(want, qh, sh, c.hidden, c.heads, scale)
+		e.check(name, out, want, e.tolFor(tol{abs: 2e-6 * math.Sqrt(float64(maxLen*c.hidden/c.heads)), rel: 1e-5}, maxLen))
+
+		if maxLen > 1 {
+			if err := e.b.Attention(out, qkv, seqs, maxLen-1, c.heads, scale); err == nil {
+				e.t.Errorf("%s: a sequence of %d tokens with maxLen %d did not fail", name, maxLen, maxLen-1)
+			}
+		}
+	}
+	qkv, _ := e.act(5, 12)
+	out := e.b.New(e.s, e.dt, 5, 4)
+	for _, bad := range [][]int32{{0, 4}, {1, 5}, {0, 3, 2, 5}} {
+		if err := e.b.Attention(out, qkv, e.ints(bad, len(bad)), 5, 2, 1); err == nil {
+			e.t.Errorf("attention over 5 tokens with offsets %v did not fail", bad)
+		}
 	}
 }
 
 func testEmbed(e *env) {
 	const vocab, npos, ntypes = 50, 140, 2
-	for _, c := range []struct{ batch, seq, hidden int }{{1, 1, 1}, {1, 3, 17}, {3, 17, 65}, {2, 129, 3}, {2, 5, 768}} {
+	for _, c := range []struct{ n, hidden int }{{1, 1}, {3, 17}, {51, 65}, {258, 3}, {10, 768}} {
 		for _, withTypes := range []bool{false, true} {
-			name := fmt.Sprintf("embed batch=%d seq=%d hidden=%d types=%v", c.batch, c.seq, c.hidden, withTypes)
+			name := fmt.Sprintf("embed n=%d hidden=%d types=%v", c.n, c.hidden, withTypes)
 			word, wh := e.act(vocab, c.hidden)
 			pos, ph := e.act(npos, c.hidden)
 			typ, th := e.act(ntypes, c.hidden)
 			gamma, gh := e.upload(e.uniform(c.hidden, 0.5, 1.5), e.dt, c.hidden)
 			beta, bh := e.act(c.hidden)
-			idh := make([]int32, c.batch*c.seq)
-			tyh := make([]int32, c.batch*c.seq)
+			idh := make([]int32, c.n)
+			tyh := make([]int32, c.n)
+			ph32 := make([]int32, c.n)
 			for i := range idh {
 				idh[i] = int32(e.rng.Intn(vocab))
 				tyh[i] = int32(e.rng.Intn(ntypes))
+				ph32[i] = int32(e.rng.Intn(npos))
 			}
-			idh[0] = vocab - 1
-			ids := e.ints(idh, c.batch, c.seq)
+			idh[0], ph32[0] = vocab-1, npos-1
+			ids, positions := e.ints(idh, c.n), e.ints(ph32, c.n)
 			var types *nn.Tensor
 			var tys []int32
 			if withTypes {
-				types, tys = e.ints(tyh, c.batch, c.seq), tyh
+				types, tys = e.ints(tyh, c.n), tyh
 			}
-			out := e.b.New(e.s, e.dt, c.batch, c.seq, c.hidden)
-			e.ok(name, e.b.Embed(out, ids, types, word, pos, typ, gamma, beta, 1e-12))
-			want := make([]float32, c.batch*c.seq*c.hidden)
-			if err := kernels.EmbedLayerNormRef(want, idh, tys, c.batch, c.seq, c.hidden, wh, ph, th, gh, bh, 1e-12); err != nil {
+			out := e.b.New(e.s, e.dt, c.n, c.hidden)
+			e.ok(name, e.b.Embed(out, ids, types, positions, word, pos, typ, gamma, beta, 1e-12))
+			want := make([]float32, c.n*c.hidden)
+			if err := kernels.EmbedLayerNormRef(want, idh, tys, ph32, c.hidden, wh, ph, th, gh, bh, 1e-12); err != nil {
 				e.t.Fatalf("%s: reference: %v", name, err)
 			}
 			e.check(name, out, want, e.tolFor(tol{abs: 2e-5, rel: 1e-5}, 1))
@@ -460,10 +494,15 @@ func testEmbed(e *env) {
 			for _, badID := range []int32{vocab, -1} {
 				bad := append([]int32(nil), idh...)
 				bad[len(bad)-1] = badID
-				err := e.b.Embed(out, e.ints(bad, c.batch, c.seq), types, word, pos, typ, gamma, beta, 1e-12)
+				err := e.b.Embed(out, e.ints(bad, c.n), types, positions, word, pos, typ, gamma, beta, 1e-12)
 				if errors.Is(err, nn.ErrUnsupported) || err == nil {
 					e.t.Errorf("%s: id %d outside the vocabulary of %d: got error %v", name, badID, vocab, err)
 				}
+			}
+			bad := append([]int32(nil), ph32...)
+			bad[len(bad)-1] = npos
+			if err := e.b.Embed(out, ids, types, e.ints(bad, c.n), word, pos, typ, gamma, beta, 1e-12); err == nil {
+				e.t.Errorf("%s: position %d outside the %d position embeddings did not fail", name, npos, npos)
 			}
 		}
 	}
@@ -489,16 +528,45 @@ func testGather(e *env) {
 	}
 }
 
+func testScatter(e *env) {
+	for _, rows := range []int{1, 17, 129} {
+		for _, h := range []int{1, 3, 65} {
+			name := fmt.Sprintf("scatter rows=%d hidden=%d", rows, h)
+			idx := []int32{int32(rows - 1)}
+			if rows > 2 {
+				idx = []int32{0, int32(rows - 1), int32(rows / 2)}
+			}
+			x, xh := e.act(len(idx), h)
+			out, _ := e.act(rows, h) // old contents must not survive
+			e.ok(name, e.b.Scatter(out, x, e.ints(idx, len(idx))))
+			want := make([]float32, rows*h)
+			for i, r := range idx {
+				copy(want[int(r)*h:int(r+1)*h], xh[i*h:(i+1)*h])
+			}
+			e.check(name, out, want, tol{})
+			bad := append([]int32(nil), idx...)
+			bad[0] = int32(rows)
+			if err := e.b.Scatter(out, x, e.ints(bad, len(bad))); err == nil {
+				e.t.Errorf("%s: index %d outside %d rows did not fail", name, rows, rows)
+			}
+		}
+	}
+}
+
 func testPool(e *env) {
 	for _, p := range []nn.Pooling{nn.PoolCLS, nn.PoolMean, nn.PoolMax} {
-		for _, c := range []struct{ batch, seq, hidden int }{{1, 1, 1}, {3, 17, 3}, {4, 65, 129}} {
-			name := fmt.Sprintf("pool %s batch=%d seq=%d hidden=%d", p, c.batch, c.seq, c.hidden)
-			x, xh := e.act(c.batch, c.seq, c.hidden)
-			mh := e.mask(c.batch, c.seq)
-			out := e.b.New(e.s, e.dt, c.batch, c.hidden)
-			e.ok(name, e.b.Pool(out, x, e.ints(mh, c.batch, c.seq), p))
-			want := make([]float32, c.batch*c.hidden)
-			kernels.PoolRef(want, xh, mh, c.batch, c.seq, c.hidden, p)
+		for _, c := range []struct {
+			hidden  int
+			lengths []int
+		}{{1, []int{1}}, {3, []int{17, 0, 4}}, {129, []int{65, 1, 33, 2}}} {
+			name := fmt.Sprintf("pool %s hidden=%d lengths=%v", p, c.hidden, c.lengths)
+			sh := offsets(c.lengths)
+			n := int(sh[len(sh)-1])
+			x, xh := e.act(n, c.hidden)
+			out := e.b.New(e.s, e.dt, len(c.lengths), c.hidden)
+			e.ok(name, e.b.Pool(out, x, e.ints(sh, len(sh)), p))
+			want := make([]float32, len(c.lengths)*c.hidden)
+			kernels.PoolRef(want, xh, sh, c.hidden, p)
 			e.check(name, out, want, e.tolFor(tol{abs: 1e-6, rel: 1e-5}, 1))
 		}
 	}

@@ -1,0 +1,160 @@
+package kernels
+
+import (
+	"math"
+	"math/rand"
+	"testing"
+)
+
+// withVec runs f once per kernel version this CPU supports, with that
+// version's vector primitives.
+func withVec(t *testing.T, f func(t *testing.T, v *vecOps)) {
+	withVersion(t, func(t *testing.T) { f(t, activeVec.Load()) })
+}
+
+var vecSizes = []int{0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 65, 129, 1000}
+
+func TestVecPrimitives(t *testing.T) {
+	withVec(t, func(t *testing.T, v *vecOps) {
+		rng := rand.New(rand.NewSource(2))
+		for _, n := range vecSizes {
+			x := make([]float32, n)
+			for i := range x {
+				x[i] = 40 * (rng.Float32() - 0.5)
+			}
+			if n > 2 {
+				x[n-1] = 25 // the maximum in the tail
+			}
+			want := negInf
+			for _, e := range x {
+				want = max(want, e)
+			}
+			if got := v.max(x); got != want {
+				t.Errorf("max n=%d: %g, want %g", n, got, want)
+			}
+
+			const scale, shift = 0.3, 4
+			e := append([]float32(nil), x...)
+			sum := v.expSum(e, scale, shift)
+			var wantSum float64
+			for i := range x {
+				w := math.Exp(float64(x[i]*scale - shift))
+				wantSum += w
+				// The vector versions fuse x*scale - shift: allow for the
+				// rounding of the argument the reference sees.
+				arg := float64(x[i]*scale - shift)
+				if d := math.Abs(float64(e[i])-w) / w; d > 3e-7+1.2e-7*math.Abs(arg) {
+					t.Fatalf("expSum n=%d: e^%g = %g, want %g (rel %g)", n, x[i]*scale-shift, e[i], w, d)
+				}
+			}
+			if n > 0 && math.Abs(float64(sum)-wantSum)/wantSum > 1e-6 {
+				t.Errorf("expSum n=%d: sum %g, want %g", n, sum, wantSum)
+			}
+
+			y := append([]float32(nil), x...)
+			v.scale(y, 0.25)
+			z := append([]float32(nil), x...)
+			v.add(z, x)
+			for i := range x {
+				if y[i] != x[i]*0.25 || z[i] != x[i]+x[i] {
+					t.Fatalf("scale/add n=%d at %d: %g, %g from %g", n, i, y[i], z[i], x[i])
+				}
+			}
+		}
+	})
+}
+
+func TestVecSoftmaxSaturates(t *testing.T) {
+	withVec(t, func(t *testing.T, v *vecOps) {
+		x := []float32{-1e4, 0, 100, -200, 88, 1e4, -1e30, 3}
+		e := append([]float32(nil), x...)
+		v.expSum(e, 1, 0)
+		for i, got := range e {
+			w := math.Exp(float64(x[i]))
+			if x[i] > 88 {
+				// Softmax never gets here (its arguments are <= 0): only
+				// ask for a huge value, not NaN.
+				if !(got > 1e38) {
+					t.Errorf("e^%g = %g", x[i], got)
+				}
+				continue
+			}
+			if math.IsNaN(float64(got)) || math.Abs(float64(got)-w) > 1e-6*w+1e-37 {
+				t.Errorf("e^%g = %g, want %g", x[i], got, w)
+			}
+		}
+	})
+}
+
+// TestVecGELU checks the vector GELU (with and without bias) against the
+// float64 reference over BERT's range and beyond, where erfc underflows.
+func TestVecGELU(t *testing.T) {
+	withVec(t, func(t *testing.T, v *vecOps) {
+		rng := rand.New(rand.NewSource(3))
+		for _, n := range vecSizes {
+			x := make([]float32, n)
+			bias := make([]float32, n)
+			for i := range x {
+				x[i] = 16 * (rng.Float32() - 0.5)
+				bias[i] = rng.Float32() - 0.5
+			}
+			for i, s := range []float32{0, -0.0, 1e-30, -12, 12, -40, 40, -1e4, 1e4} {
+				if i < n {
+					x[i], bias[i] = s, 0
+				}
+			}
+			for _, withBias := range []bool{false, true} {
+				got := append([]float32(nil), x...)
+				var b []float32
+				if withBias {
+					b = bias
+				}
+				v.gelu(got, b)
+				worst := 0.0
+				for i := range x {
+					in := x[i]
+					if withBias {
+						in += bias[i]
+					}
+					want := float64(ActivationRef(ActGELU, in))
+					d := math.Abs(float64(got[i]) - want)
+					if lim := 3e-7 * math.Max(1, math.Abs(float64(in))); !(d <= lim) {
+						t.Fatalf("gelu n=%d bias=%v: gelu(%g) = %g, want %g", n, withBias, in, got[i], want)
+					}
+					worst = max(worst, d)
+				}
+			}
+		}
+	})
+}
+
+func BenchmarkVec(b *testing.B) {
+	x := make([]float32, 3072)
+	for i := range x {
+		x[i] = float32(i%200)/25 - 4
+	}
+	y := append([]float32(nil), x...)
+	for _, name := range Versions() {
+		if err := SetVersion(name); err != nil {
+			b.Fatal(err)
+		}
+		v := activeVec.Load()
+		b.Run("gelu/"+name, func(b *testing.B) {
+			b.SetBytes(int64(4 * len(x)))
+			for b.Loop() {
+				copy(y, x)
+				v.gelu(y, nil)
+			}
+		})
+		b.Run("softmax/"+name, func(b *testing.B) {
+			b.SetBytes(int64(4 * len(x)))
+			for b.Loop() {
+				copy(y, x)
+				softmaxRow(v, y, 0.125)
+			}
+		})
+	}
+	if err := SetVersion(Versions()[0]); err != nil {
+		b.Fatal(err)
+	}
+}
