@@ -101,7 +101,15 @@ type packing struct {
 }
 
 func pack(in Inputs) *packing {
-	p := &packing{seqs: make([]int32, 1, in.B+1), packed: make([]int32, in.B*in.T)}
+	n := 0
+	for _, v := range in.Mask {
+		n += int(v)
+	}
+	p := &packing{ids: make([]int32, 0, n), positions: make([]int32, 0, n), rows: make([]int32, 0, n),
+		seqs: make([]int32, 1, in.B+1), packed: make([]int32, in.B*in.T)}
+	if in.TypeIDs != nil {
+		p.types = make([]int32, 0, n)
+	}
 	for b := 0; b < in.B; b++ {
 		for t := 0; t < in.T; t++ {
 			i := b*in.T + t

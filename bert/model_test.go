@@ -3,6 +3,7 @@ package bert_test
 import (
 	"math"
 	"math/rand"
+	"runtime"
 	"strings"
 	"testing"
 
@@ -363,5 +364,37 @@ func TestPaddingInvariance(t *testing.T) {
 		if d := nn.MaxAbsDiff(all.NSPLogits.F32()[2*b:2*b+2], alone.NSPLogits.F32()); d > 1e-5 {
 			t.Errorf("sequence %d: NSP logits differ by %g", b, d)
 		}
+	}
+}
+
+// TestForwardSteadyState checks that repeated forward passes take their
+// tensor memory from the host pool: what the Go heap still allocates per
+// pass is bookkeeping (tensor headers, scopes, index slices), a fixed
+// number of small objects whatever the batch shape.
+func TestForwardSteadyState(t *testing.T) {
+	cfg := smallConfig("BertForPreTraining")
+	m := newModel(t, cfg)
+	var counts []float64
+	for _, sh := range [][2]int{{2, 8}, {8, 20}} {
+		in := randomInputs(cfg, sh[0], sh[1], 1)
+		run := func() {
+			s := nn.NewScope("forward")
+			if _, err := m.Forward(s, in, bert.Want{Pooled: true, NSP: true}); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+		}
+		run()
+		var before, after runtime.MemStats
+		runtime.ReadMemStats(&before)
+		counts = append(counts, testing.AllocsPerRun(20, run))
+		runtime.ReadMemStats(&after)
+		// 21 passes, each with 96 KB of activations or more at B=8.
+		if perPass := (after.TotalAlloc - before.TotalAlloc) / 21; perPass > 24<<10 {
+			t.Errorf("B=%d T=%d: %d bytes allocated per forward pass", sh[0], sh[1], perPass)
+		}
+	}
+	if counts[0] != counts[1] {
+		t.Errorf("allocations per pass grow with the batch: %v", counts)
 	}
 }

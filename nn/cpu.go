@@ -11,6 +11,11 @@ func init() {
 		if opts.Compute != 0 && opts.Compute != F32 {
 			return nil, fmt.Errorf("the CPU backend computes in F32, not %s", opts.Compute)
 		}
+		// The kernels' thread count is process-wide: the last backend
+		// opened with a limit sets it.
+		if opts.Threads > 0 {
+			kernels.SetThreads(opts.Threads)
+		}
 		return CPU{}, nil
 	})
 }
@@ -24,7 +29,7 @@ func (CPU) Device() string { return "cpu" }
 func (CPU) Compute() DType { return F32 }
 func (CPU) Sync() error    { return nil }
 
-func (CPU) New(s *Scope, dt DType, shape ...int) *Tensor { return NewHost(s, dt, shape...) }
+func (CPU) New(s *Scope, dt DType, shape ...int) *Tensor { return newHostUninit(s, dt, shape...) }
 
 func (c CPU) Upload(s *Scope, src *Tensor, dt DType) (*Tensor, error) {
 	return convertHost(s, src, dt)
@@ -39,7 +44,7 @@ func convertHost(s *Scope, src *Tensor, dt DType) (*Tensor, error) {
 	if _, ok := src.st.(*HostStorage); !ok {
 		return nil, fmt.Errorf("tensor %v is not in host memory", src)
 	}
-	out := NewHost(s, dt, src.shape...)
+	out := newHostUninit(s, dt, src.shape...)
 	switch {
 	case src.dtype == dt:
 		copy(out.HostBytes(), src.HostBytes())

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"unsafe"
 )
 
@@ -218,16 +219,65 @@ type HostStorage struct {
 	// (packed GEMM panels of a weight); it is dropped with the storage.
 	Prepared any
 	onFree   func()
+	// words is the pooled allocation behind buf, returned to hostPool on
+	// Free; nil for wrapped bytes.
+	words []uint64
+}
+
+// hostPool keeps the buffers of freed host tensors by size. A forward pass
+// makes and frees the same activation shapes batch after batch, so in its
+// steady state every allocation is served from here and the Go heap does
+// not grow or churn. Idle bytes are capped; beyond the cap freed buffers
+// go to the garbage collector.
+var hostPool = struct {
+	sync.Mutex
+	free map[int][][]uint64 // by length in words
+	idle int64
+}{free: map[int][][]uint64{}}
+
+// MaxIdleHostBytes caps the memory hostPool keeps for reuse.
+const MaxIdleHostBytes = 1 << 30
+
+func getWords(n int) []uint64 {
+	hostPool.Lock()
+	if l := hostPool.free[n]; len(l) > 0 {
+		w := l[len(l)-1]
+		l[len(l)-1] = nil
+		hostPool.free[n] = l[:len(l)-1]
+		hostPool.idle -= int64(8 * n)
+		hostPool.Unlock()
+		return w
+	}
+	hostPool.Unlock()
+	return make([]uint64, n)
+}
+
+func putWords(w []uint64) {
+	hostPool.Lock()
+	defer hostPool.Unlock()
+	if hostPool.idle+int64(8*len(w)) > MaxIdleHostBytes {
+		return
+	}
+	hostPool.free[len(w)] = append(hostPool.free[len(w)], w)
+	hostPool.idle += int64(8 * len(w))
 }
 
 // NewHostStorage allocates n zeroed bytes.
 func NewHostStorage(n int) *HostStorage {
-	words := make([]uint64, (n+7)/8)
-	var buf []byte
+	h := newHostStorage(n)
+	clear(h.words)
+	return h
+}
+
+// newHostStorage allocates n bytes whose contents are unspecified (reused
+// buffers keep old values): for outputs that an operation overwrites.
+func newHostStorage(n int) *HostStorage {
+	h := &HostStorage{}
 	if n > 0 {
-		buf = unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), n)
+		h.words = getWords((n + 7) / 8)
+		h.buf = unsafe.Slice((*byte)(unsafe.Pointer(&h.words[0])), n)
 	}
-	return &HostStorage{buf: buf}
+	return h
 }
 
 // WrapHostBytes makes storage over existing bytes (a memory-mapped file,
@@ -243,7 +293,10 @@ func (h *HostStorage) Free() {
 	if h.onFree != nil {
 		h.onFree()
 	}
-	h.buf = nil
+	if h.words != nil {
+		putWords(h.words)
+	}
+	h.buf, h.words = nil, nil
 	h.Prepared = nil
 }
 
@@ -303,6 +356,11 @@ func (t *Tensor) HostBytes() []byte {
 // NewHost allocates a zeroed host tensor owned by s.
 func NewHost(s *Scope, dt DType, shape ...int) *Tensor {
 	return NewTensor(s, NewHostStorage(NumElements(shape)*dt.Size()), dt, shape...)
+}
+
+// newHostUninit allocates a host tensor whose contents are unspecified.
+func newHostUninit(s *Scope, dt DType, shape ...int) *Tensor {
+	return NewTensor(s, newHostStorage(NumElements(shape)*dt.Size()), dt, shape...)
 }
 
 // HostF32 makes a host F32 tensor owned by s holding a copy of data.
