@@ -3,6 +3,7 @@ package bert
 import (
 	"fmt"
 	"math"
+	"strconv"
 
 	"github.com/bertstream/bertstream/nn"
 )
@@ -209,6 +210,7 @@ func (m *Model) Forward(s *nn.Scope, in Inputs, want Want) (*Outputs, error) {
 	}
 
 	out := &Outputs{}
+	nn.Region(be, "embeddings")
 	x := be.New(tmp, cd, N, H)
 	if err := be.Embed(x, ids, types, positions, m.word, m.pos, m.typ, m.embLN.g, m.embLN.b, m.eps); err != nil {
 		return nil, fmt.Errorf("embeddings: %w", err)
@@ -230,6 +232,9 @@ func (m *Model) Forward(s *nn.Scope, in Inputs, want Want) (*Outputs, error) {
 	}
 	next := be.New(tmp, cd, N, H)
 	for i := range m.layers {
+		if _, ok := be.(nn.Regioner); ok {
+			nn.Region(be, "layer "+strconv.Itoa(i))
+		}
 		if err := m.layer(&m.layers[i], x, next, &bufs); err != nil {
 			return nil, fmt.Errorf("layer %d: %w", i, err)
 		}
@@ -242,6 +247,7 @@ func (m *Model) Forward(s *nn.Scope, in Inputs, want Want) (*Outputs, error) {
 			out.Hidden = append(out.Hidden, keep(h))
 		}
 	}
+	nn.Region(be, "heads")
 	if want.Hidden {
 		out.Sequence = out.Hidden[len(out.Hidden)-1]
 	} else if out.Sequence, err = unpad(x); err != nil {

@@ -107,8 +107,9 @@ func biasAct(row, bias []float32, a Act) {
 	}
 }
 
-// biasActRows is biasAct on each row of x (rows x cols), across cores.
-func biasActRows(x []float32, rows, cols int, bias []float32, a Act) {
+// BiasAct adds bias (cols values, may be nil) to every row of x (rows x
+// cols) and applies a, in place, across cores: the fast BiasActRef.
+func BiasAct(x []float32, rows, cols int, bias []float32, a Act) {
 	if (bias == nil && a == ActNone) || rows*cols == 0 {
 		return
 	}

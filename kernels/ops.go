@@ -44,7 +44,7 @@ func Linear(out, x []float32, m int, w *Weight, bias []float32, a Act) {
 	if !native.Load() || w.K == 0 {
 		Sgemm(false, true, m, w.N, w.K, 1, x, w.K, w.Data, w.K, 0, out, w.N)
 		if bias != nil || a != ActNone {
-			biasActRows(out, m, w.N, bias, a)
+			BiasAct(out, m, w.N, bias, a)
 		}
 		return
 	}
@@ -75,7 +75,7 @@ func Sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int
 
 // Activation applies a to x in place.
 func Activation(x []float32, a Act) {
-	biasActRows(x, 1, len(x), nil, a)
+	BiasAct(x, 1, len(x), nil, a)
 }
 
 // Pool is PoolRef's entry point: one pass over the rows, memory-bound, so

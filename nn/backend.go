@@ -157,3 +157,18 @@ func Open(name string, opts Options) (Backend, error) {
 	}
 	return b, nil
 }
+
+// Regioner is implemented by backends that attribute work to named parts
+// of a model (a profiler wrapping another backend): the model calls Region
+// before each part ("embeddings", "layer 3", "heads").
+type Regioner interface {
+	Region(name string)
+}
+
+// Region tells be, if it keeps regions, that the work that follows belongs
+// to name.
+func Region(be Backend, name string) {
+	if r, ok := be.(Regioner); ok {
+		r.Region(name)
+	}
+}

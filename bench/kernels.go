@@ -1,0 +1,306 @@
+package bench
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"sort"
+	"time"
+
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+
+	"github.com/bertstream/bertstream/kernels"
+)
+
+// The kernel harness, in the manner of llm.c's dev/cuda: for each kernel
+// family, every version (the plain reference, gonum where it applies, and
+// each instruction-set version of the fast kernel this CPU runs) is first
+// validated against the reference on the benchmark's own inputs, then
+// timed. A version that fails validation is reported, not timed.
+
+// KernelResult is one version of one kernel family on one shape.
+type KernelResult struct {
+	Family  string  `json:"family"`
+	Shape   string  `json:"shape"`
+	Version string  `json:"version"`
+	MaxErr  float64 `json:"max_err"` // vs the reference, relative to max |ref|
+	Valid   bool    `json:"valid"`
+	Ms      float64 `json:"ms"`
+	GFLOPS  float64 `json:"gflops,omitempty"`
+	GBps    float64 `json:"gb_per_s"`
+	PeakPct float64 `json:"peak_pct,omitempty"` // GFLOPS over the measured FMA peak
+}
+
+// kernelCase is one family on one shape: how to compute the reference and
+// how to run a version.
+type kernelCase struct {
+	family, shape string
+	flops, bytes  float64
+	tol           float64 // on the error relative to max |ref|
+	ref           func() []float32
+	// prepare readies version v and returns a function that runs it once
+	// and the buffer it writes.
+	prepare func(v string) (run func(), out []float32, err error)
+	// versions beyond "ref" and the kernels package's ones.
+	extra []string
+}
+
+// KernelFamilies lists what RunKernels can run.
+var KernelFamilies = []string{"sgemm", "linear", "attention", "softmax", "layernorm", "gelu", "embed"}
+
+// RunKernels validates and times the families named (all when empty) at
+// BERT-base shapes for a batch of 8 x 128 tokens. peak (GFLOP/s, 0 if
+// unknown) turns rates into a share of the machine.
+func RunKernels(families []string, peak float64, minTime time.Duration) ([]KernelResult, error) {
+	if len(families) == 0 {
+		families = KernelFamilies
+	}
+	prev := kernels.Version()
+	defer kernels.SetVersion(prev)
+	var out []KernelResult
+	for _, f := range families {
+		cases, err := kernelCases(f)
+		if err != nil {
+			return nil, err
+		}
+		for _, c := range cases {
+			want := c.ref()
+			scale := 0.0
+			for _, v := range want {
+				scale = math.Max(scale, math.Abs(float64(v)))
+			}
+			versions := append(append([]string{"ref"}, c.extra...), kernels.Versions()...)
+			for _, v := range versions {
+				r := KernelResult{Family: c.family, Shape: c.shape, Version: v}
+				run, got, err := c.prepare(v)
+				if err != nil {
+					return nil, fmt.Errorf("%s %s: %w", c.family, v, err)
+				}
+				run()
+				r.MaxErr = nn32MaxAbsDiff(got, want) / math.Max(scale, 1e-30)
+				r.Valid = r.MaxErr <= c.tol
+				if r.Valid {
+					r.Ms = timeIt(run, minTime, v == "ref")
+					r.GBps = c.bytes / r.Ms / 1e6
+					if c.flops > 0 {
+						r.GFLOPS = c.flops / r.Ms / 1e6
+						if peak > 0 {
+							r.PeakPct = 100 * r.GFLOPS / peak
+						}
+					}
+				}
+				out = append(out, r)
+			}
+		}
+	}
+	return out, nil
+}
+
+func nn32MaxAbsDiff(a, b []float32) float64 {
+	m := 0.0
+	for i := range b {
+		d := math.Abs(float64(a[i]) - float64(b[i]))
+		if math.IsNaN(d) {
+			return math.Inf(1)
+		}
+		m = math.Max(m, d)
+	}
+	return m
+}
+
+// timeIt returns the median time of run in ms over at least minTime (at
+// least 3 runs; the slow reference runs once).
+func timeIt(run func(), minTime time.Duration, once bool) float64 {
+	var ts []float64
+	start := time.Now()
+	for len(ts) < 3 || time.Since(start) < minTime {
+		t0 := time.Now()
+		run()
+		ts = append(ts, time.Since(t0).Seconds()*1e3)
+		if once {
+			break
+		}
+	}
+	sort.Float64s(ts)
+	return median(ts)
+}
+
+// useVersion selects a kernels version for v, which names one ("go",
+// "avx2", "avx512").
+func useVersion(v string) error { return kernels.SetVersion(v) }
+
+func randVec(rng *rand.Rand, n int, lo, hi float32) []float32 {
+	x := make([]float32, n)
+	for i := range x {
+		x[i] = lo + (hi-lo)*rng.Float32()
+	}
+	return x
+}
+
+// BERT-base at B=8, T=128.
+const (
+	benchTokens = 8 * 128
+	benchH      = 768
+	benchI      = 3072
+	benchHeads  = 12
+)
+
+func kernelCases(family string) ([]kernelCase, error) {
+	rng := rand.New(rand.NewSource(1))
+	switch family {
+	case "sgemm", "linear":
+		var cs []kernelCase
+		for _, sh := range [][3]int{{benchTokens, 3 * benchH, benchH}, {benchTokens, benchI, benchH}, {benchTokens, benchH, benchI}} {
+			m, n, k := sh[0], sh[1], sh[2]
+			x, w, bias := randVec(rng, m*k, -1, 1), randVec(rng, n*k, -0.05, 0.05), randVec(rng, n, -0.1, 0.1)
+			out := make([]float32, m*n)
+			flops := 2 * float64(m) * float64(n) * float64(k)
+			bytes := 4 * float64(m*k+n*k+m*n)
+			shape := fmt.Sprintf("%dx%dx%d", m, n, k)
+			if family == "sgemm" {
+				cs = append(cs, kernelCase{family: family, shape: shape, flops: flops, bytes: bytes, tol: 1e-5, extra: []string{"gonum"},
+					ref: func() []float32 {
+						want := make([]float32, m*n)
+						kernels.GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, want, n)
+						return want
+					},
+					prepare: func(v string) (func(), []float32, error) {
+						switch v {
+						case "ref":
+							return func() { kernels.GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, out, n) }, out, nil
+						case "gonum":
+							g := gonum.Implementation{}
+							return func() { g.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, x, k, w, k, 0, out, n) }, out, nil
+						}
+						if err := useVersion(v); err != nil {
+							return nil, nil, err
+						}
+						impl := kernels.Implementation{}
+						return func() { impl.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, x, k, w, k, 0, out, n) }, out, nil
+					}})
+				continue
+			}
+			cs = append(cs, kernelCase{family: family, shape: shape + "+bias+gelu", flops: flops, bytes: bytes, tol: 1e-5,
+				ref: func() []float32 {
+					want := make([]float32, m*n)
+					kernels.GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, want, n)
+					kernels.BiasActRef(want, m, n, bias, kernels.ActGELU)
+					return want
+				},
+				prepare: func(v string) (func(), []float32, error) {
+					if v == "ref" {
+						return func() {
+							kernels.GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, out, n)
+							kernels.BiasActRef(out, m, n, bias, kernels.ActGELU)
+						}, out, nil
+					}
+					if err := useVersion(v); err != nil {
+						return nil, nil, err
+					}
+					pw := kernels.PrepareWeight(w, n, k)
+					return func() { kernels.Linear(out, x, m, pw, bias, kernels.ActGELU) }, out, nil
+				}})
+		}
+		return cs, nil
+	case "attention":
+		var cs []kernelCase
+		for _, sh := range [][2]int{{8, 128}, {1, 384}} {
+			b, t := sh[0], sh[1]
+			n := b * t
+			qkv := randVec(rng, n*3*benchH, -1, 1)
+			seqs := make([]int32, b+1)
+			for i := range seqs {
+				seqs[i] = int32(i * t)
+			}
+			out := make([]float32, n*benchH)
+			scale := float32(1 / math.Sqrt(benchH/benchHeads))
+			cs = append(cs, kernelCase{family: family, shape: fmt.Sprintf("B%d T%d H%d heads%d", b, t, benchH, benchHeads),
+				flops: 4 * float64(b) * float64(t) * float64(t) * benchH, bytes: 4 * float64(n*4*benchH), tol: 1e-5,
+				ref: func() []float32 {
+					want := make([]float32, n*benchH)
+					kernels.AttentionRef(want, qkv, seqs, benchH, benchHeads, scale)
+					return want
+				},
+				prepare: func(v string) (func(), []float32, error) {
+					if v == "ref" {
+						return func() { kernels.AttentionRef(out, qkv, seqs, benchH, benchHeads, scale) }, out, nil
+					}
+					return func() { kernels.Attention(out, qkv, seqs, benchH, benchHeads, scale) }, out, useVersion(v)
+				}})
+		}
+		return cs, nil
+	case "softmax":
+		rows, cols := benchHeads*8*128, 128
+		x := randVec(rng, rows*cols, -8, 8)
+		out := make([]float32, rows*cols)
+		return []kernelCase{{family: family, shape: fmt.Sprintf("%dx%d", rows, cols), bytes: 8 * float64(rows*cols), tol: 1e-6,
+			ref: func() []float32 {
+				want := append([]float32(nil), x...)
+				kernels.SoftmaxRef(want, rows, cols, 0.125, nil, 1)
+				return want
+			},
+			prepare: func(v string) (func(), []float32, error) {
+				if v == "ref" {
+					return func() { copy(out, x); kernels.SoftmaxRef(out, rows, cols, 0.125, nil, 1) }, out, nil
+				}
+				return func() { copy(out, x); kernels.Softmax(out, rows, cols, 0.125, nil, 1) }, out, useVersion(v)
+			}}}, nil
+	case "layernorm":
+		x, res := randVec(rng, benchTokens*benchH, -3, 3), randVec(rng, benchTokens*benchH, -1, 1)
+		g, b := randVec(rng, benchH, 0.5, 1.5), randVec(rng, benchH, -0.1, 0.1)
+		out := make([]float32, benchTokens*benchH)
+		return []kernelCase{{family: family, shape: fmt.Sprintf("%dx%d+residual", benchTokens, benchH), bytes: 12 * float64(benchTokens*benchH), tol: 1e-5,
+			ref: func() []float32 {
+				want := make([]float32, len(out))
+				kernels.AddLayerNormRef(want, x, res, benchTokens, benchH, g, b, 1e-12)
+				return want
+			},
+			prepare: func(v string) (func(), []float32, error) {
+				if v == "ref" {
+					return func() { kernels.AddLayerNormRef(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out, nil
+				}
+				return func() { kernels.AddLayerNorm(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out, useVersion(v)
+			}}}, nil
+	case "gelu":
+		x := randVec(rng, benchTokens*benchI, -5, 5)
+		bias := randVec(rng, benchI, -0.1, 0.1)
+		out := make([]float32, len(x))
+		return []kernelCase{{family: family, shape: fmt.Sprintf("%dx%d+bias", benchTokens, benchI), bytes: 8 * float64(len(x)), tol: 1e-6,
+			ref: func() []float32 {
+				want := append([]float32(nil), x...)
+				kernels.BiasActRef(want, benchTokens, benchI, bias, kernels.ActGELU)
+				return want
+			},
+			prepare: func(v string) (func(), []float32, error) {
+				if v == "ref" {
+					return func() { copy(out, x); kernels.BiasActRef(out, benchTokens, benchI, bias, kernels.ActGELU) }, out, nil
+				}
+				return func() { copy(out, x); kernels.BiasAct(out, benchTokens, benchI, bias, kernels.ActGELU) }, out, useVersion(v)
+			}}}, nil
+	case "embed":
+		const vocab, npos = 30522, 512
+		word, pos, typ := randVec(rng, vocab*benchH, -0.1, 0.1), randVec(rng, npos*benchH, -0.1, 0.1), randVec(rng, 2*benchH, -0.1, 0.1)
+		g, b := randVec(rng, benchH, 0.5, 1.5), randVec(rng, benchH, -0.1, 0.1)
+		ids, types, positions := make([]int32, benchTokens), make([]int32, benchTokens), make([]int32, benchTokens)
+		for i := range ids {
+			ids[i], types[i], positions[i] = int32(rng.Intn(vocab)), int32(rng.Intn(2)), int32(i%128)
+		}
+		out := make([]float32, benchTokens*benchH)
+		return []kernelCase{{family: family, shape: fmt.Sprintf("%d tokens H%d", benchTokens, benchH), bytes: 16 * float64(benchTokens*benchH), tol: 1e-5,
+			ref: func() []float32 {
+				want := make([]float32, len(out))
+				if err := kernels.EmbedLayerNormRef(want, ids, types, positions, benchH, word, pos, typ, g, b, 1e-12); err != nil {
+					panic(err) // the inputs above are in range by construction
+				}
+				return want
+			},
+			prepare: func(v string) (func(), []float32, error) {
+				if v == "ref" {
+					return func() { _ = kernels.EmbedLayerNormRef(out, ids, types, positions, benchH, word, pos, typ, g, b, 1e-12) }, out, nil
+				}
+				return func() { _ = kernels.EmbedLayerNorm(out, ids, types, positions, benchH, word, pos, typ, g, b, 1e-12) }, out, useVersion(v)
+			}}}, nil
+	}
+	return nil, fmt.Errorf("no kernel family %q (have %v)", family, KernelFamilies)
+}
