@@ -52,9 +52,9 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	stop := progress(stderr, "loading "+*model)
+	load := startMeter(stderr, "loading "+*model, 0)
 	p, err := loader.LoadPredictor(*model, loader.Options{Backend: be}, bert.PredictorOptions{MaxLen: *maxLen, Truncate: *truncate})
-	stop()
+	load.end()
 	if err != nil {
 		return err
 	}
@@ -74,7 +74,8 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		return item{req: r, text: text, pair: pair}
 	}
 	var items []item
-	next := func() (item, bool, error) { return item{}, false, nil }
+	var next func() (item, bool, error)
+	total := 0 // inputs, when known in advance
 	if *input != "" {
 		var r io.Reader = os.Stdin
 		if *input != "-" {
@@ -111,6 +112,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 			return errors.New("no TEXT arguments and no --input")
 		}
 		rest := fs.Args()
+		total = len(rest)
 		next = func() (item, bool, error) {
 			if len(rest) == 0 {
 				return item{}, false, nil
@@ -129,6 +131,8 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
+	run := startMeter(stderr, "predicting", total)
+	defer run.end()
 	flush := func() error {
 		reqs := make([]bert.TaskRequest, 0, len(items))
 		at := make([]int, 0, len(items))
@@ -162,6 +166,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 				return err
 			}
 		}
+		run.add(len(items))
 		items = items[:0]
 		return nil
 	}

@@ -4,38 +4,85 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"golang.org/x/term"
 )
 
-// progress shows an activity line with the elapsed time on w while a long
-// step runs, only when w is a terminal (pipes and logs stay clean). The
-// returned func ends it.
-func progress(w io.Writer, what string) func() {
+// meter shows progress on stderr while a long step runs — a spinner with
+// the elapsed time, and a bar when the amount of work is known — only when
+// stderr is a terminal, so that pipes and logs stay clean.
+type meter struct {
+	f     *os.File
+	what  string
+	total int64 // 0: unknown
+	done  atomic.Int64
+	start time.Time
+	stop  chan struct{}
+	wg    sync.WaitGroup
+}
+
+// startMeter begins a meter on w for what, out of total units (0 when
+// unknown). It does nothing unless w is a terminal.
+func startMeter(w io.Writer, what string, total int) *meter {
+	m := &meter{what: what, total: int64(total), start: time.Now()}
 	f, ok := w.(*os.File)
 	if !ok || !term.IsTerminal(int(f.Fd())) {
-		return func() {}
+		return m
 	}
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	start := time.Now()
+	m.f, m.stop = f, make(chan struct{})
+	m.wg.Add(1)
 	go func() {
-		defer wg.Done()
-		frames := `|/-\`
+		defer m.wg.Done()
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for i := 0; ; i++ {
 			select {
-			case <-done:
-				fmt.Fprintf(f, "\r\033[K%s: done in %.1fs\n", what, time.Since(start).Seconds())
+			case <-m.stop:
+				fmt.Fprintf(f, "\r\033[K%s: %sdone in %.1fs\n", what, m.count(), time.Since(m.start).Seconds())
 				return
 			case <-t.C:
-				fmt.Fprintf(f, "\r\033[K%c %s %.1fs", frames[i%4], what, time.Since(start).Seconds())
+				fmt.Fprintf(f, "\r\033[K%s", m.line(i))
 			}
 		}
 	}()
-	return func() { close(done); wg.Wait() }
+	return m
+}
+
+func (m *meter) count() string {
+	if n := m.done.Load(); n > 0 {
+		return fmt.Sprintf("%d ", n)
+	}
+	return ""
+}
+
+func (m *meter) line(frame int) string {
+	el := time.Since(m.start).Seconds()
+	n := m.done.Load()
+	if m.total > 0 {
+		const width = 30
+		fill := int(float64(width) * float64(n) / float64(m.total))
+		return fmt.Sprintf("%s [%s%s] %d/%d %.1fs", m.what, strings.Repeat("=", fill), strings.Repeat(" ", width-fill), n, m.total, el)
+	}
+	spin := `|/-\`[frame%4]
+	if n > 0 {
+		return fmt.Sprintf("%c %s %d (%.0f/s) %.1fs", spin, m.what, n, float64(n)/el, el)
+	}
+	return fmt.Sprintf("%c %s %.1fs", spin, m.what, el)
+}
+
+// add counts n more units done.
+func (m *meter) add(n int) { m.done.Add(int64(n)) }
+
+// end stops the meter and prints its summary line.
+func (m *meter) end() {
+	if m.stop == nil {
+		return
+	}
+	close(m.stop)
+	m.wg.Wait()
+	m.stop = nil
 }
