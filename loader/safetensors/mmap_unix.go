@@ -20,6 +20,11 @@ func mapFile(path string) ([]byte, func() error, error) {
 	if err != nil {
 		return nil, nil, err
 	}
+	// A directory or device maps as nothing useful, or not at all: say so
+	// rather than report ENODEV or parse an empty file.
+	if !st.Mode().IsRegular() {
+		return nil, nil, fmt.Errorf("%s: not a regular file", path)
+	}
 	size := st.Size()
 	if size == 0 {
 		return []byte{}, func() error { return nil }, nil
