@@ -151,8 +151,12 @@ func RunModel(be nn.Backend, o ModelOptions) (ModelResult, error) {
 		MsPerBatch: median(times), MsP10: q(0.1), MsP90: q(0.9), Runs: o.Runs,
 		GFLOP: EncoderFLOP(cfg, in) / 1e9,
 	}
-	if be.Device() == "cpu" {
+	if c, ok := be.(nn.CPU); ok {
 		res.Kernels = kernels.Version()
+		if c.BF16Weights {
+			res.DType = "BF16"
+			res.Kernels = kernels.BF16Version()
+		}
 	} else {
 		res.Threads = runtime.GOMAXPROCS(0)
 	}

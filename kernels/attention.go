@@ -117,7 +117,7 @@ func (t *attentionTask) run(i int, s *scratch) {
 func sgemmSerial(kern *microKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, s *scratch) {
 	bp := grow(&s.b, packedLen(kern, n, k))
 	packB(kern, bp, transB, n, k, b, ldb)
-	g := gemmTask{kern: kern, transA: transA, m: m, n: n, k: k, alpha: alpha,
+	g := gemmTask{kern: kern, transA: transA, m: m, n: n, k: k, kElems: k, alpha: alpha,
 		a: a, lda: lda, bp: bp, c: c, ldc: ldc}
 	g.mc = (kern.mc + kern.mr - 1) / kern.mr * kern.mr
 	g.mBlocks = (m + g.mc - 1) / g.mc

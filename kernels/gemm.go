@@ -23,6 +23,9 @@ type microKernel struct {
 	name   string
 	mr, nr int
 	kc, mc int
+	// pairs marks a BF16 kernel: panels hold pairs of BF16 values along
+	// k in 32-bit words, and k, kc count pairs.
+	pairs bool
 	// run computes the mr x nr tile c (row stride ldc) = [c +] a*b over k
 	// steps, from an mr-row panel a and an nr-column panel b; add says
 	// whether c's old values are kept. k is at least 1.
@@ -237,10 +240,19 @@ func scaleC(beta float32, m, n int, c []float32, ldc int) {
 	}
 }
 
+// kWords is how many packed words k values of a row take: k, or k/2
+// rounded up for a kernel of BF16 pairs.
+func kWords(kern *microKernel, k int) int {
+	if kern.pairs {
+		return (k + 1) / 2
+	}
+	return k
+}
+
 // packedLen is the length of op(B) (k x n) packed in panels of kern.nr
 // columns, the last one padded with zeros.
 func packedLen(kern *microKernel, n, k int) int {
-	return (n + kern.nr - 1) / kern.nr * kern.nr * k
+	return (n + kern.nr - 1) / kern.nr * kern.nr * kWords(kern, k)
 }
 
 // packB writes op(B) (k x n) as panels of nr columns: panel jp holds, for
@@ -306,7 +318,8 @@ func packA(mr int, dst []float32, transA bool, a []float32, lda, i0, rows, p0, k
 type gemmTask struct {
 	kern           *microKernel
 	transA         bool
-	m, n, k        int
+	m, n, k        int // k in packed words (see kWords)
+	kElems         int // k in values
 	alpha, beta    float32
 	a              []float32
 	lda            int
@@ -329,7 +342,7 @@ func gemmPacked(kern *microKernel, transA bool, m, n, k int, alpha float32, a []
 		beta = 1
 	}
 	g := gemmTasks.Get().(*gemmTask)
-	*g = gemmTask{kern: kern, transA: transA, m: m, n: n, k: k, alpha: alpha, beta: beta,
+	*g = gemmTask{kern: kern, transA: transA, m: m, n: n, k: kWords(kern, k), kElems: k, alpha: alpha, beta: beta,
 		a: a, lda: lda, bp: bp, c: c, ldc: ldc, bias: bias, act: act}
 	// Balance the row blocks: as many as kern.mc requires, of equal size.
 	mr := kern.mr
@@ -377,7 +390,11 @@ func (g *gemmTask) run(t int, s *scratch) {
 	for pc := 0; pc < g.k; pc += kc {
 		kcb := min(kc, g.k-pc)
 		abuf := grow(&s.a, mPanels*mr*kcb)
-		packA(mr, abuf, g.transA, g.a, g.lda, i0, rows, pc, kcb, g.alpha)
+		if kern.pairs {
+			packABF16(mr, abuf, g.transA, g.a, g.lda, i0, rows, 2*pc, min(2*kcb, g.kElems-2*pc), g.alpha)
+		} else {
+			packA(mr, abuf, g.transA, g.a, g.lda, i0, rows, pc, kcb, g.alpha)
+		}
 		add := pc > 0 || g.beta != 0
 		last := pc+kcb == g.k
 		for jp := p0; jp < p1; jp++ {

@@ -4,3 +4,5 @@ package kernels
 
 // Without assembly the portable Go version is the only one.
 func asmVersions() []version { return nil }
+
+func asmBF16Kernels() []*microKernel { return nil }

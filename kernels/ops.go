@@ -15,9 +15,11 @@ import (
 type Weight struct {
 	N, K int
 	Data []float32 // row-major n x k, as loaded
-	// packed is Data^T in panels of kern.nr columns (see packB).
+	// packed is Data^T in panels of kern.nr columns (see packB), or BF16
+	// pairs when bf16 (see packBBF16).
 	packed []float32
 	kern   *microKernel
+	bf16   bool
 }
 
 // PrepareWeight packs w (n x k, row-major) for Linear. w is kept, not
@@ -30,15 +32,29 @@ func PrepareWeight(w []float32, n, k int) *Weight {
 
 func (w *Weight) pack(kern *microKernel) {
 	w.packed = make([]float32, packedLen(kern, w.N, w.K))
-	packB(kern, w.packed, true, w.N, w.K, w.Data, w.K)
+	if kern.pairs {
+		packBBF16(kern, w.packed, true, w.N, w.K, w.Data, w.K)
+	} else {
+		packB(kern, w.packed, true, w.N, w.K, w.Data, w.K)
+	}
 	w.kern = kern
 }
+
+// BF16 reports whether w computes with BF16 weights and activations.
+func (w *Weight) BF16() bool { return w.bf16 }
 
 // Linear computes out = act(x * w^T + bias) for x of m x w.K; out is m x w.N
 // and bias (w.N values) may be nil. With the native SGEMM, bias and act
 // are applied to each tile as it is finished, while it is in cache.
 func Linear(out, x []float32, m int, w *Weight, bias []float32, a Act) {
 	if m == 0 || w.N == 0 {
+		return
+	}
+	if w.bf16 && w.K > 0 {
+		if w.kern != bf16Kernel {
+			w.pack(bf16Kernel)
+		}
+		gemmPacked(bf16Kernel, false, m, w.N, w.K, 1, x, w.K, w.packed, 0, out, w.N, bias, a)
 		return
 	}
 	if !native.Load() || w.K == 0 {

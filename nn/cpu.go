@@ -8,21 +8,31 @@ import (
 
 func init() {
 	Register("cpu", func(opts Options) (Backend, error) {
-		if opts.Compute != 0 && opts.Compute != F32 {
-			return nil, fmt.Errorf("the CPU backend computes in F32, not %s", opts.Compute)
+		var c CPU
+		switch opts.Compute {
+		case 0, F32:
+		case BF16:
+			c.BF16Weights = true
+		default:
+			return nil, fmt.Errorf("the CPU backend computes in F32 (or with BF16 weights), not %s", opts.Compute)
 		}
 		// The kernels' thread count is process-wide: the last backend
 		// opened with a limit sets it.
 		if opts.Threads > 0 {
 			kernels.SetThreads(opts.Threads)
 		}
-		return CPU{}, nil
+		return c, nil
 	})
 }
 
 // CPU is the pure-Go backend: host memory, F32 compute, the kernels
 // package's fastest versions for this processor.
-type CPU struct{}
+type CPU struct {
+	// BF16Weights makes the linear layers compute with weights and
+	// activations rounded to bfloat16 and float32 sums (AVX512_BF16 where
+	// the CPU has it); everything else stays F32.
+	BF16Weights bool
+}
 
 func (CPU) Name() string   { return "cpu" }
 func (CPU) Device() string { return "cpu" }
@@ -107,16 +117,20 @@ func isI32(name string, t *Tensor) error {
 	return check(t.dtype == I32, "%s %v: want I32", name, t)
 }
 
-func (CPU) PrepareWeight(w *Tensor) error {
+func (c CPU) PrepareWeight(w *Tensor) error {
 	if err := checkAll(isF32("weight", w), check(w.Rank() == 2, "weight %v: want 2-D", w)); err != nil {
 		return err
 	}
 	h := w.st.(*HostStorage)
-	h.Prepared = kernels.PrepareWeight(w.F32(), w.shape[0], w.shape[1])
+	if c.BF16Weights {
+		h.Prepared = kernels.PrepareWeightBF16(w.F32(), w.shape[0], w.shape[1])
+	} else {
+		h.Prepared = kernels.PrepareWeight(w.F32(), w.shape[0], w.shape[1])
+	}
 	return nil
 }
 
-func (CPU) Linear(out, x, w, bias *Tensor, act Act) error {
+func (c CPU) Linear(out, x, w, bias *Tensor, act Act) error {
 	if err := checkAll(isF32("out", out), isF32("x", x), isF32("weight", w)); err != nil {
 		return err
 	}
@@ -137,8 +151,11 @@ func (CPU) Linear(out, x, w, bias *Tensor, act Act) error {
 		b = bias.F32()
 	}
 	pw, _ := w.st.(*HostStorage).Prepared.(*kernels.Weight)
-	if pw == nil {
-		pw = kernels.PrepareWeight(w.F32(), n, k)
+	if pw == nil || pw.BF16() != c.BF16Weights {
+		if err := c.PrepareWeight(w); err != nil {
+			return err
+		}
+		pw = w.st.(*HostStorage).Prepared.(*kernels.Weight)
 	}
 	kernels.Linear(out.F32(), x.F32(), m, pw, b, act)
 	return nil

@@ -1,0 +1,168 @@
+package kernels
+
+import (
+	"fmt"
+	"math"
+	"unsafe"
+)
+
+//go:generate go run ./internal/genbf16 -o gemm_bf16_amd64.s
+
+// The BF16 path: weights rounded to bfloat16 once, at load, activations
+// rounded as they are packed, products accumulated in float32. On CPUs
+// with AVX512_BF16 each VDPBF16PS does two multiply-adds per lane, and the
+// packed weights take half the memory traffic; elsewhere a portable Go
+// kernel computes the same rounded products, so results do not depend on
+// the machine beyond float32 summation order.
+
+// bf16Round rounds a float32 to bfloat16 (nearest even), the bits in the
+// low half of the result.
+func bf16Round(f float32) uint32 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 {
+		return (b >> 16) | 0x40 // NaN stays NaN
+	}
+	return (b + 0x7fff + (b>>16)&1) >> 16
+}
+
+// words views packed panels as the 32-bit words they are: pairs of BF16
+// values, not float32s.
+func words(f []float32) []uint32 {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*uint32)(unsafe.Pointer(&f[0])), len(f))
+}
+
+// packABF16 writes rows [i0, i0+rows) and values [p0, p0+kc) of alpha*op(A)
+// as panels of mr rows of BF16 pairs: for each pair p, mr words holding
+// values p0+2p (low half) and p0+2p+1 (high half; zero past kc).
+func packABF16(mr int, dst []float32, transA bool, a []float32, lda, i0, rows, p0, kc int, alpha float32) {
+	kw := (kc + 1) / 2
+	w := words(dst)
+	at := func(i, p int) float32 {
+		if transA {
+			return alpha * a[(p0+p)*lda+i]
+		}
+		return alpha * a[i*lda+p0+p]
+	}
+	for r0 := 0; r0 < rows; r0 += mr {
+		panel := w[r0*kw : r0*kw+mr*kw]
+		rr := min(mr, rows-r0)
+		if rr < mr {
+			clear(panel)
+		}
+		for ii := 0; ii < rr; ii++ {
+			i := i0 + r0 + ii
+			for p := 0; p < kw; p++ {
+				lo := bf16Round(at(i, 2*p))
+				var hi uint32
+				if 2*p+1 < kc {
+					hi = bf16Round(at(i, 2*p+1))
+				}
+				panel[p*mr+ii] = lo | hi<<16
+			}
+		}
+	}
+}
+
+// packBBF16 writes op(B) (k x n) as panels of nr columns of BF16 pairs:
+// panel jp holds, for each pair p, the words (b[2p][j], b[2p+1][j]) of
+// its columns.
+func packBBF16(kern *microKernel, dst []float32, transB bool, n, k int, b []float32, ldb int) {
+	nr, kw := kern.nr, (k+1)/2
+	w := words(dst)
+	at := func(p, j int) float32 {
+		if transB {
+			return b[j*ldb+p]
+		}
+		return b[p*ldb+j]
+	}
+	for j0 := 0; j0 < n; j0 += nr {
+		panel := w[j0*kw : j0*kw+nr*kw]
+		cols := min(nr, n-j0)
+		if cols < nr {
+			clear(panel)
+		}
+		for jj := 0; jj < cols; jj++ {
+			for p := 0; p < kw; p++ {
+				lo := bf16Round(at(2*p, j0+jj))
+				var hi uint32
+				if 2*p+1 < k {
+					hi = bf16Round(at(2*p+1, j0+jj))
+				}
+				panel[p*nr+jj] = lo | hi<<16
+			}
+		}
+	}
+}
+
+// goBF16Kernel computes what VDPBF16PS does, 4 x 4 at a time, for CPUs
+// without AVX512_BF16. Each lane adds both products of a pair at once,
+// as the instruction does.
+var goBF16Kernel = &microKernel{name: "go-bf16", mr: 4, nr: 4, kc: 128, mc: 128, pairs: true, run: kernelGoBF16}
+
+func kernelGoBF16(k int, a, b, c []float32, ldc int, add bool) {
+	aw, bw := words(a[:4*k]), words(b[:4*k])
+	var acc [4][4]float32
+	for p := 0; p < k; p++ {
+		for i := 0; i < 4; i++ {
+			x := aw[p*4+i]
+			x0, x1 := math.Float32frombits(x<<16), math.Float32frombits(x&0xffff0000)
+			for j := 0; j < 4; j++ {
+				y := bw[p*4+j]
+				acc[i][j] += x0*math.Float32frombits(y<<16) + x1*math.Float32frombits(y&0xffff0000)
+			}
+		}
+	}
+	for i := 0; i < 4; i++ {
+		row := c[i*ldc : i*ldc+4]
+		for j := range row {
+			if add {
+				row[j] += acc[i][j]
+			} else {
+				row[j] = acc[i][j]
+			}
+		}
+	}
+}
+
+// BF16Versions names the BF16 micro-kernels this CPU runs, fastest first.
+func BF16Versions() []string {
+	var names []string
+	for _, k := range bf16Kernels() {
+		names = append(names, k.name)
+	}
+	return names
+}
+
+func bf16Kernels() []*microKernel {
+	return append(asmBF16Kernels(), goBF16Kernel)
+}
+
+// bf16Kernel is the BF16 micro-kernel PrepareWeightBF16 packs for.
+var bf16Kernel = bf16Kernels()[0]
+
+// SetBF16Version selects the BF16 micro-kernel; weights prepared for
+// another are repacked on first use.
+func SetBF16Version(name string) error {
+	for _, k := range bf16Kernels() {
+		if k.name == name {
+			bf16Kernel = k
+			return nil
+		}
+	}
+	return fmt.Errorf("no BF16 kernel version %q on this CPU (have %v)", name, BF16Versions())
+}
+
+// PrepareWeightBF16 packs w (n x k, row-major) for Linear as BF16: the
+// products of the layer then use weights and activations rounded to
+// bfloat16, accumulated in float32.
+func PrepareWeightBF16(w []float32, n, k int) *Weight {
+	pw := &Weight{N: n, K: k, Data: w, bf16: true}
+	pw.pack(bf16Kernel)
+	return pw
+}
+
+// BF16Version names the BF16 micro-kernel in use.
+func BF16Version() string { return bf16Kernel.name }
