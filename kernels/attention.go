@@ -102,11 +102,12 @@ func (t *attentionTask) run(i int, s *scratch) {
 	col := h * dh
 
 	scores := grow(&s.scores, rows*n)
-	// scores = scale * q k^T: the keys are op(B) = k^T, read transposed.
-	sgemmSerial(t.kern, false, true, rows, n, dh, t.scale,
+	// scores = q k^T (the keys are op(B) = k^T, read transposed); the
+	// scale goes into the softmax, so that q is read in place.
+	sgemmSerial(t.kern, false, true, rows, n, dh, 1,
 		t.qkv[(lo+q0)*ld+col:], ld, t.qkv[lo*ld+H+col:], ld, scores, n, s)
 	for r := 0; r < rows; r++ {
-		softmaxRow(t.vec, scores[r*n:(r+1)*n], 1)
+		softmaxRow(t.vec, scores[r*n:(r+1)*n], t.scale)
 	}
 	sgemmSerial(t.kern, false, false, rows, dh, n, 1,
 		scores, n, t.qkv[lo*ld+2*H+col:], ld, t.out[(lo+q0)*H+col:], H, s)

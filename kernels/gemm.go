@@ -30,6 +30,9 @@ type microKernel struct {
 	// steps, from an mr-row panel a and an nr-column panel b; add says
 	// whether c's old values are kept. k is at least 1.
 	run func(k int, a, b, c []float32, ldc int, add bool)
+	// direct, when not nil, is run reading A in place: mr rows of lda
+	// values from a (op(A) = A, alpha 1), which spares packing A.
+	direct func(k int, a []float32, lda int, b, c []float32, ldc int, add bool)
 }
 
 // goKernel is the portable micro-kernel: 4 x 4 accumulators that the Go
@@ -387,13 +390,24 @@ func (g *gemmTask) run(t int, s *scratch) {
 	p0 := nj * g.panelsPerChunk
 	p1 := min(p0+g.panelsPerChunk, nPanels)
 	tile := grow(&s.tile, mr*nr)
+	// Full row panels of a plain A are read in place when the kernel can;
+	// only a last, partial panel is packed (padded with zero rows).
+	direct := kern.direct != nil && !g.transA && g.alpha == 1
+	tail := rows % mr
 	for pc := 0; pc < g.k; pc += kc {
 		kcb := min(kc, g.k-pc)
-		abuf := grow(&s.a, mPanels*mr*kcb)
-		if kern.pairs {
-			packABF16(mr, abuf, g.transA, g.a, g.lda, i0, rows, 2*pc, min(2*kcb, g.kElems-2*pc), g.alpha)
-		} else {
-			packA(mr, abuf, g.transA, g.a, g.lda, i0, rows, pc, kcb, g.alpha)
+		var abuf []float32
+		switch {
+		case direct && tail > 0:
+			abuf = grow(&s.a, mr*kcb)
+			packA(mr, abuf, false, g.a, g.lda, i1-tail, tail, pc, kcb, 1)
+		case !direct:
+			abuf = grow(&s.a, mPanels*mr*kcb)
+			if kern.pairs {
+				packABF16(mr, abuf, g.transA, g.a, g.lda, i0, rows, 2*pc, min(2*kcb, g.kElems-2*pc), g.alpha)
+			} else {
+				packA(mr, abuf, g.transA, g.a, g.lda, i0, rows, pc, kcb, g.alpha)
+			}
 		}
 		add := pc > 0 || g.beta != 0
 		last := pc+kcb == g.k
@@ -404,21 +418,31 @@ func (g *gemmTask) run(t int, s *scratch) {
 			for ip := 0; ip < mPanels; ip++ {
 				r0 := i0 + ip*mr
 				rr := min(mr, i1-r0)
-				ap := abuf[ip*mr*kcb:]
-				if rr == mr && cols == nr {
-					kern.run(kcb, ap, bpan, g.c[r0*g.ldc+j0:], g.ldc, add)
+				full := rr == mr && cols == nr
+				dst, ldc, acc := tile, nr, false
+				if full {
+					dst, ldc, acc = g.c[r0*g.ldc+j0:], g.ldc, add
+				}
+				switch {
+				case direct && rr == mr:
+					kern.direct(kcb, g.a[r0*g.lda+pc:], g.lda, bpan, dst, ldc, acc)
+				case direct:
+					kern.run(kcb, abuf, bpan, dst, ldc, acc)
+				default:
+					kern.run(kcb, abuf[ip*mr*kcb:], bpan, dst, ldc, acc)
+				}
+				if full {
 					continue
 				}
-				kern.run(kcb, ap, bpan, tile, nr, false)
 				for r := 0; r < rr; r++ {
-					dst := g.c[(r0+r)*g.ldc+j0 : (r0+r)*g.ldc+j0+cols]
+					d := g.c[(r0+r)*g.ldc+j0 : (r0+r)*g.ldc+j0+cols]
 					src := tile[r*nr : r*nr+cols]
 					if add {
 						for j, v := range src {
-							dst[j] += v
+							d[j] += v
 						}
 					} else {
-						copy(dst, src)
+						copy(d, src)
 					}
 				}
 			}
