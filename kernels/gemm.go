@@ -316,6 +316,9 @@ func packA(mr int, dst []float32, transA bool, a []float32, lda, i0, rows, p0, k
 	}
 }
 
+// gemmNC bounds the columns of C one task computes (see gemmPacked).
+var gemmNC = 1024
+
 // gemmTask computes C = alpha*op(A)*B + beta*C from B packed by packB, then
 // applies bias and act to each finished tile column while it is in cache.
 type gemmTask struct {
@@ -364,6 +367,10 @@ func gemmPacked(kern *microKernel, transA bool, m, n, k int, alpha float32, a []
 		chunks = min(nPanels, (3*w+g.mBlocks-1)/g.mBlocks)
 	}
 	g.panelsPerChunk = (nPanels + chunks - 1) / chunks
+	// A task sums over all of k into its block of C, one kc slice at a
+	// time: a block of at most gemmNC columns stays in L2 between slices
+	// instead of going out to L3 and back.
+	g.panelsPerChunk = min(g.panelsPerChunk, max(1, gemmNC/kern.nr))
 	chunks = (nPanels + g.panelsPerChunk - 1) / g.panelsPerChunk
 	if w == 1 {
 		s := scratches.Get().(*scratch)
