@@ -1,45 +1,36 @@
-// Row gather and scatter: padding removal (gather the real tokens of a
-// padded batch into a dense [ntok, hidden] block, or the masked positions
-// for an MLM head) and its restore (scatter the dense rows back into a
-// zeroed padded batch). An index outside [0, rows) moves nothing and
-// records its position in *err with atomicMin, for the host to report.
+// Row gather and scatter, the two halves of padding removal: Gather picks
+// rows of a packed [n, hidden] block (the first token of each sequence for
+// the pooler, the masked positions for an MLM head); Scatter puts packed
+// rows back into a padded batch that the host has zeroed. Rows move as
+// words W of 16, 4 or 2 bytes, the widest that divides a row, and the host
+// has checked every index.
 #include "common.cuh"
 
-template <typename T>
-__device__ void gather_rows(T* out, const T* x, const int* idx, int n, int hidden, int rows, int* err) {
-    long long total = (long long)n * hidden;
+template <typename W>
+__device__ void gather_rows(W* out, const W* x, const int* idx, int n, int width) {
+    long long total = (long long)n * width;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
-        int i = (int)(e / hidden), c = (int)(e % hidden);
-        int r = idx[i];
-        if (r < 0 || r >= rows) {
-            atomicMin(err, i);
-            continue;
-        }
-        out[e] = x[(long long)r * hidden + c];
+        long long i = e / width, c = e % width;
+        out[e] = x[(long long)idx[i] * width + c];
     }
 }
 
-template <typename T>
-__device__ void scatter_rows(T* out, const T* x, const int* idx, int n, int hidden, int rows, int* err) {
-    long long total = (long long)n * hidden;
+template <typename W>
+__device__ void scatter_rows(W* out, const W* x, const int* idx, int n, int width) {
+    long long total = (long long)n * width;
     for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total; e += (long long)gridDim.x * blockDim.x) {
-        int i = (int)(e / hidden), c = (int)(e % hidden);
-        int r = idx[i];
-        if (r < 0 || r >= rows) {
-            atomicMin(err, i);
-            continue;
-        }
-        out[(long long)r * hidden + c] = x[e];
+        long long i = e / width, c = e % width;
+        out[(long long)idx[i] * width + c] = x[e];
     }
 }
 
-#define GATHER(S, T)                                                                                         \
-    extern "C" __global__ void gather_rows_##S(T* out, const T* x, const int* idx, int n, int hidden, int rows, \
-                                               int* err) {                                                   \
-        gather_rows<T>(out, x, idx, n, hidden, rows, err);                                                   \
+#define ROWS(S, W)                                                                                           \
+    extern "C" __global__ void gather_rows_##S(W* out, const W* x, const int* idx, int n, int width) {      \
+        gather_rows<W>(out, x, idx, n, width);                                                               \
     }                                                                                                        \
-    extern "C" __global__ void scatter_rows_##S(T* out, const T* x, const int* idx, int n, int hidden,       \
-                                                int rows, int* err) {                                        \
-        scatter_rows<T>(out, x, idx, n, hidden, rows, err);                                                  \
+    extern "C" __global__ void scatter_rows_##S(W* out, const W* x, const int* idx, int n, int width) {     \
+        scatter_rows<W>(out, x, idx, n, width);                                                              \
     }
-FOR_EACH_T(GATHER)
+ROWS(w16, uint4)
+ROWS(w4, unsigned int)
+ROWS(w2, unsigned short)

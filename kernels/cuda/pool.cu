@@ -1,39 +1,36 @@
-// Pooling of x [batch, seq, hidden] into out [batch, hidden] with
-// kernels.PoolRef's semantics: CLS takes token 0; mean and max run over
-// tokens whose mask is non-zero (null mask = all), and a sequence with no
-// such token pools to zeros.
+// Pooling of packed sequences with kernels.PoolRef's semantics: x [n,
+// hidden] holds sequence b in rows seqs[b] to seqs[b+1], all real tokens;
+// out [nseq, hidden] gets the first row (CLS), the mean or the element-wise
+// max; an empty sequence pools to zeros.
 #include "common.cuh"
 
-// One thread per output element: neighbouring threads read neighbouring
-// columns of each token row, so every load is coalesced.
+// One thread per output column: neighbouring threads read neighbouring
+// columns of each row, so every load is coalesced, and the sum runs in the
+// reference's order.
 template <typename T>
-__device__ void pool1(T* out, const T* x, const int* mask, int batch, int seq, int hidden, int mode) {
-    long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x;
-    if (e >= (long long)batch * hidden) return;
-    int b = (int)(e / hidden), j = (int)(e % hidden);
-    const T* xb = x + (long long)b * seq * hidden;
-    if (mode == POOL_CLS) {
-        out[e] = xb[j];
-        return;
+__device__ void pool(T* out, const T* x, const int* seqs, int nseq, int hidden, int mode) {
+    int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= hidden) return;
+    for (int b = blockIdx.y; b < nseq; b += gridDim.y) {
+        int lo = seqs[b], hi = seqs[b + 1];
+        float acc = 0.0f;
+        if (lo < hi) {
+            acc = to_f(x[(long long)lo * hidden + j]);
+            if (mode != POOL_CLS) {
+                for (int t = lo + 1; t < hi; t++) {
+                    float v = to_f(x[(long long)t * hidden + j]);
+                    acc = mode == POOL_MAX ? fmaxf(acc, v) : acc + v;
+                }
+                if (mode == POOL_MEAN) acc /= (float)(hi - lo);
+            }
+        }
+        out[(long long)b * hidden + j] = from_f<T>(acc);
     }
-    float acc = mode == POOL_MAX ? -INFINITY : 0.0f;
-    int n = 0;
-    for (int t = 0; t < seq; t++) {
-        if (mask && !mask[(long long)b * seq + t]) continue;
-        n++;
-        float v = to_f(xb[(long long)t * hidden + j]);
-        acc = mode == POOL_MAX ? fmaxf(acc, v) : acc + v;
-    }
-    if (n == 0)
-        acc = 0.0f;
-    else if (mode == POOL_MEAN)
-        acc /= (float)n;
-    out[e] = from_f<T>(acc);
 }
 
-#define POOL(S, T)                                                                                       \
-    extern "C" __global__ void pool1_##S(T* out, const T* x, const int* mask, int batch, int seq,        \
-                                         int hidden, int mode) {                                         \
-        pool1<T>(out, x, mask, batch, seq, hidden, mode);                                                \
+#define POOL(S, T)                                                                                     \
+    extern "C" __global__ void pool_##S(T* out, const T* x, const int* seqs, int nseq, int hidden,     \
+                                        int mode) {                                                    \
+        pool<T>(out, x, seqs, nseq, hidden, mode);                                                     \
     }
 FOR_EACH_T(POOL)

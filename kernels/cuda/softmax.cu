@@ -22,7 +22,8 @@ __device__ void softmax1(T* x, const int* mask, int nrows, int cols, int rowsPer
     float sum = 0.0f;
     for (int j = 0; j < cols; j++)
         if (!m || m[j]) sum += expf(scale * to_f(row[j]) - mx);
-    for (int j = 0; j < cols; j++) row[j] = (m && !m[j]) ? from_f<T>(0.0f) : from_f<T>(expf(scale * to_f(row[j]) - mx) / sum);
+    for (int j = 0; j < cols; j++)
+        row[j] = from_f<T>((m && !m[j]) ? 0.0f : expf(scale * to_f(row[j]) - mx) / sum);
 }
 
 // Version 2: one warp per row, coalesced lanes, shuffle reductions.
@@ -45,18 +46,18 @@ __device__ void softmax2(T* x, const int* mask, int nrows, int cols, int rowsPer
     float sum = 0.0f;
     for (int j = lane; j < cols; j += 32)
         if (!m || m[j]) sum += expf(scale * to_f(row[j]) - mx);
-    sum = warp_sum(sum);
+    float inv = 1.0f / warp_sum(sum);
     for (int j = lane; j < cols; j += 32)
-        row[j] = (m && !m[j]) ? from_f<T>(0.0f) : from_f<T>(expf(scale * to_f(row[j]) - mx) / sum);
+        row[j] = from_f<T>((m && !m[j]) ? 0.0f : expf(scale * to_f(row[j]) - mx) * inv);
 }
 
-#define SOFTMAX(S, T)                                                                                         \
-    extern "C" __global__ void softmax1_##S(T* x, const int* mask, int nrows, int cols, int rowsPerMask,     \
-                                            float scale) {                                                   \
-        softmax1<T>(x, mask, nrows, cols, rowsPerMask, scale);                                               \
-    }                                                                                                        \
-    extern "C" __global__ void softmax2_##S(T* x, const int* mask, int nrows, int cols, int rowsPerMask,     \
-                                            float scale) {                                                   \
-        softmax2<T>(x, mask, nrows, cols, rowsPerMask, scale);                                               \
+#define SOFTMAX(S, T)                                                                                     \
+    extern "C" __global__ void softmax1_##S(T* x, const int* mask, int nrows, int cols, int rowsPerMask, \
+                                            float scale) {                                               \
+        softmax1<T>(x, mask, nrows, cols, rowsPerMask, scale);                                           \
+    }                                                                                                    \
+    extern "C" __global__ void softmax2_##S(T* x, const int* mask, int nrows, int cols, int rowsPerMask, \
+                                            float scale) {                                               \
+        softmax2<T>(x, mask, nrows, cols, rowsPerMask, scale);                                           \
     }
 FOR_EACH_T(SOFTMAX)

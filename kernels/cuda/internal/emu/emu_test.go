@@ -1,0 +1,448 @@
+//go:build cuda && cgo
+
+package emu
+
+import (
+	"fmt"
+	"math"
+	"math/rand"
+	"testing"
+
+	"github.com/bertstream/bertstream/kernels"
+)
+
+// The launch configurations below are the cuda backend's (cuda/ops.go).
+
+type dtype struct {
+	name string
+	size int
+}
+
+var (
+	f32  = dtype{"f32", 4}
+	f16  = dtype{"f16", 2}
+	bf16 = dtype{"bf16", 2}
+	all  = []dtype{f32, f16, bf16}
+)
+
+// tol is nntest's: an F32 bound, or the unit roundoff of F16 and BF16
+// over terms summed.
+func tol(dt dtype, abs, rel float64, terms int) (float64, float64) {
+	switch dt {
+	case f16:
+		return 2e-3 * math.Sqrt(float64(terms)), 4e-3
+	case bf16:
+		return 1.6e-2 * math.Sqrt(float64(terms)), 3e-2
+	}
+	return abs, rel
+}
+
+type env struct {
+	t    *testing.T
+	rng  *rand.Rand
+	bufs []Buf
+}
+
+func newEnv(t *testing.T) *env {
+	e := &env{t: t, rng: rand.New(rand.NewSource(1))}
+	t.Cleanup(func() {
+		for _, b := range e.bufs {
+			b.Free()
+		}
+	})
+	return e
+}
+
+func (e *env) alloc(n int) Buf {
+	b := Alloc(n)
+	e.bufs = append(e.bufs, b)
+	return b
+}
+
+// put stores v in dtype dt and returns the buffer and the stored values.
+func (e *env) put(dt dtype, v []float32) (Buf, []float32) {
+	b := e.alloc(len(v) * dt.size)
+	return b, e.store(b, dt, v)
+}
+
+func (e *env) store(b Buf, dt dtype, v []float32) []float32 {
+	if dt == f32 {
+		copy(b.F32(), v)
+		return append([]float32(nil), v...)
+	}
+	u := b.U16()[:len(v)]
+	got := make([]float32, len(v))
+	if dt == f16 {
+		kernels.F32ToF16(u, v)
+		kernels.F16ToF32(got, u)
+	} else {
+		kernels.F32ToBF16(u, v)
+		kernels.BF16ToF32(got, u)
+	}
+	return got
+}
+
+func (e *env) uniform(dt dtype, n int, lo, hi float32) (Buf, []float32) {
+	v := make([]float32, n)
+	for i := range v {
+		v[i] = lo + (hi-lo)*e.rng.Float32()
+	}
+	return e.put(dt, v)
+}
+
+func (e *env) ints(v []int32) Buf {
+	b := e.alloc(4 * len(v))
+	copy(b.I32(), v)
+	return b
+}
+
+func get(b Buf, dt dtype, n int) []float32 {
+	out := make([]float32, n)
+	switch dt {
+	case f32:
+		copy(out, b.F32())
+	case f16:
+		kernels.F16ToF32(out, b.U16()[:n])
+	default:
+		kernels.BF16ToF32(out, b.U16()[:n])
+	}
+	return out
+}
+
+func (e *env) launch(name string, grid [3]int, block, shared int, args ...uint64) {
+	e.t.Helper()
+	if err := Launch(name, grid, block, shared, args...); err != nil {
+		e.t.Fatal(err)
+	}
+}
+
+func (e *env) check(what string, got, want []float32, abs, rel float64) {
+	e.t.Helper()
+	bad, worstAt, worst := 0, -1, 0.0
+	for i := range want {
+		d := math.Abs(float64(got[i]) - float64(want[i]))
+		if !(d <= abs+rel*math.Abs(float64(want[i]))) {
+			if bad == 0 || !(d <= worst) {
+				worst, worstAt = d, i
+			}
+			bad++
+		}
+	}
+	if bad > 0 {
+		e.t.Errorf("%s: %d of %d values off (%g + %g*|want|); worst at %d: got %g, want %g", what, bad, len(want), abs, rel, worstAt, got[worstAt], want[worstAt])
+	}
+}
+
+func blocks(n, per int) int { return (n + per - 1) / per }
+
+func strided(n int64, block int) int {
+	return int(max(1, min((n+int64(block)-1)/int64(block), 8192)))
+}
+
+func TestConvert(t *testing.T) {
+	e := newEnv(t)
+	src := []float32{0, float32(math.Copysign(0, -1)), 1e-6, -6e-8, 65504, 65520, 70000, -3.14159, 1e-40,
+		float32(math.Inf(1)), float32(math.Inf(-1)), math.Float32frombits(0x7fc00001), math.Float32frombits(0xffa00000)}
+	for i := 0; i < 300; i++ {
+		src = append(src, float32(e.rng.NormFloat64()*math.Pow(10, float64(e.rng.Intn(12)-6))))
+	}
+	n := len(src)
+	in := e.alloc(4 * n)
+	copy(in.F32(), src)
+	for _, c := range []struct {
+		kernel string
+		host   func([]uint16, []float32)
+		back   string
+		widen  func([]float32, []uint16)
+	}{{"f32_to_f16", kernels.F32ToF16, "f16_to_f32", kernels.F16ToF32}, {"f32_to_bf16", kernels.F32ToBF16, "bf16_to_f32", kernels.BF16ToF32}} {
+		half := e.alloc(2 * n)
+		e.launch(c.kernel, [3]int{strided(int64(n), 256), 1, 1}, 256, 0, half.Ptr(), in.Ptr(), I64(int64(n)))
+		want := make([]uint16, n)
+		c.host(want, src)
+		for i, h := range half.U16() {
+			if h != want[i] {
+				t.Errorf("%s(%g) = %#04x, want %#04x", c.kernel, src[i], h, want[i])
+			}
+		}
+		out := e.alloc(4 * n)
+		e.launch(c.back, [3]int{strided(int64(n), 256), 1, 1}, 256, 0, out.Ptr(), half.Ptr(), I64(int64(n)))
+		wide := make([]float32, n)
+		c.widen(wide, want)
+		for i, v := range out.F32() {
+			if math.Float32bits(v) != math.Float32bits(wide[i]) {
+				t.Errorf("%s(%#04x) = %#08x, want %#08x", c.back, want[i], math.Float32bits(v), math.Float32bits(wide[i]))
+			}
+		}
+	}
+}
+
+var acts = []kernels.Act{kernels.ActGELU, kernels.ActGELUTanh, kernels.ActReLU, kernels.ActTanh}
+
+func TestAct(t *testing.T) {
+	e := newEnv(t)
+	for _, dt := range all {
+		for _, a := range acts {
+			const rows, cols = 7, 129 // n not a multiple of the vector width: a tail
+			vals := make([]float32, rows*cols)
+			for i := range vals {
+				vals[i] = -6 + 12*e.rng.Float32()
+			}
+			vals[0], vals[1], vals[2] = 0, -12, 12
+			x, xh := e.put(dt, vals)
+			n := int64(rows * cols)
+			e.launch("act_"+dt.name, [3]int{strided((n+int64(16/dt.size)-1)/int64(16/dt.size), 256), 1, 1}, 256, 0, x.Ptr(), I64(n), I32(int(a)))
+			want := append([]float32(nil), xh...)
+			kernels.BiasActRef(want, rows, cols, nil, a)
+			abs, rel := tol(dt, 2e-6, 1e-5, 1)
+			e.check(fmt.Sprintf("act %s %s", a, dt.name), get(x, dt, int(n)), want, abs, rel)
+
+			y, yh := e.put(dt, vals)
+			bias, bh := e.uniform(dt, cols, -1, 1)
+			e.launch("bias_act_"+dt.name, [3]int{strided(n, 256), 1, 1}, 256, 0, y.Ptr(), bias.Ptr(), I64(rows), I32(cols), I32(int(a)))
+			want = append(want[:0], yh...)
+			kernels.BiasActRef(want, rows, cols, bh, a)
+			abs, rel = tol(dt, 2e-6, 1e-5, 2)
+			e.check(fmt.Sprintf("bias_act %s %s", a, dt.name), get(y, dt, int(n)), want, abs, rel)
+		}
+	}
+}
+
+func TestLayerNorm(t *testing.T) {
+	e := newEnv(t)
+	for _, dt := range all {
+		for _, v := range []int{1, 2} {
+			for _, rows := range []int{1, 17} {
+				for _, cols := range []int{1, 3, 65, 768} {
+					for _, withRes := range []bool{false, true} {
+						name := fmt.Sprintf("add_layernorm%d_%s rows=%d cols=%d residual=%v", v, dt.name, rows, cols, withRes)
+						x, xh := e.uniform(dt, rows*cols, -3, 5)
+						gamma, gh := e.uniform(dt, cols, 0.5, 1.5)
+						beta, bh := e.uniform(dt, cols, -1, 1)
+						var res Buf
+						var rh []float32
+						if withRes {
+							res, rh = e.uniform(dt, rows*cols, -1, 1)
+						}
+						want := make([]float32, rows*cols)
+						kernels.AddLayerNormRef(want, xh, rh, rows, cols, gh, bh, 1e-12)
+						// In place, as BERT's layers call it: out is x.
+						grid, block := blocks(rows, 8), 256
+						if v == 1 {
+							grid, block = blocks(rows, 128), 128
+						}
+						e.launch(fmt.Sprintf("add_layernorm%d_%s", v, dt.name), [3]int{grid, 1, 1}, block, 0,
+							x.Ptr(), x.Ptr(), res.Ptr(), gamma.Ptr(), beta.Ptr(), I32(rows), I32(cols), F32(1e-12))
+						abs, rel := tol(dt, 2e-5, 1e-5, 1)
+						e.check(name, get(x, dt, rows*cols), want, abs, rel)
+					}
+				}
+			}
+		}
+	}
+}
+
+// mask: item 0 attends everywhere, item 1 nowhere (a fully masked row),
+// the rest to a random prefix.
+func (e *env) mask(batch, seq int) []int32 {
+	m := make([]int32, batch*seq)
+	for b := 0; b < batch; b++ {
+		n := seq
+		switch {
+		case b == 1:
+			n = 0
+		case b > 1:
+			n = 1 + e.rng.Intn(seq)
+		}
+		for t := 0; t < n; t++ {
+			m[b*seq+t] = 1
+		}
+	}
+	return m
+}
+
+func TestSoftmax(t *testing.T) {
+	e := newEnv(t)
+	for _, dt := range all {
+		for _, v := range []int{1, 2} {
+			for _, c := range []struct{ batch, rows, cols int }{{1, 1, 1}, {3, 17, 65}, {3, 2, 129}} {
+				name := fmt.Sprintf("softmax%d_%s %v", v, dt.name, c)
+				n := c.batch * c.rows * c.cols
+				x, xh := e.uniform(dt, n, -8, 8)
+				mh := e.mask(c.batch, c.cols)
+				want := append([]float32(nil), xh...)
+				kernels.SoftmaxRef(want, c.batch*c.rows, c.cols, 0.125, mh, c.rows)
+				nrows := c.batch * c.rows
+				grid, block := blocks(nrows, 8), 256
+				if v == 1 {
+					grid, block = blocks(nrows, 128), 128
+				}
+				e.launch(fmt.Sprintf("softmax%d_%s", v, dt.name), [3]int{grid, 1, 1}, block, 0,
+					x.Ptr(), e.ints(mh).Ptr(), I32(nrows), I32(c.cols), I32(c.rows), F32(0.125))
+				abs, rel := tol(dt, 1e-6, 1e-5, 1)
+				e.check(name, get(x, dt, n), want, abs, rel)
+			}
+		}
+	}
+}
+
+func offsets(lengths []int) []int32 {
+	seqs := []int32{0}
+	for _, l := range lengths {
+		seqs = append(seqs, seqs[len(seqs)-1]+int32(l))
+	}
+	return seqs
+}
+
+func TestAttention(t *testing.T) {
+	e := newEnv(t)
+	type tc struct {
+		hidden, heads int
+		lengths       []int
+	}
+	cases := []tc{{4, 1, []int{1}}, {12, 3, []int{3, 0, 2}}, {64, 4, []int{17, 1, 40}}, {48, 2, []int{33, 32}}, {15, 5, []int{9, 16, 1, 4}}}
+	for _, dt := range all {
+		for _, v := range []int{1, 2, 3} {
+			cs := cases
+			if v == 3 {
+				if dt == f32 {
+					continue
+				}
+				// Heads of 32 and 64; partial query and key tiles; an
+				// empty sequence.
+				cs = []tc{{128, 2, []int{65, 1, 0, 33}}, {64, 2, []int{70, 7}}}
+			}
+			for _, c := range cs {
+				name := fmt.Sprintf("attention%d_%s hidden=%d heads=%d lengths=%v", v, dt.name, c.hidden, c.heads, c.lengths)
+				sh := offsets(c.lengths)
+				n, nseq := int(sh[len(sh)-1]), len(c.lengths)
+				longest := 0
+				for _, l := range c.lengths {
+					longest = max(longest, l)
+				}
+				dh := c.hidden / c.heads
+				qkv, qh := e.uniform(dt, n*3*c.hidden, -1, 1)
+				out := e.alloc(n * c.hidden * dt.size)
+				scale := float32(1 / math.Sqrt(float64(dh)))
+				seqs := e.ints(sh)
+				switch v {
+				case 1:
+					e.launch("attention1_"+dt.name, [3]int{blocks(n*c.hidden, 128), 1, 1}, 128, 0,
+						out.Ptr(), qkv.Ptr(), seqs.Ptr(), I32(nseq), I32(n), I32(c.hidden), I32(c.heads), F32(scale))
+				case 2:
+					e.launch("attention2_"+dt.name, [3]int{blocks(longest, 16), c.heads, nseq}, 512, (32*(dh|1)+32*dh+16*dh)*4,
+						out.Ptr(), qkv.Ptr(), seqs.Ptr(), I32(c.hidden), I32(c.heads), F32(scale))
+				case 3:
+					e.launch(fmt.Sprintf("attention3_d%d_%s", dh, dt.name), [3]int{blocks(longest, 64), c.heads, nseq}, 128, 0,
+						out.Ptr(), qkv.Ptr(), seqs.Ptr(), I32(c.hidden), I32(c.heads), F32(scale))
+				}
+				want := make([]float32, n*c.hidden)
+				kernels.AttentionRef(want, qh, sh, c.hidden, c.heads, scale)
+				abs, rel := tol(dt, 2e-6*math.Sqrt(float64(longest*dh)), 1e-5, longest)
+				e.check(name, get(out, dt, n*c.hidden), want, abs, rel)
+			}
+		}
+	}
+}
+
+func TestEmbed(t *testing.T) {
+	e := newEnv(t)
+	const vocab, npos, ntypes = 50, 140, 2
+	for _, dt := range all {
+		for _, v := range []int{1, 2} {
+			for _, c := range []struct{ n, hidden int }{{1, 1}, {3, 17}, {51, 65}, {10, 768}} {
+				for _, withTypes := range []bool{false, true} {
+					name := fmt.Sprintf("embed_ln%d_%s n=%d hidden=%d types=%v", v, dt.name, c.n, c.hidden, withTypes)
+					word, wh := e.uniform(dt, vocab*c.hidden, -1, 1)
+					pos, ph := e.uniform(dt, npos*c.hidden, -1, 1)
+					typ, th := e.uniform(dt, ntypes*c.hidden, -1, 1)
+					gamma, gh := e.uniform(dt, c.hidden, 0.5, 1.5)
+					beta, bh := e.uniform(dt, c.hidden, -1, 1)
+					ids, tys, ps := make([]int32, c.n), make([]int32, c.n), make([]int32, c.n)
+					for i := range ids {
+						ids[i], tys[i], ps[i] = int32(e.rng.Intn(vocab)), int32(e.rng.Intn(ntypes)), int32(e.rng.Intn(npos))
+					}
+					var types Buf
+					var typesRef []int32
+					if withTypes {
+						types, typesRef = e.ints(tys), tys
+					}
+					out := e.alloc(c.n * c.hidden * dt.size)
+					grid, block := blocks(c.n, 8), 256
+					if v == 1 {
+						grid, block = blocks(c.n, 128), 128
+					}
+					e.launch(fmt.Sprintf("embed_ln%d_%s", v, dt.name), [3]int{grid, 1, 1}, block, 0,
+						out.Ptr(), e.ints(ids).Ptr(), types.Ptr(), e.ints(ps).Ptr(), I32(c.n), I32(c.hidden),
+						word.Ptr(), pos.Ptr(), typ.Ptr(), gamma.Ptr(), beta.Ptr(), F32(1e-12))
+					want := make([]float32, c.n*c.hidden)
+					if err := kernels.EmbedLayerNormRef(want, ids, typesRef, ps, c.hidden, wh, ph, th, gh, bh, 1e-12); err != nil {
+						t.Fatal(err)
+					}
+					abs, rel := tol(dt, 2e-5, 1e-5, 1)
+					e.check(name, get(out, dt, c.n*c.hidden), want, abs, rel)
+				}
+			}
+		}
+	}
+}
+
+func TestRows(t *testing.T) {
+	e := newEnv(t)
+	for _, c := range []struct {
+		rowBytes, word int
+		name           string
+	}{{64, 16, "w16"}, {260, 4, "w4"}, {130, 2, "w2"}} {
+		const rows = 17
+		x := e.alloc(rows * c.rowBytes)
+		for i := range x.U16() {
+			x.U16()[i] = uint16(e.rng.Intn(1 << 16))
+		}
+		idx := []int32{16, 0, 8, 3}
+		width := c.rowBytes / c.word
+		g := e.alloc(len(idx) * c.rowBytes)
+		e.launch("gather_rows_"+c.name, [3]int{strided(int64(len(idx)*width), 256), 1, 1}, 256, 0, g.Ptr(), x.Ptr(), e.ints(idx).Ptr(), I32(len(idx)), I32(width))
+		s := e.alloc(rows * c.rowBytes)
+		e.launch("scatter_rows_"+c.name, [3]int{strided(int64(len(idx)*width), 256), 1, 1}, 256, 0, s.Ptr(), g.Ptr(), e.ints(idx).Ptr(), I32(len(idx)), I32(width))
+		row := func(b Buf, r int) []uint16 { return b.U16()[r*c.rowBytes/2 : (r+1)*c.rowBytes/2] }
+		named := map[int]bool{}
+		for i, r := range idx {
+			named[int(r)] = true
+			if fmt.Sprint(row(g, i)) != fmt.Sprint(row(x, int(r))) {
+				t.Errorf("gather_rows_%s: row %d is not row %d of x", c.name, i, r)
+			}
+		}
+		for r := 0; r < rows; r++ {
+			want := make([]uint16, c.rowBytes/2)
+			if named[r] {
+				want = row(x, r)
+			}
+			if fmt.Sprint(row(s, r)) != fmt.Sprint(want) {
+				t.Errorf("scatter_rows_%s: row %d wrong", c.name, r)
+			}
+		}
+	}
+}
+
+func TestPool(t *testing.T) {
+	e := newEnv(t)
+	for _, dt := range all {
+		for _, p := range []kernels.Pooling{kernels.PoolCLS, kernels.PoolMean, kernels.PoolMax} {
+			for _, c := range []struct {
+				hidden  int
+				lengths []int
+			}{{1, []int{1}}, {3, []int{17, 0, 4}}, {129, []int{65, 1, 33, 2}}} {
+				name := fmt.Sprintf("pool_%s %s hidden=%d lengths=%v", dt.name, p, c.hidden, c.lengths)
+				sh := offsets(c.lengths)
+				n, nseq := int(sh[len(sh)-1]), len(c.lengths)
+				x, xh := e.uniform(dt, n*c.hidden, -1, 1)
+				out := e.alloc(nseq * c.hidden * dt.size)
+				e.launch("pool_"+dt.name, [3]int{blocks(c.hidden, 128), nseq, 1}, 128, 0,
+					out.Ptr(), x.Ptr(), e.ints(sh).Ptr(), I32(nseq), I32(c.hidden), I32(int(p)))
+				want := make([]float32, nseq*c.hidden)
+				kernels.PoolRef(want, xh, sh, c.hidden, p)
+				abs, rel := tol(dt, 1e-6, 1e-5, 1)
+				e.check(name, get(out, dt, nseq*c.hidden), want, abs, rel)
+			}
+		}
+	}
+}
