@@ -90,7 +90,8 @@ type Backend interface {
 	Gather(out, x, idx *Tensor) error
 	// Scatter is Gather's inverse, which puts packed rows back into a
 	// padded batch: row i of x [m, H] goes to row idx[i] of out [n, H], and
-	// the rows of out that no index names become zero.
+	// the rows of out that no index names become zero. The indices must be
+	// distinct.
 	Scatter(out, x, idx *Tensor) error
 	// Pool reduces the rows of each sequence of x [n, H] (offsets seqs
 	// [B+1] as for Attention) to out [B, H].

@@ -340,9 +340,23 @@ func (CPU) Scatter(out, x, idx *Tensor) error {
 	}
 	X, O := x.F32(), out.F32()
 	rows := out.Rows()
-	for i, r := range idx.I32() {
+	ix := idx.I32()
+	increasing := true
+	for i, r := range ix {
 		if r < 0 || int(r) >= rows {
 			return fmt.Errorf("scatter: index %d at %d outside %d rows", r, i, rows)
+		}
+		increasing = increasing && (i == 0 || r > ix[i-1])
+	}
+	// Unpadding gives increasing rows, distinct by construction; other
+	// orders are checked the slow way.
+	if !increasing {
+		seen := make([]bool, rows)
+		for i, r := range ix {
+			if seen[r] {
+				return fmt.Errorf("scatter: row %d named twice (again at %d)", r, i)
+			}
+			seen[r] = true
 		}
 	}
 	clear(O)

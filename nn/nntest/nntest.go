@@ -549,6 +549,13 @@ func testScatter(e *env) {
 			if err := e.b.Scatter(out, x, e.ints(bad, len(bad))); err == nil {
 				e.t.Errorf("%s: index %d outside %d rows did not fail", name, rows, rows)
 			}
+			if len(idx) > 1 {
+				dup := append([]int32(nil), idx...)
+				dup[1] = dup[0]
+				if err := e.b.Scatter(out, x, e.ints(dup, len(dup))); err == nil {
+					e.t.Errorf("%s: row %d named twice did not fail", name, dup[0])
+				}
+			}
 		}
 	}
 }
