@@ -3,16 +3,30 @@ package nn_test
 import (
 	"testing"
 
+	"github.com/bertstream/bertstream/kernels"
+
 	"github.com/bertstream/bertstream/nn"
 	"github.com/bertstream/bertstream/nn/nntest"
 )
 
+// TestCPUConformance runs the suite once per kernel version this CPU
+// has (avx512, avx2, go), so that every version of every kernel meets the
+// references on the suite's odd shapes.
 func TestCPUConformance(t *testing.T) {
 	b, err := nn.Open("cpu", nn.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	nntest.Run(t, b)
+	prev := kernels.Version()
+	defer kernels.SetVersion(prev)
+	for _, v := range kernels.Versions() {
+		t.Run(v, func(t *testing.T) {
+			if err := kernels.SetVersion(v); err != nil {
+				t.Fatal(err)
+			}
+			nntest.Run(t, b)
+		})
+	}
 }
 
 // TestCPUScopeLeak checks that closing a scope frees what operations
