@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"sync"
@@ -62,7 +61,7 @@ func (w *Worker) batchLoop(ctx context.Context) {
 func (w *Worker) process(ctx context.Context, batch []*item) {
 	live := batch[:0:0]
 	for _, it := range batch {
-		if it.st.isClosed() {
+		if !it.st.live() {
 			it.st.drop(it)
 			continue
 		}
@@ -88,7 +87,10 @@ func (w *Worker) process(ctx context.Context, batch []*item) {
 		outs := w.pred.Predict(ctx, tasks)
 		w.m.ModelLatency.Observe(time.Since(t0).Seconds())
 		w.m.BatchSize.Observe(float64(len(tasks)))
-		w.m.BatchTokens.Observe(float64(tokens))
+		if w.cfg.MaxTokens > 0 {
+			// Requests are sized only when batches have a token budget.
+			w.m.BatchTokens.Observe(float64(tokens))
+		}
 		for i, it := range served {
 			var out Outcome
 			if len(outs) == len(tasks) {
@@ -176,7 +178,7 @@ type txnWait struct {
 	err error
 }
 
-func (t *txnWait) done(_ *item, err error) {
+func (t *txnWait) done(err error) {
 	if err != nil {
 		t.mu.Lock()
 		if t.err == nil {
@@ -190,7 +192,7 @@ func (t *txnWait) done(_ *item, err error) {
 // produceTxn produces a batch's answers and commits its offsets in one
 // transaction. The offsets are committed with the session's generation and
 // member id, so a worker that lost its partitions in a rebalance is fenced
-// by the coordinator instead of committing over the new owner.
+// by the coordinator instead of committing over the new owner (KIP-447).
 func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 	st := batch[0].st
 	p := w.producer
@@ -215,17 +217,20 @@ func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 		}
 	}
 	if err == nil {
-		offsets := make(map[string][]*sarama.PartitionOffsetMetadata)
-		next := make(map[partKey]int64)
+		// One offset per partition: its last message in the batch.
+		last := make(map[partKey]*sarama.ConsumerMessage)
 		for _, it := range batch {
 			k := partKey{it.msg.Topic, it.msg.Partition}
-			next[k] = max(next[k], it.msg.Offset+1)
-		}
-		for k, off := range next {
-			offsets[k.topic] = append(offsets[k.topic], &sarama.PartitionOffsetMetadata{Partition: k.partition, Offset: off})
+			if m := last[k]; m == nil || m.Offset < it.msg.Offset {
+				last[k] = it.msg
+			}
 		}
 		gm := sarama.NewConsumerGroupMetadataFromSession(st.sess, w.cfg.Group, nil)
-		err = p.AddOffsetsToTxnWithGroupMetadata(offsets, gm)
+		for _, m := range last {
+			if err = p.AddMessageToTxnWithGroupMetadata(m, gm, nil); err != nil {
+				break
+			}
+		}
 		if err == nil {
 			err = p.CommitTxn()
 		}
@@ -240,21 +245,24 @@ func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 	}
 
 	w.m.ProduceFails.Inc()
-	w.log.Error("transaction failed; aborting, the session restarts from the committed offsets", "err", err)
-	if isFatal(err) {
+	w.log.Error("transaction failed; its batch is answered again from the committed offsets", "err", err)
+	if isFatal(err) || fenced(err) {
+		// A fenced worker is a zombie: another one owns its transactional
+		// id now, and starting a new producer would fence that one in turn.
 		w.fatal(err)
-	}
-	if p.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
-		if aerr := p.AbortTxn(); aerr != nil {
-			w.log.Error("aborting the transaction", "err", aerr)
+	} else {
+		if p.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
+			if aerr := p.AbortTxn(); aerr != nil {
+				w.log.Error("aborting the transaction", "err", aerr)
+			}
 		}
-	}
-	if p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 || errors.Is(err, sarama.ErrProducerFenced) {
-		// A fenced or broken transactional producer cannot go on; a new one
-		// gets a new epoch (and aborts whatever the old one left open).
-		w.closeProducer()
-		if perr := w.startProducer(); perr != nil {
-			w.fatal(perr)
+		if p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+			// A broken transactional producer cannot go on; a new one gets
+			// a new epoch and aborts whatever the old one left open.
+			w.closeProducer()
+			if perr := w.startProducer(); perr != nil {
+				w.fatal(perr)
+			}
 		}
 	}
 	for _, it := range batch {

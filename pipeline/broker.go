@@ -3,6 +3,7 @@ package pipeline
 import (
 	"fmt"
 	"net"
+	"strconv"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 )
@@ -12,6 +13,10 @@ type BrokerConfig struct {
 	// Listen is the HOST:PORT to serve the Kafka protocol on; port 0 picks
 	// a free port.
 	Listen string
+	// Advertise is the HOST:PORT clients are told to connect to; default
+	// the listening address. Set it when listening on all interfaces
+	// (0.0.0.0), which is no address a client can dial from elsewhere.
+	Advertise string
 	// DataDir, when set, persists topics, offsets and groups there, so a
 	// restarted broker carries on where it stopped.
 	DataDir string
@@ -36,11 +41,28 @@ func StartBroker(cfg BrokerConfig, extra ...kfake.Opt) (*kfake.Cluster, error) {
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("broker listen address %q: %w", cfg.Listen, err)
 	}
+	var adv net.Addr
+	if cfg.Advertise != "" {
+		_, port, err := net.SplitHostPort(cfg.Advertise)
+		if err == nil {
+			_, err = strconv.ParseUint(port, 10, 16)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("broker advertised address %q: %w", cfg.Advertise, err)
+		}
+		adv = hostPort(cfg.Advertise)
+	}
 	opts := []kfake.Opt{
 		kfake.NumBrokers(1),
 		kfake.Ports(0),
 		// kfake listens on loopback; this listens where we were asked to.
-		kfake.ListenFn(func(network, _ string) (net.Listener, error) { return net.Listen(network, cfg.Listen) }),
+		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
+			ln, err := net.Listen(network, cfg.Listen)
+			if err != nil || adv == nil {
+				return ln, err
+			}
+			return advertised{ln, adv}, nil
+		}),
 		kfake.AllowAutoTopicCreation(),
 		kfake.DefaultNumPartitions(cfg.Partitions),
 		kfake.ClusterID("bertstream"),
@@ -57,3 +79,19 @@ func StartBroker(cfg BrokerConfig, extra ...kfake.Opt) (*kfake.Cluster, error) {
 	}
 	return c, nil
 }
+
+// advertised is a listener that names another address: kfake advertises
+// its listener's address to clients.
+type advertised struct {
+	net.Listener
+	addr net.Addr
+}
+
+func (a advertised) Addr() net.Addr { return a.addr }
+
+// hostPort is an address as given, unresolved: a host name is advertised
+// as a name.
+type hostPort string
+
+func (h hostPort) Network() string { return "tcp" }
+func (h hostPort) String() string  { return string(h) }

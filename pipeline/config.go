@@ -37,16 +37,17 @@ type Config struct {
 	// most requests a crash can make a worker answer twice. Default 4*MaxBatch.
 	MaxInFlight int
 	// MaxTextBytes bounds text plus text_pair before tokenization; default
-	// 64 KiB. The model's own maximum length (in tokens) is enforced by the
-	// Predictor's CountTokens.
+	// 64 KiB. The model's own maximum length, in tokens, is the
+	// Predictor's to enforce (by truncating or refusing).
 	MaxTextBytes int
 
 	// ExactlyOnce produces answers and commits offsets in one Kafka
 	// transaction per batch and reads the input read_committed.
 	ExactlyOnce bool
-	// TransactionalID identifies this worker's transactions; it should be
-	// stable across restarts of one replica, so that a restarted worker
-	// fences and aborts its predecessor's open transaction at once. Default
+	// TransactionalID identifies this worker's transactions. Each worker
+	// needs its own: a worker that starts with another's id fences it. It
+	// should be stable across restarts of one replica, so that a restarted
+	// worker aborts its predecessor's open transaction at once. Default
 	// Group + "-" + the host name.
 	TransactionalID string
 	// TransactionTimeout is how long the broker keeps an abandoned
@@ -54,7 +55,8 @@ type Config struct {
 	TransactionTimeout time.Duration
 
 	// DrainTimeout bounds how long a rebalance or a shutdown waits for the
-	// requests in flight to be answered and committed; default 10s.
+	// requests in flight to be answered (the final commit may retry a few
+	// seconds more); default 10s.
 	DrainTimeout time.Duration
 	// SessionTimeout and HeartbeatInterval are the consumer group's; defaults
 	// 10s and 1s.
@@ -127,52 +129,77 @@ func (c *Config) setDefaults() error {
 	return nil
 }
 
-// saramaConfig is the client configuration shared by the consumer group and
-// the producer of one worker.
-func (c *Config) saramaConfig() (*sarama.Config, error) {
-	sc := sarama.NewConfig()
-	v, err := sarama.ParseKafkaVersion(c.KafkaVersion)
-	if err != nil {
-		return nil, fmt.Errorf("kafka version %q: %w", c.KafkaVersion, err)
-	}
-	sc.Version = v
-	sc.ClientID = c.ClientID
-	if err := c.Security.apply(sc); err != nil {
-		return nil, err
+// saramaConfigs are the client configurations of one worker's consumer
+// group (and its commits) and of its producer.
+func (c *Config) saramaConfigs() (consumer, producer *sarama.Config, err error) {
+	base := func() (*sarama.Config, error) {
+		sc := sarama.NewConfig()
+		v, err := sarama.ParseKafkaVersion(c.KafkaVersion)
+		if err != nil {
+			return nil, fmt.Errorf("kafka version %q: %w", c.KafkaVersion, err)
+		}
+		sc.Version = v
+		sc.ClientID = c.ClientID
+		if err := c.Security.apply(sc); err != nil {
+			return nil, err
+		}
+		// Sarama's 30s defaults would let a dead broker hold a drain or a
+		// commit for longer than the rebalance allows.
+		sc.Net.DialTimeout = 5 * time.Second
+		sc.Net.ReadTimeout = 10 * time.Second
+		sc.Net.WriteTimeout = 10 * time.Second
+		sc.Metadata.Retry.Backoff = 100 * time.Millisecond
+		return sc, nil
 	}
 
-	sc.Consumer.Return.Errors = true
-	sc.Consumer.Offsets.Initial = sarama.OffsetOldest
+	cc, err := base()
+	if err != nil {
+		return nil, nil, err
+	}
+	cc.Consumer.Return.Errors = true
+	cc.Consumer.Offsets.Initial = sarama.OffsetOldest
 	// Offsets are committed by the worker once answers are acknowledged,
 	// never on a timer behind its back.
-	sc.Consumer.Offsets.AutoCommit.Enable = false
-	sc.Consumer.Group.Session.Timeout = c.SessionTimeout
-	sc.Consumer.Group.Heartbeat.Interval = c.HeartbeatInterval
-	sc.Consumer.Group.Rebalance.Timeout = c.DrainTimeout + 5*time.Second
-	sc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
-	sc.Consumer.MaxWaitTime = 100 * time.Millisecond
-	sc.ChannelBufferSize = c.MaxBatch
+	cc.Consumer.Offsets.AutoCommit.Enable = false
+	cc.Consumer.Group.Session.Timeout = c.SessionTimeout
+	cc.Consumer.Group.Heartbeat.Interval = c.HeartbeatInterval
+	// The group waits this long for a member to drain and commit before it
+	// rebalances without it.
+	cc.Consumer.Group.Rebalance.Timeout = c.DrainTimeout + commitGrace + 2*time.Second
+	cc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	cc.Consumer.MaxWaitTime = 100 * time.Millisecond
+	// Sarama waits 2s before fetching again after a failed fetch; a worker
+	// that stands still that long builds up lag for nothing.
+	cc.Consumer.Retry.Backoff = 200 * time.Millisecond
+	cc.ChannelBufferSize = c.MaxBatch
+	if c.ExactlyOnce {
+		cc.Consumer.IsolationLevel = sarama.ReadCommitted
+	}
 
-	sc.Producer.Idempotent = true
-	sc.Producer.RequiredAcks = sarama.WaitForAll
+	pc, err := base()
+	if err != nil {
+		return nil, nil, err
+	}
+	pc.Producer.Idempotent = true
+	pc.Producer.RequiredAcks = sarama.WaitForAll
 	// The idempotent producer keeps per-partition order only with one
 	// request in flight per broker.
-	sc.Net.MaxOpenRequests = 1
-	sc.Producer.Retry.Max = 10
-	sc.Producer.Retry.Backoff = 50 * time.Millisecond
-	sc.Producer.Return.Successes = true
-	sc.Producer.Return.Errors = true
-	sc.Producer.Flush.Frequency = time.Millisecond
-	sc.Producer.Partitioner = sarama.NewHashPartitioner
-	sc.Metadata.Retry.Backoff = 100 * time.Millisecond
+	pc.Net.MaxOpenRequests = 1
+	pc.Producer.Retry.Max = 10
+	pc.Producer.Retry.Backoff = 100 * time.Millisecond
+	pc.Producer.Return.Successes = true
+	pc.Producer.Return.Errors = true
+	pc.Producer.Flush.Frequency = time.Millisecond
+	pc.Producer.Partitioner = sarama.NewHashPartitioner
 	if c.ExactlyOnce {
-		sc.Producer.Transaction.ID = c.TransactionalID
-		sc.Producer.Transaction.Timeout = c.TransactionTimeout
-		sc.Producer.Transaction.Retry.Backoff = 50 * time.Millisecond
-		sc.Consumer.IsolationLevel = sarama.ReadCommitted
+		pc.Producer.Transaction.ID = c.TransactionalID
+		pc.Producer.Transaction.Timeout = c.TransactionTimeout
+		pc.Producer.Transaction.Retry.Backoff = 50 * time.Millisecond
 	}
-	if err := sc.Validate(); err != nil {
-		return nil, fmt.Errorf("kafka client configuration: %w", err)
+	for _, sc := range []*sarama.Config{cc, pc} {
+		if err := sc.Validate(); err != nil {
+			return nil, nil, fmt.Errorf("kafka client configuration: %w", err)
+		}
 	}
-	return sc, nil
+	return cc, pc, nil
 }

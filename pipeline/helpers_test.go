@@ -34,9 +34,12 @@ const (
 type countingPredictor struct {
 	maxTokens int
 	delay     time.Duration
+	// onBatch, when set, is told of each batch before it is answered.
+	onBatch func(n int)
 
 	mu      sync.Mutex
 	batches []int
+	tokens  []int
 }
 
 func (p *countingPredictor) Name() string    { return "counting" }
@@ -54,9 +57,20 @@ func (p *countingPredictor) CountTokens(t pipeline.Task) (int, error) {
 }
 
 func (p *countingPredictor) Predict(ctx context.Context, batch []pipeline.Task) []pipeline.Outcome {
+	tokens := 0
+	for _, t := range batch {
+		if n, err := p.CountTokens(t); err == nil {
+			tokens += n
+		}
+	}
 	p.mu.Lock()
 	p.batches = append(p.batches, len(batch))
+	p.tokens = append(p.tokens, tokens)
+	n := len(p.batches)
 	p.mu.Unlock()
+	if p.onBatch != nil {
+		p.onBatch(n)
+	}
 	if p.delay > 0 {
 		select {
 		case <-time.After(p.delay):
@@ -65,9 +79,19 @@ func (p *countingPredictor) Predict(ctx context.Context, batch []pipeline.Task) 
 	}
 	outs := make([]pipeline.Outcome, len(batch))
 	for i, t := range batch {
+		if _, err := p.CountTokens(t); err != nil {
+			outs[i].Err = err
+			continue
+		}
 		outs[i].Value = map[string]any{"words": len(strings.Fields(t.Text))}
 	}
 	return outs
+}
+
+func (p *countingPredictor) batchTokens() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return append([]int(nil), p.tokens...)
 }
 
 func (p *countingPredictor) batchSizes() []int {
@@ -76,7 +100,7 @@ func (p *countingPredictor) batchSizes() []int {
 	return append([]int(nil), p.batches...)
 }
 
-func testLogger(t *testing.T) *slog.Logger {
+func testLogger(testing.TB) *slog.Logger {
 	if os.Getenv("PIPELINE_TEST_LOG") != "" {
 		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	}
@@ -85,7 +109,7 @@ func testLogger(t *testing.T) *slog.Logger {
 
 // newCluster starts a one-broker kfake cluster on loopback with the
 // pipeline's three topics, three partitions each.
-func newCluster(t *testing.T, opts ...kfake.Opt) (*kfake.Cluster, string) {
+func newCluster(t testing.TB, opts ...kfake.Opt) (*kfake.Cluster, string) {
 	t.Helper()
 	c, err := pipeline.StartBroker(pipeline.BrokerConfig{Topics: []string{inTopic, outTopic, dlqTopic}}, opts...)
 	if err != nil {
@@ -126,6 +150,12 @@ func startWorker(t *testing.T, cfg pipeline.Config, pred pipeline.Predictor) *ru
 	if err != nil {
 		t.Fatal(err)
 	}
+	return runWorker(t, w)
+}
+
+// runWorker runs w in a goroutine until the test ends.
+func runWorker(t *testing.T, w *pipeline.Worker) *runningWorker {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	rw := &runningWorker{w: w, stop: cancel, done: make(chan error, 1)}
 	go func() { rw.done <- w.Run(ctx) }()
@@ -162,8 +192,9 @@ func saramaConfig() *sarama.Config {
 }
 
 type testMsg struct {
-	key   string
-	value []byte
+	key     string
+	value   []byte
+	headers []sarama.RecordHeader
 }
 
 func request(id, text string) testMsg {
@@ -172,20 +203,28 @@ func request(id, text string) testMsg {
 }
 
 // produce writes messages to the input topic and waits for their acks.
-func produce(t *testing.T, addr string, msgs []testMsg) {
+func produce(t testing.TB, addr string, msgs []testMsg) []*sarama.ProducerMessage {
 	t.Helper()
-	p, err := sarama.NewSyncProducer([]string{addr}, saramaConfig())
+	return produceWith(t, saramaConfig(), addr, msgs)
+}
+
+// produceWith is produce with a client configuration (credentials); the
+// messages it returns carry the partition and offset each landed at.
+func produceWith(t testing.TB, sc *sarama.Config, addr string, msgs []testMsg) []*sarama.ProducerMessage {
+	t.Helper()
+	p, err := sarama.NewSyncProducer([]string{addr}, sc)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer p.Close()
 	pms := make([]*sarama.ProducerMessage, len(msgs))
 	for i, m := range msgs {
-		pms[i] = &sarama.ProducerMessage{Topic: inTopic, Key: sarama.StringEncoder(m.key), Value: sarama.ByteEncoder(m.value)}
+		pms[i] = &sarama.ProducerMessage{Topic: inTopic, Key: sarama.StringEncoder(m.key), Value: sarama.ByteEncoder(m.value), Headers: m.headers}
 	}
 	if err := p.SendMessages(pms); err != nil {
 		t.Fatal(err)
 	}
+	return pms
 }
 
 // readAll reads a topic's partitions from the start until it has want
@@ -196,6 +235,42 @@ func readAll(t *testing.T, addr, topic string, want int, timeout time.Duration, 
 	if readCommitted {
 		sc.Consumer.IsolationLevel = sarama.ReadCommitted
 	}
+	return readWith(t, sc, addr, topic, timeout, func(got []*sarama.ConsumerMessage) bool { return len(got) >= want })
+}
+
+// readUntil reads the output topic until every id has an answer or timeout
+// passes, and then a little longer to catch duplicates.
+func readUntil(t *testing.T, addr string, idList []string, timeout time.Duration, readCommitted bool) []*sarama.ConsumerMessage {
+	t.Helper()
+	sc := saramaConfig()
+	if readCommitted {
+		sc.Consumer.IsolationLevel = sarama.ReadCommitted
+	}
+	return readUntilWith(t, sc, addr, idList, timeout)
+}
+
+// readUntilWith is readUntil with a client configuration (credentials).
+func readUntilWith(t *testing.T, sc *sarama.Config, addr string, idList []string, timeout time.Duration) []*sarama.ConsumerMessage {
+	t.Helper()
+	want := make(map[string]bool, len(idList))
+	for _, id := range idList {
+		want[id] = true
+	}
+	seen := make(map[string]bool)
+	return readWith(t, sc, addr, outTopic, timeout, func(got []*sarama.ConsumerMessage) bool {
+		var r struct{ ID string }
+		if len(got) > 0 && json.Unmarshal(got[len(got)-1].Value, &r) == nil && want[r.ID] {
+			seen[r.ID] = true
+		}
+		return len(seen) == len(want)
+	})
+}
+
+// readWith reads a topic's partitions from the start until done says so
+// (it is called first with nothing, then after each message) or timeout
+// passes, and then a little longer to catch duplicates.
+func readWith(t *testing.T, sc *sarama.Config, addr, topic string, timeout time.Duration, done func([]*sarama.ConsumerMessage) bool) []*sarama.ConsumerMessage {
+	t.Helper()
 	c, err := sarama.NewConsumer([]string{addr}, sc)
 	if err != nil {
 		t.Fatal(err)
@@ -206,6 +281,7 @@ func readAll(t *testing.T, addr, topic string, want int, timeout time.Duration, 
 		t.Fatal(err)
 	}
 	ch := make(chan *sarama.ConsumerMessage, 1024)
+	stop := make(chan struct{})
 	for _, p := range parts {
 		pc, err := c.ConsumePartition(topic, p, sarama.OffsetOldest)
 		if err != nil {
@@ -214,18 +290,26 @@ func readAll(t *testing.T, addr, topic string, want int, timeout time.Duration, 
 		defer pc.Close()
 		go func() {
 			for m := range pc.Messages() {
-				ch <- m
+				select {
+				case ch <- m:
+				case <-stop:
+					return
+				}
 			}
 		}()
 	}
+	// Runs before the partition consumers close: their goroutines may be
+	// blocked on ch.
+	defer close(stop)
 	var got []*sarama.ConsumerMessage
 	deadline := time.After(timeout)
-	for len(got) < want {
+	for finished := done(got); !finished; {
 		select {
 		case m := <-ch:
 			got = append(got, m)
+			finished = done(got)
 		case <-deadline:
-			t.Errorf("%s: got %d messages within %v, want %d", topic, len(got), timeout, want)
+			t.Errorf("%s: still waiting after %v and %d messages", topic, timeout, len(got))
 			return got
 		}
 	}

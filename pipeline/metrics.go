@@ -7,6 +7,8 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bertstream/bertstream/nn"
 )
 
 // Metrics are a worker's Prometheus collectors. One Metrics may serve one
@@ -29,16 +31,11 @@ type Metrics struct {
 	Lag      *prometheus.GaugeVec
 }
 
-// MemoryStat is one memory figure exported as a gauge, such as the native
-// or GPU bytes the engine's tensor scopes hold.
-type MemoryStat struct {
-	Name, Help string
-	Value      func() float64
-}
-
 // NewMetrics creates the collectors and registers them, together with the
-// process memory figures (resident set, Go heap) and any extra memory stats.
-func NewMetrics(reg prometheus.Registerer, extra ...MemoryStat) *Metrics {
+// memory figures: the process's resident set, the Go heap, and the bytes of
+// live tensors per device that the engine's scopes hold (native and GPU
+// memory the Go heap does not see).
+func NewMetrics(reg prometheus.Registerer) *Metrics {
 	const ns = "bertstream"
 	lat := prometheus.ExponentialBuckets(0.0005, 2, 16)
 	m := &Metrics{
@@ -49,7 +46,7 @@ func NewMetrics(reg prometheus.Registerer, extra ...MemoryStat) *Metrics {
 		Commits:      prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "commits_total", Help: "Offset commits (or committed transactions) sent."}),
 		Rebalances:   prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "group_sessions_total", Help: "Consumer group sessions started (one per rebalance)."}),
 		BatchSize:    prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_size", Help: "Requests per model batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
-		BatchTokens:  prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_tokens", Help: "Tokens per model batch.", Buckets: prometheus.ExponentialBuckets(8, 2, 14)}),
+		BatchTokens:  prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_tokens", Help: "Tokens per model batch, when batches have a token budget (--max-tokens).", Buckets: prometheus.ExponentialBuckets(8, 2, 14)}),
 		ModelLatency: prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "model_latency_seconds", Help: "Time of one model call on a batch.", Buckets: lat}),
 		Latency:      prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "request_latency_seconds", Help: "From consumption of a request to the acknowledgement of its answer.", Buckets: lat}),
 		InFlight:     prometheus.NewGauge(prometheus.GaugeOpts{Namespace: ns, Name: "in_flight", Help: "Requests consumed and not yet committed."}),
@@ -58,17 +55,18 @@ func NewMetrics(reg prometheus.Registerer, extra ...MemoryStat) *Metrics {
 	}
 	reg.MustRegister(m.Consumed, m.Produced, m.DeadLettered, m.ProduceFails, m.Commits, m.Rebalances,
 		m.BatchSize, m.BatchTokens, m.ModelLatency, m.Latency, m.InFlight, m.Paused, m.Lag)
-	mem := append([]MemoryStat{
-		{"memory_rss_bytes", "Resident set size of the process.", rssBytes},
-		{"memory_go_heap_bytes", "Bytes of allocated Go heap objects.", func() float64 {
+	reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "memory_rss_bytes", Help: "Resident set size of the process."}, rssBytes),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: "memory_go_heap_bytes", Help: "Bytes of allocated Go heap objects."}, func() float64 {
 			var ms runtime.MemStats
 			runtime.ReadMemStats(&ms)
 			return float64(ms.HeapAlloc)
-		}},
-	}, extra...)
-	for _, s := range mem {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: ns, Name: s.Name, Help: s.Help}, s.Value))
-	}
+		}),
+		tensorCollector{
+			bytes:   prometheus.NewDesc(ns+"_tensor_bytes", "Bytes of live tensors, per device (nn.Usage).", []string{"device"}, nil),
+			tensors: prometheus.NewDesc(ns+"_tensors", "Live tensors, per device (nn.Usage).", []string{"device"}, nil),
+		},
+	)
 	return m
 }
 
@@ -87,4 +85,19 @@ func rssBytes() float64 {
 		return 0
 	}
 	return pages * float64(os.Getpagesize())
+}
+
+// tensorCollector reports nn.Usage at each scrape.
+type tensorCollector struct{ bytes, tensors *prometheus.Desc }
+
+func (c tensorCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.bytes
+	ch <- c.tensors
+}
+
+func (c tensorCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, u := range nn.Usage() {
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(u.Bytes), u.Device)
+		ch <- prometheus.MustNewConstMetric(c.tensors, prometheus.GaugeValue, float64(u.Tensors), u.Device)
+	}
 }

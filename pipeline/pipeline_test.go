@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -70,5 +71,45 @@ func TestBaseline(t *testing.T) {
 	}
 	if multi == 0 {
 		t.Errorf("no batch of more than one request: %v", pred.batchSizes())
+	}
+}
+
+// TestBatchTokenLimit checks that a batch closes before its tokens pass
+// MaxTokens, however many requests fit MaxBatch, and that a request over
+// the limit on its own still gets a batch of its own.
+func TestBatchTokenLimit(t *testing.T) {
+	_, addr := newCluster(t)
+	pred := &countingPredictor{}
+	cfg := baseConfig(addr)
+	cfg.MaxBatch = 16
+	cfg.MaxTokens = 40
+	cfg.MaxWait = 50 * time.Millisecond
+	startWorker(t, cfg, pred)
+
+	idList := ids("t", 120)
+	msgs := make([]testMsg, len(idList))
+	for i, id := range idList {
+		words := 8 // 10 tokens: at most 4 to a batch
+		if i%30 == 29 {
+			words = 48 // 50 tokens: over the limit alone
+		}
+		msgs[i] = request(id, strings.Repeat("w ", words))
+	}
+	produce(t, addr, msgs)
+	out := readUntil(t, addr, idList, 30*time.Second, false)
+	count, _ := decodeAnswers(t, out)
+	checkAllAnswered(t, idList, count)
+	sizes, tokens := pred.batchSizes(), pred.batchTokens()
+	full := 0
+	for i, n := range tokens {
+		if n > cfg.MaxTokens && sizes[i] > 1 {
+			t.Errorf("batch of %d requests holds %d tokens, over max tokens %d", sizes[i], n, cfg.MaxTokens)
+		}
+		if n == cfg.MaxTokens {
+			full++
+		}
+	}
+	if full == 0 {
+		t.Errorf("no batch filled up to the token limit: sizes %v tokens %v", sizes, tokens)
 	}
 }

@@ -22,7 +22,8 @@ type Outcome struct {
 
 // Predictor is the model behind the pipeline. The pipeline batches requests
 // and calls Predict from one goroutine at a time; CountTokens is called from
-// the partition consumers concurrently.
+// the partition consumers concurrently, and only when batches have a token
+// budget (Config.MaxTokens).
 type Predictor interface {
 	// Name identifies the model in responses.
 	Name() string
@@ -31,7 +32,8 @@ type Predictor interface {
 	// CountTokens returns the tokens t costs, special tokens included; an
 	// error means t cannot be served (too long and truncation is off, ...).
 	CountTokens(t Task) (int, error)
-	// Predict answers a batch, one Outcome per Task, in order.
+	// Predict answers a batch, one Outcome per Task, in order. A task that
+	// CountTokens would refuse gets the same error in its Outcome.
 	Predict(ctx context.Context, batch []Task) []Outcome
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -117,12 +118,14 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 	if !tasks[r.Task] {
 		return r, inputErr(ReasonUnknownTask, "task %q is not served by this model", r.Task)
 	}
-	if raw.Text == nil || *raw.Text == "" {
+	// Whitespace alone tokenizes to nothing: the model would answer for an
+	// empty input.
+	if raw.Text == nil || strings.TrimSpace(*raw.Text) == "" {
 		return r, inputErr(ReasonMissingText, "field \"text\" is missing or empty")
 	}
 	r.Text = *raw.Text
 	if raw.TextPair != nil {
-		if *raw.TextPair == "" {
+		if strings.TrimSpace(*raw.TextPair) == "" {
 			return r, inputErr(ReasonMissingText, "field \"text_pair\" is present but empty")
 		}
 		r.TextPair, r.hasPair = *raw.TextPair, true

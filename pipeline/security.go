@@ -35,6 +35,9 @@ type Security struct {
 	SASLMechanism string
 	SASLUser      string
 	SASLPassword  string
+	// SASLPasswordFile, when SASLPassword is empty, holds the password (a
+	// mounted Kubernetes secret); a trailing newline is not part of it.
+	SASLPasswordFile string
 }
 
 // String describes the settings without the password.
@@ -43,46 +46,11 @@ func (s Security) String() string {
 	if mech == "" {
 		mech = "none"
 	}
-	return fmt.Sprintf("tls=%t ca=%q cert=%q sasl=%s user=%q", s.TLS, s.CAFile, s.CertFile, mech, s.SASLUser)
+	return fmt.Sprintf("tls=%t ca=%q cert=%q sasl=%s user=%q password_set=%t", s.TLS, s.CAFile, s.CertFile, mech, s.SASLUser, s.SASLPassword != "" || s.SASLPasswordFile != "")
 }
 
 // LogValue keeps the password out of structured logs.
 func (s Security) LogValue() slog.Value { return slog.StringValue(s.String()) }
-
-// SecurityFromEnv fills the fields that are empty in s from the environment:
-// BERTSTREAM_KAFKA_TLS (true/false), BERTSTREAM_KAFKA_CA_FILE,
-// BERTSTREAM_KAFKA_CERT_FILE, BERTSTREAM_KAFKA_KEY_FILE,
-// BERTSTREAM_KAFKA_SASL_MECHANISM, BERTSTREAM_KAFKA_SASL_USER and
-// BERTSTREAM_KAFKA_SASL_PASSWORD, or BERTSTREAM_KAFKA_SASL_PASSWORD_FILE to
-// read the password from a file (a mounted Kubernetes secret).
-func SecurityFromEnv(s Security) (Security, error) {
-	env := func(dst *string, name string) {
-		if *dst == "" {
-			*dst = os.Getenv(name)
-		}
-	}
-	if v := os.Getenv("BERTSTREAM_KAFKA_TLS"); v != "" && !s.TLS {
-		b, err := strconv.ParseBool(v)
-		if err != nil {
-			return s, fmt.Errorf("BERTSTREAM_KAFKA_TLS=%q: %w", v, err)
-		}
-		s.TLS = b
-	}
-	env(&s.CAFile, "BERTSTREAM_KAFKA_CA_FILE")
-	env(&s.CertFile, "BERTSTREAM_KAFKA_CERT_FILE")
-	env(&s.KeyFile, "BERTSTREAM_KAFKA_KEY_FILE")
-	env(&s.SASLMechanism, "BERTSTREAM_KAFKA_SASL_MECHANISM")
-	env(&s.SASLUser, "BERTSTREAM_KAFKA_SASL_USER")
-	env(&s.SASLPassword, "BERTSTREAM_KAFKA_SASL_PASSWORD")
-	if f := os.Getenv("BERTSTREAM_KAFKA_SASL_PASSWORD_FILE"); s.SASLPassword == "" && f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return s, fmt.Errorf("reading the SASL password: %w", err)
-		}
-		s.SASLPassword = strings.TrimRight(string(b), "\r\n")
-	}
-	return s, nil
-}
 
 func (s Security) apply(sc *sarama.Config) error {
 	if s.TLS || s.CAFile != "" || s.CertFile != "" {
@@ -109,6 +77,13 @@ func (s Security) apply(sc *sarama.Config) error {
 	}
 	if s.SASLUser == "" {
 		return fmt.Errorf("SASL %s needs a user", s.SASLMechanism)
+	}
+	if s.SASLPassword == "" && s.SASLPasswordFile != "" {
+		b, err := os.ReadFile(s.SASLPasswordFile)
+		if err != nil {
+			return fmt.Errorf("reading the SASL password: %w", err)
+		}
+		s.SASLPassword = strings.TrimRight(string(b), "\r\n")
 	}
 	sc.Net.SASL.Enable = true
 	sc.Net.SASL.Handshake = true

@@ -1,6 +1,8 @@
 package pipeline
 
 import (
+	"errors"
+	"fmt"
 	"sync"
 	"time"
 
@@ -29,15 +31,19 @@ type item struct {
 // the item's answer.
 func (it *item) resolve(err error) {
 	if it.txn != nil {
-		it.txn.done(it, err)
+		it.txn.done(err)
 		return
 	}
 	if err != nil {
 		it.w.m.ProduceFails.Inc()
-		it.w.log.Error("producing an answer failed; the partition restarts from its committed offset",
-			"topic", it.msg.Topic, "partition", it.msg.Partition, "offset", it.msg.Offset, "err", err)
+		if it.st.live() {
+			// The first refusal ends the session; the answers that were on
+			// their way with it are usually refused too, and say nothing new.
+			it.w.log.Error("producing an answer failed; the session restarts from the committed offsets",
+				"topic", it.msg.Topic, "partition", it.msg.Partition, "offset", it.msg.Offset, "err", err)
+		}
 		if isFatal(err) {
-			it.w.fatal(err)
+			it.w.fatal(fmt.Errorf("writing to %s: %w", it.out.Topic, err))
 		}
 		it.st.fail(it)
 		return
@@ -62,32 +68,45 @@ type partKey struct {
 	partition int32
 }
 
-// partTrack holds a partition's items in offset order until they are
-// marked, and whether an answer of it failed in this session.
+// partTrack follows one partition through a session: the items consumed
+// and not yet answered in order, the answered ones waiting for a commit,
+// and the offsets to commit and committed.
 type partTrack struct {
 	queue  []*item
+	marked []*item
+	// next is one past the last item answered in order; committed is the
+	// last offset the coordinator accepted in this session. Both are -1
+	// until there is one.
+	next, committed int64
+	// broken is set when an answer of the partition was refused: nothing
+	// at or after it is committed in this session.
 	broken bool
 }
 
-// session tracks one consumer group generation: which offsets are answered,
-// marked and committed. Offsets are marked in order only: an answered
-// message waits for every earlier message of its partition.
+// session tracks one consumer group generation: which offsets are
+// answered, which are committed, and which in-flight slots they hold. An
+// offset is committed only when every message before it in its partition
+// has been answered or dead-lettered and the brokers have acknowledged it;
+// a slot is freed only when the coordinator has accepted a commit past its
+// message (or the session is over), so a crash redelivers at most
+// MaxInFlight answered messages.
 type session struct {
 	w    *Worker
 	sess sarama.ConsumerGroupSession
 
 	mu      sync.Mutex
 	parts   map[partKey]*partTrack
-	pending int     // registered and not resolved
-	marked  []*item // marked, waiting for the next commit
+	pending int // registered and not resolved
 	closed  bool
 
-	changed  chan struct{} // a resolution happened
-	kick     chan struct{} // something was marked
-	stop     chan struct{}
-	stopped  chan struct{}
-	failed   chan struct{}
-	failOnce sync.Once
+	changed chan struct{} // a resolution happened
+	kick    chan struct{} // something new to commit
+	stop    chan struct{}
+	stopped chan struct{}
+	// ending is closed when the session must end early: an answer was
+	// refused or the coordinator no longer takes its commits.
+	ending  chan struct{}
+	endOnce sync.Once
 }
 
 func newSession(w *Worker, s sarama.ConsumerGroupSession) *session {
@@ -99,7 +118,7 @@ func newSession(w *Worker, s sarama.ConsumerGroupSession) *session {
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
-		failed:  make(chan struct{}),
+		ending:  make(chan struct{}),
 	}
 }
 
@@ -110,46 +129,56 @@ func signal(c chan struct{}) {
 	}
 }
 
+func (st *session) end() { st.endOnce.Do(func() { close(st.ending) }) }
+
 func (st *session) register(it *item) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	st.pending++
+	if st.w.cfg.ExactlyOnce {
+		// The transaction commits the offsets with the answers; there is
+		// no order of commits to keep.
+		return
+	}
 	k := partKey{it.msg.Topic, it.msg.Partition}
 	p := st.parts[k]
 	if p == nil {
-		p = &partTrack{}
+		p = &partTrack{next: -1, committed: -1}
 		st.parts[k] = p
 	}
 	p.queue = append(p.queue, it)
-	st.pending++
 }
 
-// isClosed reports whether the session is over: its items can no longer be
-// committed and are not worth answering.
-func (st *session) isClosed() bool {
+// live reports whether the session's answers can still be committed. Items
+// of a session that is not live are dropped unanswered: whatever follows a
+// refused answer would be redelivered anyway, and in exactly-once mode
+// committing a later batch would skip the refused one.
+func (st *session) live() bool {
+	select {
+	case <-st.ending:
+		return false
+	default:
+	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.closed
+	return !st.closed
 }
 
-// ack records an acknowledged answer and marks the partition's offset past
-// every answered message at its head.
+// ack records an acknowledged answer and advances the partition's offset
+// to commit past every answered message at its head.
 func (st *session) ack(it *item) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	it.acked = true
 	st.resolvedLocked(it)
-	if st.w.cfg.ExactlyOnce {
-		// The transaction committed the offset with the answer.
+	if st.w.cfg.ExactlyOnce || st.closed {
+		// Exactly-once: the transaction committed the offset with the
+		// answer. Closed: too late to commit, the partition may be someone
+		// else's now.
 		st.releaseLocked(it)
 		return
 	}
-	k := partKey{it.msg.Topic, it.msg.Partition}
-	p := st.parts[k]
-	if st.closed {
-		// Too late to commit: the partition is someone else's now.
-		st.releaseLocked(it)
-		return
-	}
+	p := st.parts[partKey{it.msg.Topic, it.msg.Partition}]
 	if p.broken {
 		return
 	}
@@ -160,8 +189,8 @@ func (st *session) ack(it *item) {
 	if n == 0 {
 		return
 	}
-	st.sess.MarkOffset(k.topic, k.partition, p.queue[n-1].msg.Offset+1, "")
-	st.marked = append(st.marked, p.queue[:n]...)
+	p.marked = append(p.marked, p.queue[:n]...)
+	p.next = p.queue[n-1].msg.Offset + 1
 	p.queue = append(p.queue[:0:0], p.queue[n:]...)
 	signal(st.kick)
 }
@@ -171,14 +200,17 @@ func (st *session) ack(it *item) {
 // the next one starts again from the committed offset.
 func (st *session) fail(it *item) {
 	st.mu.Lock()
-	st.parts[partKey{it.msg.Topic, it.msg.Partition}].broken = true
+	if p := st.parts[partKey{it.msg.Topic, it.msg.Partition}]; p != nil {
+		p.broken = true
+	}
 	st.resolvedLocked(it)
 	st.releaseLocked(it)
 	st.mu.Unlock()
-	st.failOnce.Do(func() { close(st.failed) })
+	st.end()
 }
 
-// drop gives up an item of a closed session without answering it.
+// drop gives up an item without answering it; it stays unanswered at its
+// place in the partition, so no commit passes it.
 func (st *session) drop(it *item) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -201,43 +233,94 @@ func (st *session) releaseLocked(it *item) {
 	}
 }
 
-// commitLoop commits marked offsets as they come, until stop.
+// Backoff between attempts of a commit the coordinator did not take.
+const (
+	commitBackoffMin = 50 * time.Millisecond
+	commitBackoffMax = time.Second
+)
+
+// commitLoop commits as answers come in, and retries a failed commit with
+// backoff, until stop.
 func (st *session) commitLoop() {
 	defer close(st.stopped)
+	var retry <-chan time.Time
+	backoff := commitBackoffMin
 	for {
 		select {
 		case <-st.kick:
-			st.commit()
+		case <-retry:
 		case <-st.stop:
 			return
+		}
+		retry = nil
+		err := st.commit()
+		switch {
+		case err == nil:
+			backoff = commitBackoffMin
+		case errors.Is(err, errSessionOver):
+			st.w.log.Warn("the coordinator no longer takes this session's commits; rejoining", "err", err)
+			st.end()
+		default:
+			st.w.log.Warn("committing offsets failed; retrying", "err", err, "backoff", backoff)
+			retry = time.After(backoff)
+			backoff = min(2*backoff, commitBackoffMax)
 		}
 	}
 }
 
-// commit sends the marked offsets and frees the in-flight slots of the
-// messages they cover.
-func (st *session) commit() {
+// commit sends the offsets answered since the last commit and, for the
+// partitions the coordinator took, frees the slots of the messages they
+// cover.
+func (st *session) commit() error {
 	st.mu.Lock()
-	done := st.marked
-	st.marked = nil
-	st.mu.Unlock()
-	if len(done) == 0 {
-		return
-	}
-	st.sess.Commit()
-	st.w.m.Commits.Inc()
-	st.mu.Lock()
-	for _, it := range done {
-		st.releaseLocked(it)
+	offs := make(map[partKey]int64)
+	for k, p := range st.parts {
+		if p.next > p.committed {
+			offs[k] = p.next
+		}
 	}
 	st.mu.Unlock()
+	if len(offs) == 0 {
+		return nil
+	}
+	done, err := st.w.commitOffsets(st.sess, offs)
+	if len(done) > 0 {
+		st.w.m.Commits.Inc()
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for k, off := range done {
+		p := st.parts[k]
+		p.committed = max(p.committed, off)
+		n := 0
+		for n < len(p.marked) && p.marked[n].msg.Offset < p.committed {
+			st.releaseLocked(p.marked[n])
+			n++
+		}
+		p.marked = append(p.marked[:0:0], p.marked[n:]...)
+	}
+	return err
 }
 
-// drain waits until every registered item is resolved or the timeout
+// finalCommit commits what was answered at the end of a session, retrying
+// until deadline.
+func (st *session) finalCommit(deadline time.Time) error {
+	backoff := commitBackoffMin
+	for {
+		err := st.commit()
+		if err == nil || errors.Is(err, errSessionOver) || isFatal(err) || time.Now().Add(backoff).After(deadline) {
+			return err
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, commitBackoffMax)
+	}
+}
+
+// drain waits until every registered item is resolved or the deadline
 // passes, and reports whether it got there.
-func (st *session) drain(timeout time.Duration) bool {
-	deadline := time.NewTimer(timeout)
-	defer deadline.Stop()
+func (st *session) drain(deadline time.Time) bool {
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
 	for {
 		st.mu.Lock()
 		n := st.pending
@@ -247,25 +330,30 @@ func (st *session) drain(timeout time.Duration) bool {
 		}
 		select {
 		case <-st.changed:
-		case <-deadline.C:
+		case <-timer.C:
 			return false
 		}
 	}
 }
 
-// close ends the session after its last commit; it frees the slots of
-// answered items that can no longer be committed and returns how many
-// items were still unanswered (they are dropped when they come up).
+// close ends the session after its last commit: it frees the slots of
+// answered items that can no longer be committed (they will be redelivered
+// to whoever owns their partition next) and returns how many items were
+// still unanswered (their slots are freed when they come up).
 func (st *session) close() int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.closed = true
 	for _, p := range st.parts {
+		for _, it := range p.marked {
+			st.releaseLocked(it)
+		}
 		for _, it := range p.queue {
 			if it.resolved {
 				st.releaseLocked(it)
 			}
 		}
+		p.marked, p.queue = nil, nil
 	}
 	return st.pending
 }

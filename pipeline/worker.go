@@ -6,7 +6,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -22,17 +24,20 @@ import (
 // brokers have acknowledged it.
 type Worker struct {
 	cfg   Config
-	scfg  *sarama.Config
+	ccfg  *sarama.Config // consumer group and commits
+	pcfg  *sarama.Config // producer
 	pred  Predictor
 	tasks map[string]bool
 	log   *slog.Logger
 	m     *Metrics
 
-	group sarama.ConsumerGroup
+	client sarama.Client
+	group  sarama.ConsumerGroup
 	// producer is replaced only by the batch goroutine (after a fatal
 	// transaction error); the result goroutines read their own copy.
+	// results closes when they are done with it.
 	producer sarama.AsyncProducer
-	results  sync.WaitGroup
+	results  chan struct{}
 
 	// items carries prepared requests from the partition consumers to the
 	// batcher. Its capacity equals slots', so a send never blocks.
@@ -49,7 +54,7 @@ func NewWorker(cfg Config, pred Predictor) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("pipeline config: %w", err)
 	}
-	scfg, err := cfg.saramaConfig()
+	ccfg, pcfg, err := cfg.saramaConfigs()
 	if err != nil {
 		return nil, err
 	}
@@ -63,7 +68,8 @@ func NewWorker(cfg Config, pred Predictor) (*Worker, error) {
 	}
 	return &Worker{
 		cfg:      cfg,
-		scfg:     scfg,
+		ccfg:     ccfg,
+		pcfg:     pcfg,
 		pred:     pred,
 		tasks:    tasks,
 		log:      cfg.Logger.With("group", cfg.Group, "in", cfg.InTopic),
@@ -74,20 +80,39 @@ func NewWorker(cfg Config, pred Predictor) (*Worker, error) {
 	}, nil
 }
 
-// Ready reports whether the worker has joined its group and is serving.
+// Ready reports whether the worker is in a consumer group session, serving
+// the partitions it was given (possibly none, when the group has more
+// workers than partitions).
 func (w *Worker) Ready() bool { return w.ready.Load() }
 
 // Run serves until ctx is done, then drains: it stops fetching, answers
 // what it has consumed, commits, and leaves the group, within
-// Config.DrainTimeout. It returns nil after a clean shutdown and an error
-// when the brokers refuse it (authentication, authorization) or cannot be
-// reached at the start.
+// Config.DrainTimeout (plus the time to leave and flush the producer). It
+// returns nil after a clean shutdown and an error when the brokers refuse
+// the worker (authentication, authorization, a fenced transactional id) or
+// cannot be reached at the start.
 func (w *Worker) Run(ctx context.Context) error {
-	group, err := sarama.NewConsumerGroup(w.cfg.Brokers, w.cfg.Group, w.scfg)
+	w.log.Info("connecting", "brokers", w.cfg.Brokers, "security", w.cfg.Security, "exactly_once", w.cfg.ExactlyOnce)
+	client, err := sarama.NewClient(w.cfg.Brokers, w.ccfg)
 	if err != nil {
-		return fmt.Errorf("consumer group %q at %v: %w", w.cfg.Group, w.cfg.Brokers, err)
+		return fmt.Errorf("connecting to kafka at %v: %w", w.cfg.Brokers, w.explain(err))
 	}
-	w.group = group
+	defer client.Close()
+	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, client)
+	if err != nil {
+		return fmt.Errorf("consumer group %q: %w", w.cfg.Group, err)
+	}
+	w.client, w.group = client, group
+	// Asking for the topics creates them on brokers that create topics on
+	// first use, so clients can subscribe to the answers before the first
+	// one is written; and it finds a missing right before any work is done.
+	if err := client.RefreshMetadata(w.cfg.InTopic, w.cfg.OutTopic, w.cfg.DLQTopic); err != nil {
+		if isFatal(err) {
+			_ = group.Close()
+			return fmt.Errorf("kafka refused the worker: %w", w.explain(err))
+		}
+		w.log.Warn("looking up the topics", "err", err)
+	}
 	if err := w.startProducer(); err != nil {
 		_ = group.Close()
 		return err
@@ -112,36 +137,42 @@ func (w *Worker) Run(ctx context.Context) error {
 
 	consumeCtx, stopConsume := context.WithCancel(ctx)
 	defer stopConsume()
+	// A fatal error stops the consumption; runErr is written before
+	// watched closes.
 	var runErr error
-	fatalSeen := make(chan struct{})
+	watched := make(chan struct{})
 	go func() {
+		defer close(watched)
 		select {
 		case runErr = <-w.fatalErr:
-			close(fatalSeen)
 			stopConsume()
 		case <-consumeCtx.Done():
 		}
 	}()
+	backoff := 250 * time.Millisecond
 	for consumeCtx.Err() == nil {
 		err := group.Consume(consumeCtx, []string{w.cfg.InTopic}, &handler{w: w})
 		if err == nil || consumeCtx.Err() != nil {
+			backoff = 250 * time.Millisecond
 			continue
 		}
 		if errors.Is(err, sarama.ErrClosedConsumerGroup) {
 			break
 		}
-		w.log.Warn("consumer group session failed", "err", err)
 		if isFatal(err) {
 			w.fatal(err)
 			break
 		}
+		w.log.Warn("joining the consumer group failed; retrying", "err", err, "backoff", backoff)
 		select {
 		case <-consumeCtx.Done():
-		case <-time.After(250 * time.Millisecond):
+		case <-time.After(backoff):
 		}
+		backoff = min(2*backoff, 5*time.Second)
 	}
 	w.ready.Store(false)
 	stopConsume()
+	<-watched
 	// Close leaves the group at once, so the partitions move to the other
 	// workers without waiting for the session timeout.
 	if err := group.Close(); err != nil {
@@ -150,10 +181,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	stopWork()
 	<-batchDone
 	w.closeProducer()
-	select {
-	case <-fatalSeen:
-		return fmt.Errorf("kafka refused the worker: %w", runErr)
-	default:
+	if runErr == nil {
+		// One that came while the last session drained.
+		select {
+		case runErr = <-w.fatalErr:
+		default:
+		}
+	}
+	if runErr != nil {
+		return fmt.Errorf("kafka refused the worker: %w", w.explain(runErr))
 	}
 	w.log.Info("worker stopped")
 	return nil
@@ -167,7 +203,7 @@ func (w *Worker) fatal(err error) {
 }
 
 // isFatal tells errors that retrying cannot cure: the brokers refuse this
-// worker's credentials or rights.
+// worker's credentials, rights or certificate.
 func isFatal(err error) bool {
 	for _, e := range []error{
 		sarama.ErrTopicAuthorizationFailed, sarama.ErrGroupAuthorizationFailed,
@@ -181,36 +217,81 @@ func isFatal(err error) bool {
 	}
 	var ua x509.UnknownAuthorityError
 	var cv *tls.CertificateVerificationError
-	return errors.As(err, &ua) || errors.As(err, &cv)
+	return errors.As(err, &ua) || errors.As(err, &cv) || tlsRefused(err)
+}
+
+// fenced reports whether a transactional producer was fenced: the
+// coordinator says so, or a partition refuses its epoch because a newer
+// one exists. Retrying cannot cure that either.
+func fenced(err error) bool {
+	return errors.Is(err, sarama.ErrProducerFenced) || errors.Is(err, sarama.ErrInvalidProducerEpoch)
+}
+
+// tlsRefused reports whether err is a TLS alert from the broker, such as
+// "certificate required" (crypto/tls returns those as a net.OpError with
+// Op "remote error").
+func tlsRefused(err error) bool {
+	var op *net.OpError
+	return errors.As(err, &op) && op.Op == "remote error"
+}
+
+// explain adds what a refusal means for the operator to the brokers'
+// terse error.
+func (w *Worker) explain(err error) error {
+	switch {
+	case errors.Is(err, sarama.ErrSASLAuthenticationFailed):
+		return fmt.Errorf("SASL authentication failed: check the user, password and mechanism: %w", err)
+	case w.cfg.Security.SASLMechanism != "" && errors.Is(err, io.EOF):
+		// Some brokers (kfake among them) hang up instead of answering
+		// SASL_AUTHENTICATION_FAILED.
+		return fmt.Errorf("the broker closed the connection during SASL %s authentication as %q: a wrong user or password?: %w",
+			w.cfg.Security.SASLMechanism, w.cfg.Security.SASLUser, err)
+	case errors.Is(err, sarama.ErrTopicAuthorizationFailed), errors.Is(err, sarama.ErrGroupAuthorizationFailed),
+		errors.Is(err, sarama.ErrClusterAuthorizationFailed), errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed):
+		return fmt.Errorf("not authorized: the worker needs read on the input topic and group, write on the output and dead-letter topics, and idempotent write on the cluster (or write on its transactional id): %w", err)
+	case fenced(err):
+		return fmt.Errorf("another worker took over transactional id %q and fenced this one: %w", w.cfg.TransactionalID, err)
+	case tlsRefused(err):
+		return fmt.Errorf("the broker refused the TLS handshake (does it require a client certificate this worker lacks, or one from another CA?): %w", err)
+	}
+	return err
 }
 
 func (w *Worker) startProducer() error {
-	p, err := sarama.NewAsyncProducer(w.cfg.Brokers, w.scfg)
+	p, err := sarama.NewAsyncProducer(w.cfg.Brokers, w.pcfg)
 	if err != nil {
-		return fmt.Errorf("producer at %v: %w", w.cfg.Brokers, err)
+		return fmt.Errorf("producer at %v: %w", w.cfg.Brokers, w.explain(err))
 	}
-	w.producer = p
-	w.results.Add(2)
-	go func() {
-		defer w.results.Done()
+	var wg sync.WaitGroup
+	wg.Go(func() {
 		for msg := range p.Successes() {
 			msg.Metadata.(*item).resolve(nil)
 		}
-	}()
-	go func() {
-		defer w.results.Done()
+	})
+	wg.Go(func() {
 		for pe := range p.Errors() {
 			pe.Msg.Metadata.(*item).resolve(pe.Err)
 		}
+	})
+	results := make(chan struct{})
+	go func() {
+		wg.Wait()
+		close(results)
 	}()
+	w.producer, w.results = p, results
 	return nil
 }
 
+// closeProducer flushes and closes the producer; it gives up waiting after
+// DrainTimeout, when the brokers are gone and the producer is still
+// retrying, since nothing it holds will be committed anyway.
 func (w *Worker) closeProducer() {
-	if err := w.producer.Close(); err != nil {
-		w.log.Warn("closing the producer", "err", err)
+	w.producer.AsyncClose()
+	select {
+	case <-w.results:
+	case <-time.After(w.cfg.DrainTimeout):
+		w.log.Warn("the producer did not flush within the drain timeout; closing anyway")
 	}
-	w.results.Wait()
 }
 
 // handler is Sarama's view of one worker for one session.
@@ -244,7 +325,7 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 			it := w.prepare(st, msg)
 			st.register(it)
 			w.items <- it
-		case <-st.failed:
+		case <-st.ending:
 			// Returning ends the session: the group rejoins and the next
 			// session starts from the committed offsets.
 			return nil
@@ -254,16 +335,36 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 	}
 }
 
+// Cleanup runs when the session ends (a rebalance, a refused answer, or
+// shutdown), before the worker rejoins or leaves: the group waits for it
+// (up to the rebalance timeout), so what it commits here is not
+// redelivered to the partitions' next owners.
 func (h *handler) Cleanup(s sarama.ConsumerGroupSession) error {
-	st := h.st
-	drained := st.drain(h.w.cfg.DrainTimeout)
+	w, st := h.w, h.st
+	w.ready.Store(false)
+	deadline := time.Now().Add(w.cfg.DrainTimeout)
+	drained := st.drain(deadline)
 	close(st.stop)
 	<-st.stopped
-	st.commit()
+	if err := st.finalCommit(deadline.Add(commitGrace)); err != nil {
+		w.log.Warn("final commit of the session failed; its answered requests will be redelivered", "err", err)
+		if isFatal(err) {
+			w.fatal(err)
+		}
+	}
 	left := st.close()
-	h.w.log.Info("group session ended", "generation", s.GenerationID(), "drained", drained, "abandoned", left)
+	for _, parts := range s.Claims() {
+		for _, p := range parts {
+			w.m.Lag.DeleteLabelValues(strconv.Itoa(int(p)))
+		}
+	}
+	w.log.Info("group session ended", "generation", s.GenerationID(), "drained", drained, "abandoned", left)
 	return nil
 }
+
+// commitGrace is how long past the drain deadline the final commit of a
+// session may retry; the rebalance timeout allows for it.
+const commitGrace = 3 * time.Second
 
 // acquire takes an in-flight slot for the next message of a partition,
 // pausing the partition's fetches while none is free.
@@ -286,7 +387,7 @@ func (w *Worker) acquire(s sarama.ConsumerGroupSession, st *session, topic strin
 		w.m.InFlight.Inc()
 		return true
 	case <-s.Context().Done():
-	case <-st.failed:
+	case <-st.ending:
 	}
 	return false
 }
@@ -296,13 +397,15 @@ func (w *Worker) releaseSlot() {
 	w.m.InFlight.Dec()
 }
 
-// prepare decodes a message and sizes it; a message that cannot be served
-// carries its error and goes to the dead-letter topic.
+// prepare decodes a message and, when batches have a token budget, sizes
+// it; a message that cannot be served carries its error and goes to the
+// dead-letter topic. Without a budget the model finds what it cannot serve
+// when it gets the batch, and the text is tokenized once less.
 func (w *Worker) prepare(st *session, msg *sarama.ConsumerMessage) *item {
 	w.m.Consumed.Inc()
 	it := &item{w: w, st: st, msg: msg, at: time.Now()}
 	it.req, it.err = ParseRequest(msg.Value, w.tasks, w.cfg.MaxTextBytes)
-	if it.err != nil {
+	if it.err != nil || w.cfg.MaxTokens == 0 {
 		return it
 	}
 	n, err := w.pred.CountTokens(taskOf(it.req))

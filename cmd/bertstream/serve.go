@@ -1,0 +1,193 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bertstream/bertstream/bert"
+	"github.com/bertstream/bertstream/loader"
+	"github.com/bertstream/bertstream/pipeline"
+)
+
+func init() {
+	register(&command{name: "serve", summary: "answer inference requests from a Kafka topic until SIGTERM", run: runServe})
+}
+
+// Topic and group names that serve and demo share by default.
+const (
+	defaultInTopic  = "bertstream.requests"
+	defaultOutTopic = "bertstream.answers"
+	defaultDLQTopic = "bertstream.dead-letters"
+	defaultGroup    = "bertstream"
+)
+
+// pipelineFlags are the flags of the Kafka worker, shared by serve and demo.
+type pipelineFlags struct {
+	cfg      pipeline.Config
+	maxLen   int
+	truncate bool
+}
+
+func (p *pipelineFlags) register(fs *flag.FlagSet) {
+	c := &p.cfg
+	fs.StringVar(&c.InTopic, "in-topic", defaultInTopic, "topic the requests come from")
+	fs.StringVar(&c.OutTopic, "out-topic", defaultOutTopic, "topic the answers go to")
+	fs.StringVar(&c.DLQTopic, "dlq-topic", defaultDLQTopic, "topic for requests that cannot be answered")
+	fs.StringVar(&c.Group, "group", defaultGroup, "consumer group of the workers")
+	fs.IntVar(&c.MaxBatch, "max-batch", 32, "requests per model batch")
+	fs.DurationVar(&c.MaxWait, "max-wait", 5*time.Millisecond, "longest a request waits for its batch to fill")
+	fs.IntVar(&c.MaxTokens, "max-tokens", 0, "tokens per model batch (0: no limit)")
+	fs.IntVar(&c.MaxInFlight, "max-in-flight", 0, "requests consumed and not yet committed, at most (0: 4 x max-batch)")
+	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 64<<10, "longest text (plus text_pair) in bytes; longer requests are dead-lettered")
+	fs.IntVar(&p.maxLen, "max-len", 0, "tokens per input, specials included (0: the model's limit)")
+	fs.BoolVar(&p.truncate, "truncate", true, "cut inputs over --max-len instead of dead-lettering them")
+}
+
+// loadBERT loads a model directory as the pipeline's predictor.
+func (p *pipelineFlags) loadBERT(dir string, bf *backendFlags, stderr io.Writer) (*bert.Predictor, error) {
+	be, err := bf.open()
+	if err != nil {
+		return nil, err
+	}
+	load := startMeter(stderr, "loading "+dir, 0)
+	defer load.end()
+	return loader.LoadPredictor(dir, loader.Options{Backend: be}, bert.PredictorOptions{MaxLen: p.maxLen, Truncate: p.truncate})
+}
+
+// newLogger is the structured logger of serve and demo.
+func newLogger(w io.Writer, format, level string) (*slog.Logger, error) {
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(level)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: %w", level, err)
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	switch format {
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want json or text", format)
+}
+
+// envFlags sets every flag not given on the command line from the
+// environment: --foo-bar from BERTSTREAM_FOO_BAR. Kubernetes passes
+// configuration that way, from a ConfigMap.
+func envFlags(fs *flag.FlagSet) error {
+	given := make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	var errs []error
+	fs.VisitAll(func(f *flag.Flag) {
+		if given[f.Name] {
+			return
+		}
+		name := "BERTSTREAM_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if err := fs.Set(f.Name, v); err != nil {
+				errs = append(errs, fmt.Errorf("%s: %w", name, err))
+			}
+		}
+	})
+	return errors.Join(errs...)
+}
+
+func runServe(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "serve --brokers HOST:PORT[,...] --model DIR [flags]", stderr)
+	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated")
+	model := fs.String("model", "", "model directory")
+	httpAddr := fs.String("http", ":9090", `address of /metrics, /healthz and /readyz ("": none)`)
+	logFormat := fs.String("log-format", "json", "log format: json or text")
+	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
+	var pf pipelineFlags
+	pf.register(fs)
+	c := &pf.cfg
+	fs.BoolVar(&c.ExactlyOnce, "exactly-once", false, "produce answers and commit offsets in Kafka transactions")
+	fs.StringVar(&c.TransactionalID, "transactional-id", "", "transactional id of this replica with --exactly-once (default GROUP-HOSTNAME)")
+	fs.DurationVar(&c.TransactionTimeout, "transaction-timeout", 10*time.Second, "how long the brokers keep an abandoned transaction open")
+	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long a rebalance or shutdown waits for the requests in flight")
+	fs.DurationVar(&c.SessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how soon a dead worker's partitions move")
+	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", time.Second, "consumer group heartbeat interval")
+	fs.StringVar(&c.ClientID, "client-id", "bertstream", "client id the brokers see")
+	fs.StringVar(&c.KafkaVersion, "kafka-version", "3.0.0", "Kafka protocol version to speak")
+	s := &c.Security
+	fs.BoolVar(&s.TLS, "tls", false, "connect with TLS")
+	fs.StringVar(&s.CAFile, "tls-ca", "", "PEM file of the CAs that sign the brokers' certificates (default: system roots)")
+	fs.StringVar(&s.CertFile, "tls-cert", "", "PEM client certificate, for mutual TLS")
+	fs.StringVar(&s.KeyFile, "tls-key", "", "PEM key of the client certificate")
+	fs.StringVar(&s.ServerName, "tls-server-name", "", "name to verify the brokers' certificates against (default: the broker host)")
+	fs.StringVar(&s.SASLMechanism, "sasl-mechanism", "", "PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512")
+	fs.StringVar(&s.SASLUser, "sasl-user", "", "SASL user")
+	fs.StringVar(&s.SASLPasswordFile, "sasl-password-file", "", "file holding the SASL password (or set BERTSTREAM_SASL_PASSWORD)")
+	var bf backendFlags
+	bf.register(fs)
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: bertstream serve --brokers HOST:PORT[,...] --model DIR [flags]\n\n")
+		fmt.Fprintf(stderr, "Every flag can also be set in the environment: --max-batch as BERTSTREAM_MAX_BATCH.\n")
+		fmt.Fprintf(stderr, "The SASL password comes from BERTSTREAM_SASL_PASSWORD or --sasl-password-file, never a flag.\n\nflags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := envFlags(fs); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *brokers == "" || *model == "" {
+		fs.Usage()
+		return errors.New("--brokers and --model are required")
+	}
+	c.Brokers = strings.Split(*brokers, ",")
+	s.SASLPassword = os.Getenv("BERTSTREAM_SASL_PASSWORD")
+	log, err := newLogger(stderr, *logFormat, *logLevel)
+	if err != nil {
+		return err
+	}
+	c.Logger = log
+
+	p, err := pf.loadBERT(*model, &bf, stderr)
+	if err != nil {
+		return err
+	}
+	defer p.Model.Close()
+	reg := prometheus.NewRegistry()
+	c.Metrics = pipeline.NewMetrics(reg)
+	w, err := pipeline.NewWorker(*c, pipeline.NewBERT(p))
+	if err != nil {
+		return err
+	}
+	log.Info("serving", "model", p.Name(), "tasks", p.Tasks(), "max_len", p.MaxLen(), "truncate", pf.truncate)
+
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
+	defer stop()
+	if *httpAddr != "" {
+		ln, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			return fmt.Errorf("--http %s: %w", *httpAddr, err)
+		}
+		srv := &http.Server{Handler: pipeline.OpsHandler(reg, w.Ready), ReadHeaderTimeout: 10 * time.Second}
+		go func() {
+			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				log.Error("operations endpoint", "err", err)
+			}
+		}()
+		defer srv.Close()
+		log.Info("operations endpoint", "addr", ln.Addr().String())
+	}
+	return w.Run(ctx)
+}

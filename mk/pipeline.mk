@@ -1,0 +1,32 @@
+# Kafka pipeline (pipeline/, bertstream broker/serve/demo): the demo, and
+# the checks CI adds after `make test`: the pipeline's tests under the race
+# detector, with kcat installed so that the outside-client test runs
+# instead of skipping.
+#
+#   make demo                         # broker + serve + client, demo/model
+#   make demo DEMO_MODEL=testdata/bert-tiny/bert-classifier
+#   make pipeline-race                # what CI runs
+#   make pipeline-bench               # pipeline vs bare engine, once
+
+DEMO_MODEL ?= demo/model
+
+.PHONY: kcat pipeline-race pipeline-bench
+
+demo:
+	$(GO) run ./cmd/bertstream demo --model $(DEMO_MODEL)
+
+# Idempotent: nothing to do when kcat is on the PATH.
+kcat:
+	@command -v kcat >/dev/null 2>&1 || { \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y kcat || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y kcat; }; }
+
+# The race detector needs cgo, which the Makefile turns off by default.
+pipeline-race: kcat
+	CGO_ENABLED=1 $(GO) test -race -count=1 ./pipeline/...
+	CGO_ENABLED=1 $(GO) test -race -count=1 -run 'Kcat|Demo|EnvFlags|HelpEveryCommand' ./cmd/bertstream/
+
+pipeline-bench:
+	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x ./pipeline/
+
+CI_EXTRA += pipeline-race

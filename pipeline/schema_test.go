@@ -1,0 +1,81 @@
+package pipeline_test
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"unicode/utf8"
+
+	"github.com/bertstream/bertstream/pipeline"
+)
+
+func TestParseRequest(t *testing.T) {
+	tasks := map[string]bool{"classify": true, "nsp": true}
+	for _, tc := range []struct {
+		in     string
+		want   pipeline.Request
+		pair   bool
+		reason pipeline.Reason
+	}{
+		{in: `{"id":"a","task":"classify","text":"hi"}`, want: pipeline.Request{V: 1, ID: "a", Task: "classify", Text: "hi"}},
+		{in: `{"v":1,"id":"a","task":"nsp","text":"hi","text_pair":"there"}`, want: pipeline.Request{V: 1, ID: "a", Task: "nsp", Text: "hi", TextPair: "there"}, pair: true},
+		{in: `{"id":"a","task":"classify","text":"hi","top_k":3,"pooling":"cls","normalize":true,"extra":1}`, want: pipeline.Request{V: 1, ID: "a", Task: "classify", Text: "hi", TopK: 3, Pooling: "cls", Normalize: true}},
+		{in: `{"id":"a","task":"classify","text":"héllo \u00e9"}`, want: pipeline.Request{V: 1, ID: "a", Task: "classify", Text: "héllo é"}},
+		{in: `null`, reason: pipeline.ReasonMissingID},
+		{in: `{"id":"","task":"classify","text":"hi"}`, reason: pipeline.ReasonMissingID},
+		{in: `{"v":0,"id":"a","task":"classify","text":"hi"}`, reason: pipeline.ReasonVersion},
+		{in: `{"id":"a","task":"embed","text":"hi"}`, reason: pipeline.ReasonUnknownTask},
+		{in: `{"id":"a","task":"classify","text":null}`, reason: pipeline.ReasonMissingText},
+		{in: `{"id":"a","task":"classify","text":"` + string(make([]byte, 33)) + `"}`, reason: pipeline.ReasonMalformed},
+		{in: `{"id":"a","task":"classify","text":"123456789012345678901234567890123"}`, reason: pipeline.ReasonTooLong},
+		{in: "{\"id\":\"a\",\"task\":\"classify\",\"text\":\"\xc3\x28\"}", reason: pipeline.ReasonInvalidUTF8},
+	} {
+		r, err := pipeline.ParseRequest([]byte(tc.in), tasks, 32)
+		if tc.reason != "" {
+			var ie *pipeline.InputError
+			if !errors.As(err, &ie) || ie.Reason != tc.reason {
+				t.Errorf("%s: error %v, want reason %s", tc.in, err, tc.reason)
+			}
+			continue
+		}
+		if err != nil {
+			t.Errorf("%s: %v", tc.in, err)
+			continue
+		}
+		if r.HasPair() != tc.pair {
+			t.Errorf("%s: HasPair %t", tc.in, r.HasPair())
+		}
+		if exported(r) != exported(tc.want) {
+			t.Errorf("%s: got %+v, want %+v", tc.in, r, tc.want)
+		}
+	}
+}
+
+// exported is a request without the pair flag that only ParseRequest sets.
+func exported(r pipeline.Request) [8]any {
+	return [8]any{r.V, r.ID, r.Task, r.Text, r.TextPair, r.TopK, r.Pooling, r.Normalize}
+}
+
+// FuzzParseRequest: whatever the bytes, ParseRequest returns a request the
+// worker can serve or an InputError with a reason, never both or neither.
+func FuzzParseRequest(f *testing.F) {
+	for _, p := range poisons {
+		f.Add([]byte(p.value))
+	}
+	f.Add([]byte(`{"v":1,"id":"a","task":"nsp","text":"x","text_pair":"y","top_k":2}`))
+	tasks := map[string]bool{"classify": true, "nsp": true}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		r, err := pipeline.ParseRequest(b, tasks, 200)
+		if err != nil {
+			var ie *pipeline.InputError
+			if !errors.As(err, &ie) || ie.Reason == "" {
+				t.Fatalf("%q: error %v is not an InputError with a reason", b, err)
+			}
+			return
+		}
+		if r.V != pipeline.SchemaVersion || r.ID == "" || !tasks[r.Task] || strings.TrimSpace(r.Text) == "" ||
+			len(r.Text)+len(r.TextPair) > 200 || !utf8.ValidString(r.Text) || r.TopK < 0 {
+			t.Fatalf("%q: accepted as %+v", b, r)
+		}
+	})
+}
