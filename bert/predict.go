@@ -47,8 +47,22 @@ type TaskResult struct {
 // the engine), so that a pipeline can dead-letter it and move on.
 var ErrBadRequest = errors.New("bad request")
 
+// ErrTooLong marks a request over the length limit of a predictor that
+// refuses rather than truncates; such an error is an ErrBadRequest too.
+var ErrTooLong = errors.New("over the length limit")
+
 func badRequest(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, args...))
+}
+
+func (p *Predictor) tooLong(r TaskRequest) error {
+	_, a := p.Tok.Tokenize(r.Text)
+	n := len(a) + 2
+	if r.HasPair {
+		_, pb := p.Tok.Tokenize(r.TextPair)
+		n += len(pb) + 1
+	}
+	return fmt.Errorf("%w: %w: text is %d tokens, the limit is %d", ErrBadRequest, ErrTooLong, n, p.maxLen)
 }
 
 // ClassifyResult is the answer of classify.
@@ -211,13 +225,7 @@ func (p *Predictor) CountTokens(r TaskRequest) (int, error) {
 		return 0, badRequest("%v", err)
 	}
 	if b.Truncated[0] && !p.truncate {
-		_, a := p.Tok.Tokenize(r.Text)
-		n := len(a) + 2
-		if r.HasPair {
-			_, pb := p.Tok.Tokenize(r.TextPair)
-			n += len(pb) + 1
-		}
-		return 0, badRequest("text is %d tokens, over the limit of %d", n, p.maxLen)
+		return 0, p.tooLong(r)
 	}
 	return b.Lengths[0], nil
 }
@@ -228,7 +236,7 @@ func (p *Predictor) Predict(ctx context.Context, reqs []TaskRequest) []TaskResul
 	res := make([]TaskResult, len(reqs))
 	groups := map[string][]int{}
 	for i, r := range reqs {
-		if _, err := p.CountTokens(r); err != nil {
+		if err := p.check(r); err != nil {
 			res[i].Err = err
 			continue
 		}
@@ -251,7 +259,14 @@ func (p *Predictor) Predict(ctx context.Context, reqs []TaskRequest) []TaskResul
 			}
 			continue
 		}
-		vals, err := p.run(reqs, idx)
+		idx, b, err := p.encode(reqs, idx, res)
+		if len(idx) == 0 {
+			continue
+		}
+		var vals []any
+		if err == nil {
+			vals, err = p.run(reqs, idx, b)
+		}
 		for j, i := range idx {
 			if err != nil {
 				res[i].Err = err
@@ -263,16 +278,36 @@ func (p *Predictor) Predict(ctx context.Context, reqs []TaskRequest) []TaskResul
 	return res
 }
 
-// run computes one task for the requests idx (all valid, same task).
-func (p *Predictor) run(reqs []TaskRequest, idx []int) ([]any, error) {
+// encode tokenizes the requests idx as one batch. A predictor that
+// refuses over-long texts gives those requests ErrTooLong in res and
+// leaves them out: the batch is then encoded again without them, which
+// only bad requests cost.
+func (p *Predictor) encode(reqs []TaskRequest, idx []int, res []TaskResult) ([]int, *tokenize.Batch, error) {
 	in := make([]tokenize.Input, len(idx))
 	for j, i := range idx {
 		in[j] = tokenize.Input{Text: reqs[i].Text, Pair: reqs[i].TextPair, HasPair: reqs[i].HasPair}
 	}
 	b, err := p.Tok.Encode(in, p.maxLen)
-	if err != nil {
-		return nil, err
+	if err != nil || p.truncate {
+		return idx, b, err
 	}
+	kept := idx[:0:0]
+	for j, i := range idx {
+		if b.Truncated[j] {
+			res[i].Err = p.tooLong(reqs[i])
+			continue
+		}
+		kept = append(kept, i)
+	}
+	if len(kept) == len(idx) || len(kept) == 0 {
+		return kept, b, nil
+	}
+	return p.encode(reqs, kept, res)
+}
+
+// run computes one task for the requests idx (all valid, same task),
+// encoded as b.
+func (p *Predictor) run(reqs []TaskRequest, idx []int, b *tokenize.Batch) ([]any, error) {
 	task := reqs[idx[0]].Task
 	inputs := Inputs{IDs: b.IDs, TypeIDs: b.TypeIDs, Mask: b.Mask, B: b.B, T: b.T}
 	var want Want

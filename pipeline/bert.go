@@ -5,7 +5,6 @@ import (
 	"errors"
 
 	"github.com/bertstream/bertstream/bert"
-	"github.com/bertstream/bertstream/bert/tokenize"
 )
 
 // BERT is the Predictor of `bertstream serve`: a bert.Predictor, whose
@@ -29,7 +28,7 @@ func (b *BERT) CountTokens(t Task) (int, error) {
 	r := request(t)
 	n, err := b.p.CountTokens(r)
 	if err != nil {
-		return 0, b.classify(r, err)
+		return 0, b.classify(err)
 	}
 	return n, nil
 }
@@ -45,7 +44,7 @@ func (b *BERT) Predict(ctx context.Context, batch []Task) []Outcome {
 	for i, r := range res {
 		outs[i].Value = r.Value
 		if r.Err != nil {
-			outs[i].Err = b.classify(reqs[i], r.Err)
+			outs[i].Err = b.classify(r.Err)
 		}
 	}
 	return outs
@@ -55,18 +54,14 @@ func request(t Task) bert.TaskRequest {
 	return bert.TaskRequest{Task: t.Task, Text: t.Text, TextPair: t.TextPair, HasPair: t.HasPair, TopK: t.TopK, Pooling: t.Pooling, Normalize: t.Normalize}
 }
 
-// classify turns the predictor's error into a dead-letter reason. The bert
-// package marks request errors with bert.ErrBadRequest but does not tell
-// a text over the length limit apart, so that case is recognized by
-// encoding the request again; it only happens for requests that fail.
-// Other errors are the engine's, and keep their own text.
-func (b *BERT) classify(r bert.TaskRequest, err error) error {
-	if !errors.Is(err, bert.ErrBadRequest) {
-		return err
-	}
-	enc, eerr := b.p.Tok.Encode([]tokenize.Input{{Text: r.Text, Pair: r.TextPair, HasPair: r.HasPair}}, b.p.MaxLen())
-	if eerr == nil && enc.Truncated[0] {
+// classify turns the predictor's error into a dead-letter reason; errors
+// that are not the request's are the engine's, and keep their own text.
+func (b *BERT) classify(err error) error {
+	switch {
+	case errors.Is(err, bert.ErrTooLong):
 		return &InputError{Reason: ReasonTooLong, Err: err}
+	case errors.Is(err, bert.ErrBadRequest):
+		return &InputError{Reason: ReasonBadRequest, Err: err}
 	}
-	return &InputError{Reason: ReasonBadRequest, Err: err}
+	return err
 }
