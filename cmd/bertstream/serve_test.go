@@ -215,13 +215,22 @@ func TestKcatAgainstBrokerAndServe(t *testing.T) {
 		t.Errorf("%d distinct requests answered, want %d", len(seen), n)
 	}
 
-	resp, err := http.Get("http://" + ops + "/metrics")
-	if err != nil {
-		t.Fatal(err)
+	// kcat can read an answer before the worker has taken the broker's
+	// acknowledgement of it, which is when the counter moves: wait for it.
+	produced := regexp.MustCompile(`(?m)^bertstream_produced_total 60$`)
+	var metrics []byte
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		resp, err := http.Get("http://" + ops + "/metrics")
+		if err != nil {
+			t.Fatal(err)
+		}
+		metrics, _ = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if produced.Match(metrics) || time.Now().After(deadline) {
+			break
+		}
 	}
-	metrics, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if !regexp.MustCompile(`(?m)^bertstream_produced_total 60$`).Match(metrics) {
+	if !produced.Match(metrics) {
 		t.Errorf("/metrics does not count the 60 answers:\n%s", metrics)
 	}
 	serve.stop(t, 30*time.Second)
