@@ -42,6 +42,17 @@ fuzz:
 	  done; \
 	done
 
+# CPU benchmarks of this machine: every kernel version validated and timed
+# against the FMA peak, then the base preset's throughput and latency at
+# serving shapes and a batch of mixed lengths beside the same batch padded.
+# `make bench-peers` (mk/bench.mk) adds ONNX Runtime and PyTorch side by side.
+BENCH_THREADS ?= 2
+bench: build
+	$(BIN) bench --kernels all --threads $(BENCH_THREADS)
+	$(BIN) bench --preset base --batch 1,8,32 --seq 32,128,384 --runs 5 --threads $(BENCH_THREADS)
+	$(BIN) bench --preset nano,mini,micro,large --batch 8 --seq 128 --runs 5 --threads $(BENCH_THREADS)
+	$(BIN) bench --preset base --batch 8 --seq 128 --min-len 10 --runs 10 --threads $(BENCH_THREADS)
+
 clean:
 	rm -rf bin dist
 
