@@ -11,6 +11,7 @@ import (
 	"gonum.org/v1/gonum/blas/gonum"
 
 	"github.com/bertstream/bertstream/kernels"
+	"github.com/bertstream/bertstream/nn"
 )
 
 // The kernel harness, in the manner of llm.c's dev/cuda: for each kernel
@@ -78,7 +79,7 @@ func RunKernels(families []string, peak float64, minTime time.Duration) ([]Kerne
 					return nil, fmt.Errorf("%s %s: %w", c.family, v, err)
 				}
 				run()
-				r.MaxErr = nn32MaxAbsDiff(got, want) / math.Max(scale, 1e-30)
+				r.MaxErr = nn.MaxAbsDiff(got, want) / math.Max(scale, 1e-30)
 				r.Valid = r.MaxErr <= c.tol
 				if r.Valid {
 					r.Ms = timeIt(run, minTime, v == "ref")
@@ -95,18 +96,6 @@ func RunKernels(families []string, peak float64, minTime time.Duration) ([]Kerne
 		}
 	}
 	return out, nil
-}
-
-func nn32MaxAbsDiff(a, b []float32) float64 {
-	m := 0.0
-	for i := range b {
-		d := math.Abs(float64(a[i]) - float64(b[i]))
-		if math.IsNaN(d) {
-			return math.Inf(1)
-		}
-		m = math.Max(m, d)
-	}
-	return m
 }
 
 // timeIt returns the median time of run in ms over at least minTime (at

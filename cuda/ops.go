@@ -10,6 +10,7 @@ import (
 
 	"gorgonia.org/cu"
 
+	"github.com/bertstream/bertstream/kernels"
 	"github.com/bertstream/bertstream/nn"
 )
 
@@ -191,32 +192,15 @@ func (b *Backend) Gemm(transA, transB bool, alpha float32, a, bt *nn.Tensor, bet
 	if err != nil {
 		return err
 	}
-	if a.Rank() != bt.Rank() || a.Rank() != c.Rank() || a.Rank() < 2 || a.Rank() > 3 {
-		return fmt.Errorf("gemm: a %v, b %v, c %v: want all 2-D or all 3-D", a, bt, c)
-	}
-	batch := 1
-	if a.Rank() == 3 {
-		batch = a.Dim(0)
-		if bt.Dim(0) != batch || c.Dim(0) != batch {
-			return fmt.Errorf("gemm: batch sizes of a %v, b %v, c %v differ", a, bt, c)
-		}
-	}
-	ar, ac := a.Dim(-2), a.Dim(-1)
-	br, bc := bt.Dim(-2), bt.Dim(-1)
-	m, k := ar, ac
-	if transA {
-		m, k = ac, ar
-	}
-	kb, n := br, bc
-	if transB {
-		kb, n = bc, br
-	}
-	if k != kb || c.Dim(-2) != m || c.Dim(-1) != n {
-		return fmt.Errorf("gemm: op(a) %dx%d times op(b) %dx%d does not fit c %v", m, k, kb, n, c)
+	batch, m, n, k, err := nn.GemmDims(transA, transB, a, bt, c)
+	if err != nil {
+		return err
 	}
 	if batch == 0 || m == 0 || n == 0 {
 		return nil
 	}
+	ar, ac := a.Dim(-2), a.Dim(-1)
+	br, bc := bt.Dim(-2), bt.Dim(-1)
 	if err := b.enter(); err != nil {
 		return err
 	}
@@ -448,7 +432,7 @@ func (b *Backend) Embed(out, ids, types, positions, word, pos, typ, gamma, beta 
 			return fmt.Errorf("embed: token types %v do not match ids %v", types, ids)
 		}
 	}
-	if err := checkEmbed(idv, tyv, posv, word.Rows(), pos.Rows(), typ.Rows()); err != nil {
+	if err := kernels.CheckEmbedIndexes(idv, tyv, posv, word.Rows(), pos.Rows(), typ.Rows()); err != nil {
 		return fmt.Errorf("embed: %w", err)
 	}
 	if err := b.enter(); err != nil {
@@ -456,25 +440,6 @@ func (b *Backend) Embed(out, ids, types, positions, word, pos, typ, gamma, beta 
 	}
 	defer b.leave()
 	return b.runEmbed(2, so, si, sty, sp, st, n, h, eps)
-}
-
-// checkEmbed reports the first id, type or position outside its table,
-// in the words of kernels.EmbedLayerNormRef.
-func checkEmbed(ids, types, positions []int32, vocab, npos, ntypes int) error {
-	for i, id := range ids {
-		if id < 0 || int(id) >= vocab {
-			return fmt.Errorf("token id %d at %d outside the vocabulary of %d", id, i, vocab)
-		}
-		if p := positions[i]; p < 0 || int(p) >= npos {
-			return fmt.Errorf("position %d at %d outside the %d position embeddings", p, i, npos)
-		}
-		if types != nil {
-			if ty := types[i]; ty < 0 || int(ty) >= ntypes {
-				return fmt.Errorf("token type %d at %d outside the %d token types", ty, i, ntypes)
-			}
-		}
-	}
-	return nil
 }
 
 // runEmbed launches version v of the embedding kernel; tables holds word,

@@ -106,7 +106,7 @@ func layerNorm(x, gamma, beta []float32, eps float32) {
 
 // EmbedLayerNorm is the fast version of EmbedLayerNormRef, across cores.
 func EmbedLayerNorm(out []float32, ids, types, positions []int32, hidden int, word, pos, typ []float32, gamma, beta []float32, eps float32) error {
-	if err := checkEmbedIndexes(ids, types, positions, hidden, word, pos, typ); err != nil {
+	if err := CheckEmbedIndexes(ids, types, positions, len(word)/hidden, len(pos)/hidden, len(typ)/hidden); err != nil {
 		return err
 	}
 	if len(ids) == 0 {

@@ -179,7 +179,7 @@ func SoftmaxRef(x []float32, rows, cols int, scale float32, keyMask []int32, row
 // an error naming the first index out of range instead of reading outside
 // a table.
 func EmbedLayerNormRef(out []float32, ids, types, positions []int32, hidden int, word, pos, typ []float32, gamma, beta []float32, eps float32) error {
-	if err := checkEmbedIndexes(ids, types, positions, hidden, word, pos, typ); err != nil {
+	if err := CheckEmbedIndexes(ids, types, positions, len(word)/hidden, len(pos)/hidden, len(typ)/hidden); err != nil {
 		return err
 	}
 	for i, id := range ids {
@@ -199,10 +199,10 @@ func EmbedLayerNormRef(out []float32, ids, types, positions []int32, hidden int,
 	return nil
 }
 
-// checkEmbedIndexes reports the first id, type or position outside its
-// table.
-func checkEmbedIndexes(ids, types, positions []int32, hidden int, word, pos, typ []float32) error {
-	vocab, npos, ntypes := len(word)/hidden, len(pos)/hidden, len(typ)/hidden
+// CheckEmbedIndexes reports the first id, position or type (types may be
+// nil) outside a table of vocab, npos or ntypes rows, and lengths that
+// differ; every backend's embedding checks its indexes with it.
+func CheckEmbedIndexes(ids, types, positions []int32, vocab, npos, ntypes int) error {
 	if len(positions) != len(ids) || (types != nil && len(types) != len(ids)) {
 		return fmt.Errorf("%d ids, %d positions and %d token types differ", len(ids), len(positions), len(types))
 	}

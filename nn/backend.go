@@ -173,3 +173,31 @@ func Region(be Backend, name string) {
 		r.Region(name)
 	}
 }
+
+// GemmDims checks the shapes of Gemm's operands (all 2-D, or all 3-D with
+// one batch size) and returns the batch (1 for 2-D), and m, n, k of
+// op(a) [m, k] times op(b) [k, n] into c [m, n].
+func GemmDims(transA, transB bool, a, b, c *Tensor) (batch, m, n, k int, err error) {
+	if a.Rank() != b.Rank() || a.Rank() != c.Rank() || a.Rank() < 2 || a.Rank() > 3 {
+		return 0, 0, 0, 0, fmt.Errorf("gemm: a %v, b %v, c %v: want all 2-D or all 3-D", a, b, c)
+	}
+	batch = 1
+	if a.Rank() == 3 {
+		batch = a.Dim(0)
+		if b.Dim(0) != batch || c.Dim(0) != batch {
+			return 0, 0, 0, 0, fmt.Errorf("gemm: batch sizes of a %v, b %v, c %v differ", a, b, c)
+		}
+	}
+	m, k = a.Dim(-2), a.Dim(-1)
+	if transA {
+		m, k = k, m
+	}
+	kb, n := b.Dim(-2), b.Dim(-1)
+	if transB {
+		kb, n = n, kb
+	}
+	if k != kb || c.Dim(-2) != m || c.Dim(-1) != n {
+		return 0, 0, 0, 0, fmt.Errorf("gemm: op(a) %dx%d times op(b) %dx%d does not fit c %v", m, k, kb, n, c)
+	}
+	return batch, m, n, k, nil
+}

@@ -165,29 +165,12 @@ func (CPU) Gemm(transA, transB bool, alpha float32, a, b *Tensor, beta float32, 
 	if err := checkAll(isF32("a", a), isF32("b", b), isF32("c", c)); err != nil {
 		return err
 	}
-	if a.Rank() != b.Rank() || a.Rank() != c.Rank() || a.Rank() < 2 || a.Rank() > 3 {
-		return fmt.Errorf("gemm: a %v, b %v, c %v: want all 2-D or all 3-D", a, b, c)
-	}
-	batch := 1
-	if a.Rank() == 3 {
-		batch = a.Dim(0)
-		if b.Dim(0) != batch || c.Dim(0) != batch {
-			return fmt.Errorf("gemm: batch sizes of a %v, b %v, c %v differ", a, b, c)
-		}
+	batch, m, n, k, err := GemmDims(transA, transB, a, b, c)
+	if err != nil {
+		return err
 	}
 	ar, ac := a.Dim(-2), a.Dim(-1)
 	br, bc := b.Dim(-2), b.Dim(-1)
-	m, k := ar, ac
-	if transA {
-		m, k = ac, ar
-	}
-	kb, n := br, bc
-	if transB {
-		kb, n = bc, br
-	}
-	if k != kb || c.Dim(-2) != m || c.Dim(-1) != n {
-		return fmt.Errorf("gemm: op(a) %dx%d times op(b) %dx%d does not fit c %v", m, k, kb, n, c)
-	}
 	A, B, C := a.F32(), b.F32(), c.F32()
 	for i := 0; i < batch; i++ {
 		kernels.Sgemm(transA, transB, m, n, k, alpha,
