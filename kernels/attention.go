@@ -45,27 +45,31 @@ func AttentionRef(out, qkv []float32, seqs []int32, hidden, heads int, scale flo
 	}
 }
 
-// attnRows is how many query rows of one head a task takes: its score
+// attnRows is how many query rows of one head a score tile holds: the
 // tile (attnRows x sequence length) stays in L2 between the two products.
 const attnRows = 48
 
-// Attention is the fast version of AttentionRef. The work is split into
-// tasks of (sequence, head, block of attnRows queries) shared by the
-// cores; each computes its score tile with the SGEMM micro-kernel, turns
-// it into probabilities with the vector softmax and multiplies by the
-// head's values, so no more than one tile of scores per core exists.
+// Attention is the fast version of AttentionRef. Tasks are (sequence,
+// head) pairs, or parts of a head's queries when there are too few pairs
+// to keep every core busy. A task packs the head's keys and values once,
+// then for each block of attnRows queries computes the score tile with
+// the SGEMM micro-kernel, turns it into probabilities with the vector
+// softmax and multiplies by the values: no more than one tile of scores
+// per core exists.
 func Attention(out, qkv []float32, seqs []int32, hidden, heads int, scale float32) {
 	if len(seqs) < 2 || seqs[len(seqs)-1] == seqs[0] {
 		return
 	}
 	t := attentionTasks.Get().(*attentionTask)
 	*t = attentionTask{out: out, qkv: qkv, seqs: seqs, hidden: hidden, heads: heads, scale: scale,
-		kern: active.Load(), vec: activeVec.Load(), first: t.first[:0]}
+		kern: active.Load(), vec: activeVec.Load(), first: t.first[:0], split: 1}
+	if pairs := (len(seqs) - 1) * heads; pairs < 4*Threads() {
+		t.split = (4*Threads() + pairs - 1) / pairs
+	}
 	total := 0
 	for b := 0; b+1 < len(seqs); b++ {
 		t.first = append(t.first, total)
-		n := int(seqs[b+1] - seqs[b])
-		total += heads * ((n + attnRows - 1) / attnRows)
+		total += heads * t.parts(int(seqs[b+1]-seqs[b]))
 	}
 	parallel(total, t)
 	first := t.first
@@ -82,9 +86,16 @@ type attentionTask struct {
 	vec           *vecOps
 	// first[b] is the number of the first task of sequence b.
 	first []int
+	// split is how many parts a head's queries may be cut into.
+	split int
 }
 
 var attentionTasks = sync.Pool{New: func() any { return new(attentionTask) }}
+
+// parts is how many tasks share one head of a sequence of n tokens.
+func (t *attentionTask) parts(n int) int {
+	return min(t.split, (n+attnRows-1)/attnRows)
+}
 
 func (t *attentionTask) run(i int, s *scratch) {
 	b := sort.SearchInts(t.first, i+1) - 1
@@ -92,34 +103,38 @@ func (t *attentionTask) run(i int, s *scratch) {
 		b++ // skip empty sequences, which have no tasks
 	}
 	lo, n := int(t.seqs[b]), int(t.seqs[b+1]-t.seqs[b])
-	blocks := (n + attnRows - 1) / attnRows
+	parts := t.parts(n)
 	r := i - t.first[b]
-	h, blk := r/blocks, r%blocks
-	q0 := blk * attnRows
-	rows := min(attnRows, n-q0)
+	h, part := r/parts, r%parts
+	blocks := (n + attnRows - 1) / attnRows
 	H, dh := t.hidden, t.hidden/t.heads
 	ld := 3 * H
 	col := h * dh
+	kern := t.kern
 
-	scores := grow(&s.scores, rows*n)
-	// scores = q k^T (the keys are op(B) = k^T, read transposed); the
-	// scale goes into the softmax, so that q is read in place.
-	sgemmSerial(t.kern, false, true, rows, n, dh, 1,
-		t.qkv[(lo+q0)*ld+col:], ld, t.qkv[lo*ld+H+col:], ld, scores, n, s)
-	for r := 0; r < rows; r++ {
-		softmaxRow(t.vec, scores[r*n:(r+1)*n], t.scale)
+	// The keys as op(B) = k^T of q k^T, the values as op(B) of p v.
+	kp := grow(&s.b, packedLen(kern, n, dh))
+	packB(kern, kp, true, n, dh, t.qkv[lo*ld+H+col:], ld)
+	vp := grow(&s.v, packedLen(kern, dh, n))
+	packB(kern, vp, false, dh, n, t.qkv[lo*ld+2*H+col:], ld)
+	for blk := part * blocks / parts; blk < (part+1)*blocks/parts; blk++ {
+		q0 := blk * attnRows
+		rows := min(attnRows, n-q0)
+		scores := grow(&s.scores, rows*n)
+		// The scale goes into the softmax, so that q is read in place.
+		gemmSerial(kern, rows, n, dh, t.qkv[(lo+q0)*ld+col:], ld, kp, scores, n, s)
+		for r := 0; r < rows; r++ {
+			softmaxRow(t.vec, scores[r*n:(r+1)*n], t.scale)
+		}
+		gemmSerial(kern, rows, dh, n, scores, n, vp, t.out[(lo+q0)*H+col:], H, s)
 	}
-	sgemmSerial(t.kern, false, false, rows, dh, n, 1,
-		scores, n, t.qkv[lo*ld+2*H+col:], ld, t.out[(lo+q0)*H+col:], H, s)
 }
 
-// sgemmSerial is C = alpha*op(A)*op(B) on the calling goroutine, for
-// products that are themselves one task of a parallel kernel.
-func sgemmSerial(kern *microKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, c []float32, ldc int, s *scratch) {
-	bp := grow(&s.b, packedLen(kern, n, k))
-	packB(kern, bp, transB, n, k, b, ldb)
-	g := gemmTask{kern: kern, transA: transA, m: m, n: n, k: k, kElems: k, alpha: alpha,
-		a: a, lda: lda, bp: bp, c: c, ldc: ldc}
+// gemmSerial is C = A*op(B) on the calling goroutine, op(B) packed by
+// packB, for products that are themselves part of a task of a parallel
+// kernel.
+func gemmSerial(kern *microKernel, m, n, k int, a []float32, lda int, bp []float32, c []float32, ldc int, s *scratch) {
+	g := gemmTask{kern: kern, m: m, n: n, k: k, kElems: k, alpha: 1, a: a, lda: lda, bp: bp, c: c, ldc: ldc}
 	g.mc = (kern.mc + kern.mr - 1) / kern.mr * kern.mr
 	g.mBlocks = (m + g.mc - 1) / g.mc
 	g.panelsPerChunk = (n + kern.nr - 1) / kern.nr

@@ -21,6 +21,7 @@ type task interface {
 type scratch struct {
 	a      []float32
 	b      []float32 // packed op(B) of products inside a task
+	v      []float32 // a second one (attention's values)
 	tile   []float32
 	scores []float32 // attention score tiles
 }
