@@ -372,6 +372,12 @@ func gemmPacked(kern *microKernel, transA bool, m, n, k int, alpha float32, a []
 	// instead of going out to L3 and back.
 	g.panelsPerChunk = min(g.panelsPerChunk, max(1, gemmNC/kern.nr))
 	chunks = (nPanels + g.panelsPerChunk - 1) / g.panelsPerChunk
+	// Few tasks that do not divide among the goroutines leave cores idle
+	// at the end (9 tasks on 2 cores: one core does 5): cut finer.
+	for w > 1 && (g.mBlocks*chunks)%w != 0 && g.mBlocks*chunks < 8*w && g.panelsPerChunk > 1 {
+		g.panelsPerChunk--
+		chunks = (nPanels + g.panelsPerChunk - 1) / g.panelsPerChunk
+	}
 	if w == 1 {
 		s := scratches.Get().(*scratch)
 		for i := 0; i < g.mBlocks*chunks; i++ {
