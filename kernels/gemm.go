@@ -317,7 +317,7 @@ func packA(mr int, dst []float32, transA bool, a []float32, lda, i0, rows, p0, k
 }
 
 // gemmNC bounds the columns of C one task computes (see gemmPacked).
-var gemmNC = 1024
+var gemmNC = 512
 
 // gemmTask computes C = alpha*op(A)*B + beta*C from B packed by packB, then
 // applies bias and act to each finished tile column while it is in cache.
@@ -351,8 +351,14 @@ func gemmPacked(kern *microKernel, transA bool, m, n, k int, alpha float32, a []
 	*g = gemmTask{kern: kern, transA: transA, m: m, n: n, k: kWords(kern, k), kElems: k, alpha: alpha, beta: beta,
 		a: a, lda: lda, bp: bp, c: c, ldc: ldc, bias: bias, act: act}
 	// Balance the row blocks: as many as kern.mc requires, of equal size.
-	mr := kern.mr
-	g.mBlocks = (m + kern.mc - 1) / kern.mc
+	// A product of few rows (a small batch) takes blocks of up to twice
+	// that, so that each panel of B is fetched from memory for more rows:
+	// there the columns, not the rows, are split among the cores.
+	mr, mc := kern.mr, kern.mc
+	if m <= 4*mc {
+		mc *= 2
+	}
+	g.mBlocks = (m + mc - 1) / mc
 	g.mc = ((m+g.mBlocks-1)/g.mBlocks + mr - 1) / mr * mr
 	g.mBlocks = (m + g.mc - 1) / g.mc
 	nPanels := (n + kern.nr - 1) / kern.nr
@@ -423,7 +429,6 @@ func (g *gemmTask) run(t int, s *scratch) {
 			}
 		}
 		add := pc > 0 || g.beta != 0
-		last := pc+kcb == g.k
 		for jp := p0; jp < p1; jp++ {
 			bpan := g.bp[jp*nr*g.k+pc*nr:]
 			j0 := jp * nr
@@ -459,15 +464,19 @@ func (g *gemmTask) run(t int, s *scratch) {
 					}
 				}
 			}
-			if last && (g.bias != nil || g.act != ActNone) {
-				var bias []float32
-				if g.bias != nil {
-					bias = g.bias[j0 : j0+cols]
-				}
-				for r := i0; r < i1; r++ {
-					biasAct(g.c[r*g.ldc+j0:r*g.ldc+j0+cols], bias, g.act)
-				}
-			}
+		}
+	}
+	// Bias and activation go over the task's block of C once it is done,
+	// while it is still in L2 (see gemmNC), a row at a time: long vectors
+	// for the vector code, few calls.
+	if g.bias != nil || g.act != ActNone {
+		j0, j1 := p0*nr, min(p1*nr, g.n)
+		var bias []float32
+		if g.bias != nil {
+			bias = g.bias[j0:j1]
+		}
+		for r := i0; r < i1; r++ {
+			biasAct(g.c[r*g.ldc+j0:r*g.ldc+j1], bias, g.act)
 		}
 	}
 }

@@ -31,7 +31,7 @@ var avx2Kernel = &microKernel{name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144,
 func sgemmAVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool)
 
 // 12 x 32: twenty-four ZMM accumulators.
-var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 144,
+var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 72,
 	run: func(k int, a, b, c []float32, ldc int, add bool) {
 		_, _, _ = a[12*k-1], b[32*k-1], c[11*ldc+31]
 		sgemmAVX512(k, &a[0], &b[0], &c[0], ldc, add)
