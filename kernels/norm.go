@@ -63,45 +63,18 @@ func layerNormRows(t *rowTask, lo, hi int, v *vecOps) {
 		} else if &o[0] != &x[0] {
 			copy(o, x)
 		}
-		layerNorm(o, t.gamma, t.beta, t.eps)
+		layerNorm(v, o, t.gamma, t.beta, t.eps)
 	}
 }
 
-// layerNorm normalises x in place: two passes (mean, then the variance
-// around it) so that a large mean does not cost the variance its
-// precision, with four partial sums to break the dependency chain.
-func layerNorm(x, gamma, beta []float32, eps float32) {
-	n := len(x)
-	gamma, beta = gamma[:n], beta[:n]
-	var s0, s1, s2, s3 float32
-	i := 0
-	for ; i+4 <= n; i += 4 {
-		s0 += x[i]
-		s1 += x[i+1]
-		s2 += x[i+2]
-		s3 += x[i+3]
-	}
-	for ; i < n; i++ {
-		s0 += x[i]
-	}
-	mean := (s0 + s1 + s2 + s3) / float32(n)
-	s0, s1, s2, s3 = 0, 0, 0, 0
-	i = 0
-	for ; i+4 <= n; i += 4 {
-		d0, d1, d2, d3 := x[i]-mean, x[i+1]-mean, x[i+2]-mean, x[i+3]-mean
-		s0 += d0 * d0
-		s1 += d1 * d1
-		s2 += d2 * d2
-		s3 += d3 * d3
-	}
-	for ; i < n; i++ {
-		d := x[i] - mean
-		s0 += d * d
-	}
-	inv := float32(1 / math.Sqrt(float64((s0+s1+s2+s3)/float32(n))+float64(eps)))
-	for j, e := range x {
-		x[j] = (e-mean)*inv*gamma[j] + beta[j]
-	}
+// layerNorm normalises x in place with the vector primitives: two
+// passes (the mean, then the variance around it) so that a large mean
+// does not cost the variance its precision, then the affine map.
+func layerNorm(v *vecOps, x, gamma, beta []float32, eps float32) {
+	n := float32(len(x))
+	mean := v.sum(x) / n
+	inv := float32(1 / math.Sqrt(float64(v.sqDev(x, mean)/n)+float64(eps)))
+	v.norm(x, gamma[:len(x)], beta[:len(x)], mean, inv)
 }
 
 // EmbedLayerNorm is the fast version of EmbedLayerNormRef, across cores.
@@ -130,7 +103,7 @@ func embedRows(t *rowTask, lo, hi int, v *vecOps) {
 			ty = int(t.types[i])
 		}
 		v.add(o, t.typ[ty*c:])
-		layerNorm(o, t.gamma, t.beta, t.eps)
+		layerNorm(v, o, t.gamma, t.beta, t.eps)
 	}
 }
 

@@ -22,6 +22,24 @@ func addAVX512(x, y *float32, n int)
 func geluAVX512(x, bias *float32, n int)
 
 //go:noescape
+func sumAVX512(x *float32, n int) float32
+
+//go:noescape
+func sqDevAVX512(x *float32, n int, mean float32) float32
+
+//go:noescape
+func normAVX512(x, gamma, beta *float32, n int, mean, inv float32)
+
+//go:noescape
+func sumAVX2(x *float32, n int) float32
+
+//go:noescape
+func sqDevAVX2(x *float32, n int, mean float32) float32
+
+//go:noescape
+func normAVX2(x, gamma, beta *float32, n int, mean, inv float32)
+
+//go:noescape
 func maxAVX2(x *float32, n int) float32
 
 //go:noescape
@@ -69,6 +87,24 @@ var avx512Vec = &vecOps{
 			b = &bias[:len(x)][0]
 		}
 		geluAVX512(&x[0], b, len(x))
+	},
+	sum: func(x []float32) float32 {
+		if len(x) == 0 {
+			return 0
+		}
+		return sumAVX512(&x[0], len(x))
+	},
+	sqDev: func(x []float32, mean float32) float32 {
+		if len(x) == 0 {
+			return 0
+		}
+		return sqDevAVX512(&x[0], len(x), mean)
+	},
+	norm: func(x, gamma, beta []float32, mean, inv float32) {
+		if len(x) > 0 {
+			gamma, beta = gamma[:len(x)], beta[:len(x)]
+			normAVX512(&x[0], &gamma[0], &beta[0], len(x), mean, inv)
+		}
 	},
 }
 
@@ -118,5 +154,29 @@ var avx2Vec = &vecOps{
 			bt = bias[n:len(x)]
 		}
 		geluBiasGo(x[n:], bt)
+	},
+	sum: func(x []float32) float32 {
+		n := len(x) &^ 7
+		var s float32
+		if n > 0 {
+			s = sumAVX2(&x[0], n)
+		}
+		return s + sumGo(x[n:])
+	},
+	sqDev: func(x []float32, mean float32) float32 {
+		n := len(x) &^ 7
+		var s float32
+		if n > 0 {
+			s = sqDevAVX2(&x[0], n, mean)
+		}
+		return s + sqDevGo(x[n:], mean)
+	},
+	norm: func(x, gamma, beta []float32, mean, inv float32) {
+		gamma, beta = gamma[:len(x)], beta[:len(x)]
+		n := len(x) &^ 7
+		if n > 0 {
+			normAVX2(&x[0], &gamma[0], &beta[0], n, mean, inv)
+		}
+		normGo(x[n:], gamma[n:], beta[n:], mean, inv)
 	},
 }

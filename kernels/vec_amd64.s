@@ -455,3 +455,200 @@ gelu256nobias:
 gelu256done:
 	VZEROUPPER
 	RET
+
+// HSUM512 sums the lanes of Z0 into X0 (Z1 scratch).
+#define HSUM512 \
+	VEXTRACTF64X4 $1, Z0, Y1; \
+	VADDPS Y1, Y0, Y0; \
+	VEXTRACTF128 $1, Y0, X1; \
+	VADDPS X1, X0, X0; \
+	VPERMILPS $0x4e, X0, X1; \
+	VADDPS X1, X0, X0; \
+	VPERMILPS $0xb1, X0, X1; \
+	VADDPS X1, X0, X0
+
+// func sumAVX512(x *float32, n int) float32
+TEXT ·sumAVX512(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VPXORD Z0, Z0, Z0
+	VPXORD Z2, Z2, Z2
+sum512loop2:
+	CMPQ CX, $32
+	JLT sum512loop1
+	VADDPS (SI), Z0, Z0
+	VADDPS 64(SI), Z2, Z2
+	ADDQ $128, SI
+	SUBQ $32, CX
+	JMP sum512loop2
+sum512loop1:
+	CMPQ CX, $16
+	JLT sum512tail
+	VADDPS (SI), Z0, Z0
+	ADDQ $64, SI
+	SUBQ $16, CX
+sum512tail:
+	TESTQ CX, CX
+	JZ sum512reduce
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z3
+	VADDPS Z3, Z2, Z2
+sum512reduce:
+	VADDPS Z2, Z0, Z0
+	HSUM512
+	MOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func sqDevAVX512(x *float32, n int, mean float32) float32
+// Sum of (x[i]-mean)^2.
+TEXT ·sqDevAVX512(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS mean+16(FP), Z4
+	VPXORD Z0, Z0, Z0
+	VPXORD Z2, Z2, Z2
+sqdev512loop2:
+	CMPQ CX, $32
+	JLT sqdev512loop1
+	VSUBPS (SI), Z4, Z5
+	VFMADD231PS Z5, Z5, Z0
+	VSUBPS 64(SI), Z4, Z6
+	VFMADD231PS Z6, Z6, Z2
+	ADDQ $128, SI
+	SUBQ $32, CX
+	JMP sqdev512loop2
+sqdev512loop1:
+	CMPQ CX, $16
+	JLT sqdev512tail
+	VSUBPS (SI), Z4, Z5
+	VFMADD231PS Z5, Z5, Z0
+	ADDQ $64, SI
+	SUBQ $16, CX
+sqdev512tail:
+	TESTQ CX, CX
+	JZ sqdev512reduce
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z3
+	VSUBPS Z3, Z4, K1, Z5
+	VMULPS Z5, Z5, K1, Z5
+	VADDPS Z5, Z2, K1, Z2
+sqdev512reduce:
+	VADDPS Z2, Z0, Z0
+	HSUM512
+	MOVSS X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func normAVX512(x, gamma, beta *float32, n int, mean, inv float32)
+// x = (x - mean) * inv * gamma + beta.
+TEXT ·normAVX512(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ gamma+8(FP), DI
+	MOVQ beta+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS mean+32(FP), Z4
+	VBROADCASTSS inv+36(FP), Z7
+norm512loop:
+	CMPQ CX, $16
+	JLT norm512tail
+	VMOVUPS (SI), Z0
+	VSUBPS Z4, Z0, Z0
+	VMULPS Z7, Z0, Z0
+	VMULPS (DI), Z0, Z0
+	VADDPS (DX), Z0, Z0
+	VMOVUPS Z0, (SI)
+	ADDQ $64, SI
+	ADDQ $64, DI
+	ADDQ $64, DX
+	SUBQ $16, CX
+	JMP norm512loop
+norm512tail:
+	TESTQ CX, CX
+	JZ norm512done
+	TAILMASK
+	VMOVUPS.Z (SI), K1, Z0
+	VMOVUPS.Z (DI), K1, Z1
+	VMOVUPS.Z (DX), K1, Z2
+	VSUBPS Z4, Z0, Z0
+	VMULPS Z7, Z0, Z0
+	VMULPS Z1, Z0, Z0
+	VADDPS Z2, Z0, Z0
+	VMOVUPS Z0, K1, (SI)
+norm512done:
+	VZEROUPPER
+	RET
+
+// HSUM256 sums the lanes of Y0 into X0 (X1 scratch).
+#define HSUM256 \
+	VEXTRACTF128 $1, Y0, X1; \
+	VADDPS X1, X0, X0; \
+	VPERMILPS $0x4e, X0, X1; \
+	VADDPS X1, X0, X0; \
+	VPERMILPS $0xb1, X0, X1; \
+	VADDPS X1, X0, X0
+
+// func sumAVX2(x *float32, n int) float32
+TEXT ·sumAVX2(SB), NOSPLIT, $0-20
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VXORPS Y0, Y0, Y0
+	SHRQ $3, CX
+	JZ sum256reduce
+sum256loop:
+	VADDPS (SI), Y0, Y0
+	ADDQ $32, SI
+	DECQ CX
+	JNZ sum256loop
+sum256reduce:
+	HSUM256
+	MOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func sqDevAVX2(x *float32, n int, mean float32) float32
+TEXT ·sqDevAVX2(SB), NOSPLIT, $0-28
+	MOVQ x+0(FP), SI
+	MOVQ n+8(FP), CX
+	VBROADCASTSS mean+16(FP), Y4
+	VXORPS Y0, Y0, Y0
+	SHRQ $3, CX
+	JZ sqdev256reduce
+sqdev256loop:
+	VMOVUPS (SI), Y5
+	VSUBPS Y4, Y5, Y5
+	VFMADD231PS Y5, Y5, Y0
+	ADDQ $32, SI
+	DECQ CX
+	JNZ sqdev256loop
+sqdev256reduce:
+	HSUM256
+	MOVSS X0, ret+24(FP)
+	VZEROUPPER
+	RET
+
+// func normAVX2(x, gamma, beta *float32, n int, mean, inv float32)
+TEXT ·normAVX2(SB), NOSPLIT, $0-40
+	MOVQ x+0(FP), SI
+	MOVQ gamma+8(FP), DI
+	MOVQ beta+16(FP), DX
+	MOVQ n+24(FP), CX
+	VBROADCASTSS mean+32(FP), Y4
+	VBROADCASTSS inv+36(FP), Y7
+	SHRQ $3, CX
+	JZ norm256done
+norm256loop:
+	VMOVUPS (SI), Y0
+	VSUBPS Y4, Y0, Y0
+	VMULPS Y7, Y0, Y0
+	VMULPS (DI), Y0, Y0
+	VADDPS (DX), Y0, Y0
+	VMOVUPS Y0, (SI)
+	ADDQ $32, SI
+	ADDQ $32, DI
+	ADDQ $32, DX
+	DECQ CX
+	JNZ norm256loop
+norm256done:
+	VZEROUPPER
+	RET

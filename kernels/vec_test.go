@@ -51,6 +51,32 @@ func TestVecPrimitives(t *testing.T) {
 				t.Errorf("expSum n=%d: sum %g, want %g", n, sum, wantSum)
 			}
 
+			var tot, sq float64
+			for _, e := range x {
+				tot += float64(e)
+			}
+			mean := float32(tot / float64(max(n, 1)))
+			for _, e := range x {
+				sq += float64(e-mean) * float64(e-mean)
+			}
+			if got := v.sum(x); math.Abs(float64(got)-tot) > 1e-5*float64(n+1)*20 {
+				t.Errorf("sum n=%d: %g, want %g", n, got, tot)
+			}
+			if got := v.sqDev(x, mean); math.Abs(float64(got)-sq) > 1e-5*sq+1e-6 {
+				t.Errorf("sqDev n=%d: %g, want %g", n, got, sq)
+			}
+			gamma, beta := make([]float32, n), make([]float32, n)
+			for i := range gamma {
+				gamma[i], beta[i] = 0.5+float32(i%7)/7, float32(i%5)/5-0.5
+			}
+			nrm := append([]float32(nil), x...)
+			v.norm(nrm, gamma, beta, mean, 0.3)
+			for i := range x {
+				if want := (x[i]-mean)*0.3*gamma[i] + beta[i]; math.Abs(float64(nrm[i]-want)) > 1e-6*math.Max(1, math.Abs(float64(want))) {
+					t.Fatalf("norm n=%d at %d: %g, want %g", n, i, nrm[i], want)
+				}
+			}
+
 			y := append([]float32(nil), x...)
 			v.scale(y, 0.25)
 			z := append([]float32(nil), x...)
