@@ -47,7 +47,7 @@ func AttentionRef(out, qkv []float32, seqs []int32, hidden, heads int, scale flo
 
 // attnRows is how many query rows of one head a score tile holds: the
 // tile (attnRows x sequence length) stays in L2 between the two products.
-const attnRows = 48
+const attnRows = 96
 
 // Attention is the fast version of AttentionRef. Tasks are (sequence,
 // head) pairs, or parts of a head's queries when there are too few pairs

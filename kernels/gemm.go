@@ -33,6 +33,10 @@ type microKernel struct {
 	// direct, when not nil, is run reading A in place: mr rows of lda
 	// values from a (op(A) = A, alpha 1), which spares packing A.
 	direct func(k int, a []float32, lda int, b, c []float32, ldc int, add bool)
+	// packTrans, when not nil, writes one full panel of nr columns of
+	// op(B) = B^T (b stored n x k, row j the panel's column j) into dst,
+	// k values deep, and reports whether it could.
+	packTrans func(dst, b []float32, ldb, k int) bool
 }
 
 // goKernel is the portable micro-kernel: 4 x 4 accumulators that the Go
@@ -271,6 +275,9 @@ func packB(kern *microKernel, dst []float32, transB bool, n, k int, b []float32,
 		}
 		if transB {
 			// B is stored n x k: column j of op(B) is row j of b.
+			if cols == nr && k > 0 && kern.packTrans != nil && kern.packTrans(panel, b[j0*ldb:], ldb, k) {
+				continue
+			}
 			for jj := 0; jj < cols; jj++ {
 				src := b[(j0+jj)*ldb : (j0+jj)*ldb+k]
 				for p, v := range src {

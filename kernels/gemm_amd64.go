@@ -28,10 +28,27 @@ var avx2Kernel = &microKernel{name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144,
 	}}
 
 //go:noescape
+func packTransAVX512(dst, src *float32, ldb, k int, idx *int32)
+
+//go:noescape
 func sgemmAVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool)
 
 // 12 x 32: twenty-four ZMM accumulators.
 var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 72,
+	// Gathers: a transposed panel otherwise costs a scalar store per value.
+	packTrans: func(dst, b []float32, ldb, k int) bool {
+		// The gather's indices are 32-bit element offsets of 16 rows.
+		if 15*ldb >= 1<<31/4 {
+			return false
+		}
+		_, _ = dst[32*k-1], b[31*ldb+k-1]
+		var idx [16]int32
+		for i := range idx {
+			idx[i] = int32(i * ldb)
+		}
+		packTransAVX512(&dst[0], &b[0], ldb, k, &idx[0])
+		return true
+	},
 	run: func(k int, a, b, c []float32, ldc int, add bool) {
 		_, _, _ = a[12*k-1], b[32*k-1], c[11*ldc+31]
 		sgemmAVX512(k, &a[0], &b[0], &c[0], ldc, add)

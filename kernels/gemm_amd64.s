@@ -641,3 +641,34 @@ avx2setD:
 	VMOVUPS Y11, 32(DX)
 	VZEROUPPER
 	RET
+
+// func packTransAVX512(dst, src *float32, ldb, k int, idx *int32)
+// One full 32-column panel of op(B) = B^T from B stored n x k (row j of b
+// is column j of op(B)): for each p, gathers b[j][p] of rows j = 0..31
+// (idx holds 0, ldb, ..., 15*ldb) into 32 consecutive floats of dst.
+TEXT ·packTransAVX512(SB), NOSPLIT, $0-40
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), R9
+	SHLQ $6, R9
+	ADDQ SI, R9
+	MOVQ k+24(FP), CX
+	MOVQ idx+32(FP), AX
+	VMOVDQU32 (AX), Z1
+	TESTQ CX, CX
+	JZ packtransdone
+packtransloop:
+	KXNORW K1, K1, K1
+	VGATHERDPS (SI)(Z1*4), K1, Z0
+	KXNORW K2, K2, K2
+	VGATHERDPS (R9)(Z1*4), K2, Z2
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z2, 64(DI)
+	ADDQ $4, SI
+	ADDQ $4, R9
+	ADDQ $128, DI
+	DECQ CX
+	JNZ packtransloop
+packtransdone:
+	VZEROUPPER
+	RET
