@@ -31,8 +31,9 @@ type microKernel struct {
 	// whether c's old values are kept. k is at least 1.
 	run func(k int, a, b, c []float32, ldc int, add bool)
 	// direct, when not nil, is run reading A in place: mr rows of lda
-	// values from a (op(A) = A, alpha 1), which spares packing A.
-	direct func(k int, a []float32, lda int, b, c []float32, ldc int, add bool)
+	// values from a (op(A) = A, alpha 1), which spares packing A. It may
+	// ask for the start of pf (part of the next panel of B) to be fetched.
+	direct func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, pf []float32)
 	// packTrans, when not nil, writes one full panel of nr columns of
 	// op(B) = B^T (b stored n x k, row j the panel's column j) into dst,
 	// k values deep, and reports whether it could.
@@ -450,7 +451,10 @@ func (g *gemmTask) run(t int, s *scratch) {
 				}
 				switch {
 				case direct && rr == mr:
-					kern.direct(kcb, g.a[r0*g.lda+pc:], g.lda, bpan, dst, ldc, acc)
+					// Each call fetches its share of the next panel (the
+					// same panel's slice at the last one: harmless).
+					next := min(jp+1, p1-1)*nr*g.k + pc*nr + ip*nr*kcb/mPanels
+					kern.direct(kcb, g.a[r0*g.lda+pc:], g.lda, bpan, dst, ldc, acc, g.bp[next:])
 				case direct:
 					kern.run(kcb, abuf, bpan, dst, ldc, acc)
 				default:

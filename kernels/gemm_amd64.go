@@ -22,7 +22,7 @@ var avx2Kernel = &microKernel{name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144,
 		_, _, _ = a[6*k-1], b[16*k-1], c[5*ldc+15]
 		sgemmAVX2(k, &a[0], &b[0], &c[0], ldc, add)
 	},
-	direct: func(k int, a []float32, lda int, b, c []float32, ldc int, add bool) {
+	direct: func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, _ []float32) {
 		_, _, _ = a[5*lda+k-1], b[16*k-1], c[5*ldc+15]
 		sgemmAVX2Direct(k, &a[0], lda, &b[0], &c[0], ldc, add)
 	}}
@@ -31,7 +31,7 @@ var avx2Kernel = &microKernel{name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144,
 func packTransAVX512(dst, src *float32, ldb, k int, idx *int32)
 
 //go:noescape
-func sgemmAVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool)
+func sgemmAVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
 
 // 12 x 32: twenty-four ZMM accumulators.
 var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 72,
@@ -53,9 +53,9 @@ var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 72,
 		_, _, _ = a[12*k-1], b[32*k-1], c[11*ldc+31]
 		sgemmAVX512(k, &a[0], &b[0], &c[0], ldc, add)
 	},
-	direct: func(k int, a []float32, lda int, b, c []float32, ldc int, add bool) {
+	direct: func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, pf []float32) {
 		_, _, _ = a[11*lda+k-1], b[32*k-1], c[11*ldc+31]
-		sgemmAVX512Direct(k, &a[0], lda, &b[0], &c[0], ldc, add)
+		sgemmAVX512Direct(k, &a[0], lda, &b[0], &c[0], ldc, add, &pf[0])
 	}}
 
 func asmVersions() []version {

@@ -363,8 +363,10 @@ avx512set:
 	ADDQ $4, R14; \
 	ADDQ $128, DI
 
-// func sgemmAVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool)
-TEXT ·sgemmAVX512Direct(SB), NOSPLIT, $0-49
+// func sgemmAVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+// pf is where the next panel of B is: one line of it is asked into L2 per
+// four k steps, so that it is there when its turn comes.
+TEXT ·sgemmAVX512Direct(SB), NOSPLIT, $0-64
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ lda+16(FP), R11
@@ -376,6 +378,7 @@ TEXT ·sgemmAVX512Direct(SB), NOSPLIT, $0-49
 	MOVQ c+32(FP), DX
 	MOVQ ldc+40(FP), R8
 	SHLQ $2, R8
+	MOVQ pf+56(FP), R9
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -404,6 +407,8 @@ TEXT ·sgemmAVX512Direct(SB), NOSPLIT, $0-49
 	SHRQ $2, BX
 	JZ direct512tail
 direct512loop4:
+	PREFETCHT1 (R9)
+	ADDQ $64, R9
 	STEP512D
 	STEP512D
 	STEP512D
