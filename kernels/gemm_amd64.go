@@ -14,7 +14,7 @@ func sgemmAVX2(k int, a, b, c *float32, ldc int, add bool)
 func sgemmAVX512(k int, a, b, c *float32, ldc int, add bool)
 
 //go:noescape
-func sgemmAVX2Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool)
+func sgemmAVX2Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
 
 // 6 x 16: twelve YMM accumulators, two for B, two broadcasts of A.
 var avx2Kernel = &microKernel{name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144,
@@ -22,9 +22,9 @@ var avx2Kernel = &microKernel{name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144,
 		_, _, _ = a[6*k-1], b[16*k-1], c[5*ldc+15]
 		sgemmAVX2(k, &a[0], &b[0], &c[0], ldc, add)
 	},
-	direct: func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, _ []float32) {
+	direct: func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, pf []float32) {
 		_, _, _ = a[5*lda+k-1], b[16*k-1], c[5*ldc+15]
-		sgemmAVX2Direct(k, &a[0], lda, &b[0], &c[0], ldc, add)
+		sgemmAVX2Direct(k, &a[0], lda, &b[0], &c[0], ldc, add, &pf[0])
 	}}
 
 //go:noescape

@@ -551,8 +551,9 @@ direct512set:
 	ADDQ $4, SI; \
 	ADDQ $64, DI
 
-// func sgemmAVX2Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool)
-TEXT ·sgemmAVX2Direct(SB), NOSPLIT, $0-49
+// func sgemmAVX2Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+// pf as for sgemmAVX512Direct.
+TEXT ·sgemmAVX2Direct(SB), NOSPLIT, $0-64
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), SI
 	MOVQ lda+16(FP), R11
@@ -563,6 +564,7 @@ TEXT ·sgemmAVX2Direct(SB), NOSPLIT, $0-49
 	MOVQ c+32(FP), DX
 	MOVQ ldc+40(FP), R8
 	SHLQ $2, R8
+	MOVQ pf+56(FP), R9
 	VXORPS Y0, Y0, Y0
 	VXORPS Y1, Y1, Y1
 	VXORPS Y2, Y2, Y2
@@ -579,6 +581,8 @@ TEXT ·sgemmAVX2Direct(SB), NOSPLIT, $0-49
 	SHRQ $2, BX
 	JZ avx2tailD
 avx2loop4D:
+	PREFETCHT1 (R9)
+	ADDQ $64, R9
 	STEP2D
 	STEP2D
 	STEP2D
