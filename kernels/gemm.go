@@ -33,7 +33,9 @@ type microKernel struct {
 	// direct, when not nil, is run reading A in place: mr rows of lda
 	// values from a (op(A) = A, alpha 1), which spares packing A. It may
 	// ask for the start of pf (part of the next panel of B) to be fetched.
-	direct func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, pf []float32)
+	direct directFunc
+	// tails are direct versions for fewer rows, longest first.
+	tails []tailKernel
 	// packTrans, when not nil, writes one full panel of nr columns of
 	// op(B) = B^T (b stored n x k, row j the panel's column j) into dst,
 	// k values deep, and reports whether it could.
@@ -324,6 +326,12 @@ func packA(mr int, dst []float32, transA bool, a []float32, lda, i0, rows, p0, k
 	}
 }
 
+// tailKernel is a direct micro-kernel of fewer rows than mr.
+type tailKernel struct {
+	rows int
+	run  directFunc
+}
+
 // gemmNC bounds the columns of C one task computes (see gemmPacked).
 var gemmNC = 512
 
@@ -405,35 +413,63 @@ func gemmPacked(kern *microKernel, transA bool, m, n, k int, alpha float32, a []
 	gemmTasks.Put(g)
 }
 
+// directFunc is a micro-kernel reading A in place (see microKernel).
+type directFunc func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, pf []float32)
+
+// rowSeg is a run of rows of a task's block that one micro-kernel call
+// covers: read in place by direct, or packed panel packed-1 of the block's
+// packed rows (packed > 0).
+type rowSeg struct {
+	r0, rows int
+	direct   directFunc
+	packed   int
+}
+
 func (g *gemmTask) run(t int, s *scratch) {
 	kern := g.kern
 	mr, nr, kc := kern.mr, kern.nr, kern.kc
 	mi, nj := t%g.mBlocks, t/g.mBlocks
 	i0 := mi * g.mc
 	i1 := min(i0+g.mc, g.m)
-	rows := i1 - i0
-	mPanels := (rows + mr - 1) / mr
 	nPanels := (g.n + nr - 1) / nr
 	p0 := nj * g.panelsPerChunk
 	p1 := min(p0+g.panelsPerChunk, nPanels)
 	tile := grow(&s.tile, mr*nr)
-	// Full row panels of a plain A are read in place when the kernel can;
-	// only a last, partial panel is packed (padded with zero rows).
-	direct := kern.direct != nil && !g.transA && g.alpha == 1
-	tail := rows % mr
+
+	// Rows of a plain A are read in place when the kernel can: mr at a
+	// time, then the tail with the kernel's shorter versions, so that a
+	// batch of 32 or 128 tokens wastes nothing on padding. Whatever is
+	// left (or all rows, for a transposed or scaled A) is packed.
+	segs := s.segs[:0]
+	packedFrom := i0
+	if kern.direct != nil && !g.transA && g.alpha == 1 {
+		r := i0
+		for ; r+mr <= i1; r += mr {
+			segs = append(segs, rowSeg{r0: r, rows: mr, direct: kern.direct})
+		}
+		for _, tk := range kern.tails {
+			for ; r+tk.rows <= i1; r += tk.rows {
+				segs = append(segs, rowSeg{r0: r, rows: tk.rows, direct: tk.run})
+			}
+		}
+		packedFrom = r
+	}
+	for r := packedFrom; r < i1; r += mr {
+		segs = append(segs, rowSeg{r0: r, rows: min(mr, i1-r), packed: (r-packedFrom)/mr + 1})
+	}
+	s.segs = segs
+	n := len(segs)
+	packedRows := i1 - packedFrom
+
 	for pc := 0; pc < g.k; pc += kc {
 		kcb := min(kc, g.k-pc)
 		var abuf []float32
-		switch {
-		case direct && tail > 0:
-			abuf = grow(&s.a, mr*kcb)
-			packA(mr, abuf, false, g.a, g.lda, i1-tail, tail, pc, kcb, 1)
-		case !direct:
-			abuf = grow(&s.a, mPanels*mr*kcb)
+		if packedRows > 0 {
+			abuf = grow(&s.a, (packedRows+mr-1)/mr*mr*kcb)
 			if kern.pairs {
-				packABF16(mr, abuf, g.transA, g.a, g.lda, i0, rows, 2*pc, min(2*kcb, g.kElems-2*pc), g.alpha)
+				packABF16(mr, abuf, g.transA, g.a, g.lda, packedFrom, packedRows, 2*pc, min(2*kcb, g.kElems-2*pc), g.alpha)
 			} else {
-				packA(mr, abuf, g.transA, g.a, g.lda, i0, rows, pc, kcb, g.alpha)
+				packA(mr, abuf, g.transA, g.a, g.lda, packedFrom, packedRows, pc, kcb, g.alpha)
 			}
 		}
 		add := pc > 0 || g.beta != 0
@@ -441,30 +477,26 @@ func (g *gemmTask) run(t int, s *scratch) {
 			bpan := g.bp[jp*nr*g.k+pc*nr:]
 			j0 := jp * nr
 			cols := min(nr, g.n-j0)
-			for ip := 0; ip < mPanels; ip++ {
-				r0 := i0 + ip*mr
-				rr := min(mr, i1-r0)
-				full := rr == mr && cols == nr
+			for si := 0; si < n; si++ {
+				sg := &segs[si]
+				full := cols == nr && (sg.direct != nil || sg.rows == mr)
 				dst, ldc, acc := tile, nr, false
 				if full {
-					dst, ldc, acc = g.c[r0*g.ldc+j0:], g.ldc, add
+					dst, ldc, acc = g.c[sg.r0*g.ldc+j0:], g.ldc, add
 				}
-				switch {
-				case direct && rr == mr:
+				if sg.direct != nil {
 					// Each call fetches its share of the next panel (the
 					// same panel's slice at the last one: harmless).
-					next := min(jp+1, p1-1)*nr*g.k + pc*nr + ip*nr*kcb/mPanels
-					kern.direct(kcb, g.a[r0*g.lda+pc:], g.lda, bpan, dst, ldc, acc, g.bp[next:])
-				case direct:
-					kern.run(kcb, abuf, bpan, dst, ldc, acc)
-				default:
-					kern.run(kcb, abuf[ip*mr*kcb:], bpan, dst, ldc, acc)
+					next := min(jp+1, p1-1)*nr*g.k + pc*nr + si*nr*kcb/n
+					sg.direct(kcb, g.a[sg.r0*g.lda+pc:], g.lda, bpan, dst, ldc, acc, g.bp[next:])
+				} else {
+					kern.run(kcb, abuf[(sg.packed-1)*mr*kcb:], bpan, dst, ldc, acc)
 				}
 				if full {
 					continue
 				}
-				for r := 0; r < rr; r++ {
-					d := g.c[(r0+r)*g.ldc+j0 : (r0+r)*g.ldc+j0+cols]
+				for r := 0; r < sg.rows; r++ {
+					d := g.c[(sg.r0+r)*g.ldc+j0 : (sg.r0+r)*g.ldc+j0+cols]
 					src := tile[r*nr : r*nr+cols]
 					if add {
 						for j, v := range src {

@@ -28,6 +28,12 @@ var avx2Kernel = &microKernel{name: "avx2", mr: 6, nr: 16, kc: 256, mc: 144,
 	}}
 
 //go:noescape
+func sgemmAVX512Direct8(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+
+//go:noescape
+func sgemmAVX512Direct4(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+
+//go:noescape
 func packTransAVX512(dst, src *float32, ldb, k int, idx *int32)
 
 //go:noescape
@@ -56,6 +62,16 @@ var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 72,
 	direct: func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, pf []float32) {
 		_, _, _ = a[11*lda+k-1], b[32*k-1], c[11*ldc+31]
 		sgemmAVX512Direct(k, &a[0], lda, &b[0], &c[0], ldc, add, &pf[0])
+	},
+	tails: []tailKernel{
+		{8, func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, pf []float32) {
+			_, _, _ = a[7*lda+k-1], b[32*k-1], c[7*ldc+31]
+			sgemmAVX512Direct8(k, &a[0], lda, &b[0], &c[0], ldc, add, &pf[0])
+		}},
+		{4, func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, pf []float32) {
+			_, _, _ = a[3*lda+k-1], b[32*k-1], c[3*ldc+31]
+			sgemmAVX512Direct4(k, &a[0], lda, &b[0], &c[0], ldc, add, &pf[0])
+		}},
 	}}
 
 func asmVersions() []version {

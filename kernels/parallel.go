@@ -24,6 +24,7 @@ type scratch struct {
 	v      []float32 // a second one (attention's values)
 	tile   []float32
 	scores []float32 // attention score tiles
+	segs   []rowSeg  // a GEMM task's runs of rows
 }
 
 // grow returns (*buf)[:n], reallocating only when it is too small.
