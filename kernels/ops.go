@@ -32,6 +32,7 @@ func PrepareWeight(w []float32, n, k int) *Weight {
 
 func (w *Weight) pack(kern *microKernel) {
 	w.packed = make([]float32, packedLen(kern, w.N, w.K))
+	adviseHuge(w.packed)
 	if kern.pairs {
 		packBBF16(kern, w.packed, true, w.N, w.K, w.Data, w.K)
 	} else {
