@@ -365,7 +365,8 @@ avx512set:
 
 // func sgemmAVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
 // pf is where the next panel of B is: one line of it is asked into L2 per
-// four k steps, so that it is there when its turn comes.
+// k step (a call covers half a panel of 256 steps), so that it is there
+// when its turn comes even when few calls share a panel.
 TEXT ·sgemmAVX512Direct(SB), NOSPLIT, $0-64
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), SI
@@ -408,7 +409,10 @@ TEXT ·sgemmAVX512Direct(SB), NOSPLIT, $0-64
 	JZ direct512tail
 direct512loop4:
 	PREFETCHT1 (R9)
-	ADDQ $64, R9
+	PREFETCHT1 64(R9)
+	PREFETCHT1 128(R9)
+	PREFETCHT1 192(R9)
+	ADDQ $256, R9
 	STEP512D
 	STEP512D
 	STEP512D
@@ -750,7 +754,10 @@ TEXT ·sgemmAVX512Direct8(SB), NOSPLIT, $0-64
 	JZ direct8tail
 direct8loop4:
 	PREFETCHT1 (R9)
-	ADDQ $64, R9
+	PREFETCHT1 64(R9)
+	PREFETCHT1 128(R9)
+	PREFETCHT1 192(R9)
+	ADDQ $256, R9
 	STEP512D8
 	STEP512D8
 	STEP512D8
@@ -882,7 +889,10 @@ TEXT ·sgemmAVX512Direct4(SB), NOSPLIT, $0-64
 	JZ direct4tail
 direct4loop4:
 	PREFETCHT1 (R9)
-	ADDQ $64, R9
+	PREFETCHT1 64(R9)
+	PREFETCHT1 128(R9)
+	PREFETCHT1 192(R9)
+	ADDQ $256, R9
 	STEP512D4
 	STEP512D4
 	STEP512D4
