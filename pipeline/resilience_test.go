@@ -224,7 +224,17 @@ func gathered(t *testing.T, reg *prometheus.Registry, name string) float64 {
 // the first one's transactional id, as a restarted replica would: the first
 // is fenced, must stop with an error that says so rather than fence the
 // second in turn, and every request is answered once.
+//
+// Under -race it is skipped: once a transactional producer is fenced,
+// Sarama v1.61.1 writes transactionManager.lastError under statusLock in one
+// goroutine (transitionTo) and reads it under partitionInTxnLock in another
+// (publishTxnPartitions), IBM/sarama#2913, unfixed in the newest release.
+// The race is in Sarama's goroutines before any of ours sees the error, so
+// no change here can avoid it; the test still runs in `make test`.
 func TestTransactionalIDTakenOver(t *testing.T) {
+	if raceDetector {
+		t.Skip("Sarama v1.61.1 races on its transaction manager's lastError after fencing (IBM/sarama#2913)")
+	}
 	_, addr := newCluster(t)
 	idList, msgs := keyedRequests(300, 12)
 	produced := produceOverTime(t, addr, msgs, 30, 100*time.Millisecond)
