@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"sync"
 	"testing"
 
 	"gonum.org/v1/gonum/blas"
@@ -201,5 +202,39 @@ func BenchmarkLinear(b *testing.B) {
 				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 		}
+	}
+}
+
+// TestConcurrentCallers runs kernel calls from several goroutines at once,
+// as two models in one process do: each call publishes its batch over the
+// previous one's for the helpers, and every result must still be whole.
+func TestConcurrentCallers(t *testing.T) {
+	rng := rand.New(rand.NewSource(5))
+	const m, n, k, callers, calls = 67, 129, 96, 4, 40
+	x, bias := randSlice(rng, m*k), randSlice(rng, n)
+	w := PrepareWeight(randSlice(rng, n*k), n, k)
+	want := make([]float32, m*n)
+	Linear(want, x, m, w, bias, ActGELU)
+	var wg sync.WaitGroup
+	errs := make(chan error, callers)
+	for range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			out := make([]float32, m*n)
+			for range calls {
+				clear(out)
+				Linear(out, x, m, w, bias, ActGELU)
+				if err := closeTo(out, want, 0, 0); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
