@@ -372,6 +372,9 @@ func TestPaddingInvariance(t *testing.T) {
 // pass is bookkeeping (tensor headers, scopes, index slices), a fixed
 // number of small objects whatever the batch shape.
 func TestForwardSteadyState(t *testing.T) {
+	if raceDetector {
+		t.Skip("under -race sync.Pool drops items at random: allocation counts mean nothing")
+	}
 	cfg := smallConfig("BertForPreTraining")
 	m := newModel(t, cfg)
 	var counts []float64

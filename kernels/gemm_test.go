@@ -134,6 +134,9 @@ func TestLinearVersions(t *testing.T) {
 }
 
 func TestLinearNoAllocs(t *testing.T) {
+	if raceDetector {
+		t.Skip("under -race sync.Pool drops items at random: allocation counts mean nothing")
+	}
 	rng := rand.New(rand.NewSource(3))
 	const m, n, k = 130, 300, 200
 	x, bias := randSlice(rng, m*k), randSlice(rng, n)
