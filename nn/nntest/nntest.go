@@ -367,10 +367,10 @@ func testAddLayerNorm(e *env) {
 	}
 }
 
-// mask returns batch x seq key flags: item 0 attends everywhere, item 1 (if
-// any) to nothing (a fully masked row), the rest to a random prefix as
-// padded batches do.
-func (e *env) mask(batch, seq int) []int32 {
+// Mask returns batch x seq key flags: item 0 attends everywhere, item 1
+// (if any) to nothing (a fully masked row), the rest to a random prefix as
+// padded batches do. The CUDA kernels' emulation tests use it too.
+func Mask(rng *rand.Rand, batch, seq int) []int32 {
 	m := make([]int32, batch*seq)
 	for b := 0; b < batch; b++ {
 		n := seq
@@ -378,7 +378,7 @@ func (e *env) mask(batch, seq int) []int32 {
 		case b == 1:
 			n = 0
 		case b > 1:
-			n = 1 + e.rng.Intn(seq)
+			n = 1 + rng.Intn(seq)
 		}
 		for t := 0; t < n; t++ {
 			m[b*seq+t] = 1
@@ -397,7 +397,7 @@ func testSoftmax(e *env) {
 					var mask *nn.Tensor
 					var mh []int32
 					if masked {
-						mh = e.mask(batch, cols)
+						mh = Mask(e.rng, batch, cols)
 						mask = e.ints(mh, batch, cols)
 					}
 					e.ok(name, e.b.Softmax(x, mask, 0.125))

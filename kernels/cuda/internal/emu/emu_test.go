@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"github.com/bertstream/bertstream/kernels"
+	"github.com/bertstream/bertstream/nn/nntest"
 )
 
 // The launch configurations below are the cuda backend's (cuda/ops.go).
@@ -241,25 +242,6 @@ func TestLayerNorm(t *testing.T) {
 	}
 }
 
-// mask: item 0 attends everywhere, item 1 nowhere (a fully masked row),
-// the rest to a random prefix.
-func (e *env) mask(batch, seq int) []int32 {
-	m := make([]int32, batch*seq)
-	for b := 0; b < batch; b++ {
-		n := seq
-		switch {
-		case b == 1:
-			n = 0
-		case b > 1:
-			n = 1 + e.rng.Intn(seq)
-		}
-		for t := 0; t < n; t++ {
-			m[b*seq+t] = 1
-		}
-	}
-	return m
-}
-
 func TestSoftmax(t *testing.T) {
 	e := newEnv(t)
 	for _, dt := range all {
@@ -268,7 +250,7 @@ func TestSoftmax(t *testing.T) {
 				name := fmt.Sprintf("softmax%d_%s %v", v, dt.name, c)
 				n := c.batch * c.rows * c.cols
 				x, xh := e.uniform(dt, n, -8, 8)
-				mh := e.mask(c.batch, c.cols)
+				mh := nntest.Mask(e.rng, c.batch, c.cols)
 				want := append([]float32(nil), xh...)
 				kernels.SoftmaxRef(want, c.batch*c.rows, c.cols, 0.125, mh, c.rows)
 				nrows := c.batch * c.rows
