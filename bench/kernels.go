@@ -242,14 +242,14 @@ func kernelCases(family string) ([]kernelCase, error) {
 		return []kernelCase{{family: family, shape: fmt.Sprintf("%dx%d+residual", benchTokens, benchH), bytes: 12 * float64(benchTokens*benchH), tol: 1e-5,
 			ref: func() []float32 {
 				want := make([]float32, len(out))
-				kernels.AddLayerNormRef(want, x, res, benchTokens, benchH, g, b, 1e-12)
+				kernels.LayerNormRef(want, x, res, benchTokens, benchH, g, b, 1e-12)
 				return want
 			},
 			prepare: func(v string) (func(), []float32, error) {
 				if v == "ref" {
-					return func() { kernels.AddLayerNormRef(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out, nil
+					return func() { kernels.LayerNormRef(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out, nil
 				}
-				return func() { kernels.AddLayerNorm(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out, useVersion(v)
+				return func() { kernels.LayerNorm(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out, useVersion(v)
 			}}}, nil
 	case "gelu":
 		x := randVec(rng, benchTokens*benchI, -5, 5)

@@ -64,20 +64,8 @@ func (p *Profiler) Linear(out, x, w, bias *nn.Tensor, act nn.Act) error {
 	return p.time(op, func() error { return p.Backend.Linear(out, x, w, bias, act) })
 }
 
-func (p *Profiler) Gemm(transA, transB bool, alpha float32, a, b *nn.Tensor, beta float32, c *nn.Tensor) error {
-	return p.time("gemm", func() error { return p.Backend.Gemm(transA, transB, alpha, a, b, beta, c) })
-}
-
-func (p *Profiler) Activation(x *nn.Tensor, act nn.Act) error {
-	return p.time(act.String(), func() error { return p.Backend.Activation(x, act) })
-}
-
-func (p *Profiler) AddLayerNorm(out, x, res, gamma, beta *nn.Tensor, eps float32) error {
-	return p.time("layernorm", func() error { return p.Backend.AddLayerNorm(out, x, res, gamma, beta, eps) })
-}
-
-func (p *Profiler) Softmax(x, mask *nn.Tensor, scale float32) error {
-	return p.time("softmax", func() error { return p.Backend.Softmax(x, mask, scale) })
+func (p *Profiler) LayerNorm(out, x, res, gamma, beta *nn.Tensor, eps float32) error {
+	return p.time("layernorm", func() error { return p.Backend.LayerNorm(out, x, res, gamma, beta, eps) })
 }
 
 func (p *Profiler) Attention(out, qkv, seqs *nn.Tensor, maxLen, heads int, scale float32) error {

@@ -342,7 +342,7 @@ func (m *Model) layer(l *layer, x, next *nn.Tensor, b *layerBufs) error {
 	if err := be.Linear(b.proj, b.ctx, l.attnOut.w, l.attnOut.b, nn.ActNone); err != nil {
 		return fmt.Errorf("attention output: %w", err)
 	}
-	if err := be.AddLayerNorm(b.mid, b.proj, x, l.attnLN.g, l.attnLN.b, m.eps); err != nil {
+	if err := be.LayerNorm(b.mid, b.proj, x, l.attnLN.g, l.attnLN.b, m.eps); err != nil {
 		return fmt.Errorf("attention LayerNorm: %w", err)
 	}
 	if err := be.Linear(b.inter, b.mid, l.inter.w, l.inter.b, m.act); err != nil {
@@ -351,7 +351,7 @@ func (m *Model) layer(l *layer, x, next *nn.Tensor, b *layerBufs) error {
 	if err := be.Linear(b.proj, b.inter, l.out.w, l.out.b, nn.ActNone); err != nil {
 		return fmt.Errorf("output: %w", err)
 	}
-	if err := be.AddLayerNorm(next, b.proj, b.mid, l.outLN.g, l.outLN.b, m.eps); err != nil {
+	if err := be.LayerNorm(next, b.proj, b.mid, l.outLN.g, l.outLN.b, m.eps); err != nil {
 		return fmt.Errorf("output LayerNorm: %w", err)
 	}
 	return nil
@@ -385,7 +385,7 @@ func (m *Model) mlmLogits(s *nn.Scope, x *nn.Tensor, rows []int32) (*nn.Tensor, 
 	if err := be.Linear(h, src, m.mlm.transform.w, m.mlm.transform.b, m.act); err != nil {
 		return nil, err
 	}
-	if err := be.AddLayerNorm(h, h, nil, m.mlm.ln.g, m.mlm.ln.b, m.eps); err != nil {
+	if err := be.LayerNorm(h, h, nil, m.mlm.ln.g, m.mlm.ln.b, m.eps); err != nil {
 		return nil, err
 	}
 	logits := be.New(s, cd, n, V)

@@ -229,7 +229,7 @@ func (h *harness) layerNorm() {
 	beta, bh := h.upload(-1, 1, kHidden)
 	out := h.be.New(h.s, h.be.dt, kTokens, kHidden)
 	want := make([]float32, kTokens*kHidden)
-	kernels.AddLayerNormRef(want, xh, rh, kTokens, kHidden, gh, bh, 1e-12)
+	kernels.LayerNormRef(want, xh, rh, kTokens, kHidden, gh, bh, 1e-12)
 	for _, v := range []int{1, 2} {
 		h.version(fmt.Sprintf("v%d", v), nil, func() error {
 			return h.be.runLayerNorm(v, st(out), st(x), st(res), st(gamma), st(beta), kTokens, kHidden, 1e-12)

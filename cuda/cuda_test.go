@@ -105,15 +105,24 @@ func TestArguments(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := be.Activation(host, nn.ActGELU); err == nil {
-		t.Error("activation of a host tensor did not fail")
+	ones, err := nn.HostF32(s, []float32{1, 1, 1}, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gamma, err := be.Upload(s, ones, nn.F32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	norm := func(x *nn.Tensor) error { return be.LayerNorm(x, x, nil, gamma, gamma, 1e-12) }
+	if err := norm(host); err == nil {
+		t.Error("layernorm of a host tensor did not fail")
 	}
 	half, err := be.Upload(s, host, nn.F16)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := be.Activation(half, nn.ActGELU); err == nil {
-		t.Error("activation of an F16 tensor on an F32 backend did not fail")
+	if err := norm(half); err == nil {
+		t.Error("layernorm of an F16 tensor on an F32 backend did not fail")
 	}
 	gone := s.Child("gone")
 	old, err := be.Upload(gone, host, nn.F32)
@@ -121,8 +130,8 @@ func TestArguments(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone.Close()
-	if err := be.Activation(old, nn.ActGELU); err == nil {
-		t.Error("activation of a tensor whose scope is closed did not fail")
+	if err := norm(old); err == nil {
+		t.Error("layernorm of a tensor whose scope is closed did not fail")
 	}
 	if err := be.Gather(be.New(s, nn.F32, 1, 3), dev, be.New(s, nn.I32, 1)); err == nil {
 		t.Error("gather with an index tensor made by New did not fail")

@@ -187,47 +187,6 @@ func (b *Backend) Linear(out, x, w, bias *nn.Tensor, act nn.Act) error {
 	return b.runAct(st[0], int64(m)*int64(n), act)
 }
 
-func (b *Backend) Gemm(transA, transB bool, alpha float32, a, bt *nn.Tensor, beta float32, c *nn.Tensor) error {
-	st, err := b.floats([]string{"a", "b", "c"}, a, bt, c)
-	if err != nil {
-		return err
-	}
-	batch, m, n, k, err := nn.GemmDims(transA, transB, a, bt, c)
-	if err != nil {
-		return err
-	}
-	if batch == 0 || m == 0 || n == 0 {
-		return nil
-	}
-	ar, ac := a.Dim(-2), a.Dim(-1)
-	br, bc := bt.Dim(-2), bt.Dim(-1)
-	if err := b.enter(); err != nil {
-		return err
-	}
-	defer b.leave()
-	// Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T:
-	// cuBLAS gets b first, each operand with its own transpose flag.
-	err = b.blas.gemm(cudaType(b.dt), transB, transA, n, m, k, alpha,
-		st[1].ptr, max(1, bc), int64(br*bc), st[0].ptr, max(1, ac), int64(ar*ac), beta, st[2].ptr, n, int64(m*n), batch)
-	if err != nil {
-		return fmt.Errorf("gemm: a %v, b %v, c %v: %w", a, bt, c, err)
-	}
-	return nil
-}
-
-func (b *Backend) Activation(x *nn.Tensor, act nn.Act) error {
-	st, err := b.float("x", x)
-	if err != nil {
-		return err
-	}
-	if err := b.enter(); err != nil {
-		return err
-	}
-	defer b.leave()
-	return b.runAct(st, int64(x.Len()), act)
-}
-
-// runAct applies act to n values in place; the context is current.
 func (b *Backend) runAct(st *storage, n int64, act nn.Act) error {
 	if n == 0 || act == nn.ActNone {
 		return nil
@@ -236,7 +195,7 @@ func (b *Backend) runAct(st *storage, n int64, act nn.Act) error {
 	return b.launch("act_"+suffix(b.dt), strided((n+vec-1)/vec, 256), 1, 1, 256, 0, ptr(st), i64(n), i32(int(act)))
 }
 
-func (b *Backend) AddLayerNorm(out, x, res, gamma, beta *nn.Tensor, eps float32) error {
+func (b *Backend) LayerNorm(out, x, res, gamma, beta *nn.Tensor, eps float32) error {
 	st, err := b.floats([]string{"out", "x", "gamma", "beta"}, out, x, gamma, beta)
 	if err != nil {
 		return err
@@ -277,31 +236,6 @@ func (b *Backend) runLayerNorm(v int, out, x, res, gamma, beta *storage, rows, c
 	return b.launch(name, blocks(rows, 8), 1, 1, 256, 0, args...)
 }
 
-func (b *Backend) Softmax(x, mask *nn.Tensor, scale float32) error {
-	sx, err := b.float("x", x)
-	if err != nil {
-		return err
-	}
-	if x.Rank() != 3 {
-		return fmt.Errorf("softmax: x %v: want [B, rows, cols]", x)
-	}
-	var sm *storage
-	if mask != nil {
-		if sm, err = b.tensor("mask", mask, nn.I32); err != nil {
-			return err
-		}
-		if mask.Rank() != 2 || mask.Dim(0) != x.Dim(0) || mask.Dim(1) != x.Dim(2) {
-			return fmt.Errorf("softmax: mask %v does not match x %v", mask, x)
-		}
-	}
-	if err := b.enter(); err != nil {
-		return err
-	}
-	defer b.leave()
-	return b.runSoftmax(2, sx, sm, x.Dim(0)*x.Dim(1), x.Dim(2), x.Dim(1), scale)
-}
-
-// runSoftmax launches version v of the masked softmax kernel.
 func (b *Backend) runSoftmax(v int, x, mask *storage, nrows, cols, rowsPerMask int, scale float32) error {
 	if nrows == 0 || cols == 0 {
 		return nil

@@ -78,33 +78,16 @@ func (r roundingCPU) Linear(out, x, w, bias *nn.Tensor, act nn.Act) error {
 		return err
 	}
 	r.round(out)
-	if act == nn.ActNone {
-		return nil
+	if act != nn.ActNone {
+		kernels.BiasActRef(out.F32(), out.Rows(), out.Cols(), nil, act)
+		r.round(out)
 	}
-	return r.Activation(out, act)
+	return nil
 }
 
-func (r roundingCPU) Gemm(transA, transB bool, alpha float32, a, b *nn.Tensor, beta float32, c *nn.Tensor) error {
-	err := r.CPU.Gemm(transA, transB, alpha, a, b, beta, c)
-	r.round(c)
-	return err
-}
-
-func (r roundingCPU) Activation(x *nn.Tensor, act nn.Act) error {
-	err := r.CPU.Activation(x, act)
-	r.round(x)
-	return err
-}
-
-func (r roundingCPU) AddLayerNorm(out, x, res, gamma, beta *nn.Tensor, eps float32) error {
-	err := r.CPU.AddLayerNorm(out, x, res, gamma, beta, eps)
+func (r roundingCPU) LayerNorm(out, x, res, gamma, beta *nn.Tensor, eps float32) error {
+	err := r.CPU.LayerNorm(out, x, res, gamma, beta, eps)
 	r.round(out)
-	return err
-}
-
-func (r roundingCPU) Softmax(x, mask *nn.Tensor, scale float32) error {
-	err := r.CPU.Softmax(x, mask, scale)
-	r.round(x)
 	return err
 }
 

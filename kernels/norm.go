@@ -37,9 +37,9 @@ func runRows(t *rowTask) {
 	rowTasks.Put(t)
 }
 
-// AddLayerNorm computes out = LayerNorm(x + res)*gamma + beta per row; res
+// LayerNorm computes out = LayerNorm(x + res)*gamma + beta per row; res
 // may be nil and out may alias x or res.
-func AddLayerNorm(out, x, res []float32, rows, cols int, gamma, beta []float32, eps float32) {
+func LayerNorm(out, x, res []float32, rows, cols int, gamma, beta []float32, eps float32) {
 	if rows*cols == 0 {
 		return
 	}

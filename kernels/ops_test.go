@@ -100,7 +100,7 @@ func TestLayerNormVersions(t *testing.T) {
 				if alias == "no residual" {
 					r = nil
 				}
-				AddLayerNormRef(want, x, r, rows, cols, gamma, beta, 1e-12)
+				LayerNormRef(want, x, r, rows, cols, gamma, beta, 1e-12)
 				xs, rs := append([]float32(nil), x...), append([]float32(nil), res...)
 				out := make([]float32, rows*cols)
 				switch alias {
@@ -111,7 +111,7 @@ func TestLayerNormVersions(t *testing.T) {
 				case "no residual":
 					rs = nil
 				}
-				AddLayerNorm(out, xs, rs, rows, cols, gamma, beta, 1e-12)
+				LayerNorm(out, xs, rs, rows, cols, gamma, beta, 1e-12)
 				if err := closeTo(out, want, 2e-5, 1e-5); err != nil {
 					t.Errorf("cols=%d out aliases %s: %v", cols, alias, err)
 				}

@@ -96,9 +96,9 @@ func BiasActRef(x []float32, rows, cols int, bias []float32, a Act) {
 	}
 }
 
-// AddLayerNormRef computes out = LayerNorm(x + res) * gamma + beta row by
+// LayerNormRef computes out = LayerNorm(x + res) * gamma + beta row by
 // row (res may be nil). out may alias x or res.
-func AddLayerNormRef(out, x, res []float32, rows, cols int, gamma, beta []float32, eps float32) {
+func LayerNormRef(out, x, res []float32, rows, cols int, gamma, beta []float32, eps float32) {
 	tmp := make([]float64, cols)
 	for r := 0; r < rows; r++ {
 		var mean float64
@@ -195,7 +195,7 @@ func EmbedLayerNormRef(out []float32, ids, types, positions []int32, hidden int,
 			o[j] = w[j] + p[j] + t[j]
 		}
 	}
-	AddLayerNormRef(out, out, nil, len(ids), hidden, gamma, beta, eps)
+	LayerNormRef(out, out, nil, len(ids), hidden, gamma, beta, eps)
 	return nil
 }
 

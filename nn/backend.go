@@ -61,19 +61,10 @@ type Backend interface {
 	// Linear computes out[m,n] = act(x[m,k] * w[n,k]^T + bias[n]); bias
 	// may be nil.
 	Linear(out, x, w, bias *Tensor, act Act) error
-	// Gemm computes c = alpha*op(a)*op(b) + beta*c for 2-D tensors, or
-	// for 3-D tensors as a batch of independent products (strided batched
-	// GEMM).
-	Gemm(transA, transB bool, alpha float32, a, b *Tensor, beta float32, c *Tensor) error
-	// Activation applies act to x in place.
-	Activation(x *Tensor, act Act) error
-	// AddLayerNorm computes out = LayerNorm(x + res)*gamma + beta over the
-	// last dimension; res may be nil, out may be x or res.
-	AddLayerNorm(out, x, res, gamma, beta *Tensor, eps float32) error
-	// Softmax computes, in place, softmax(scale*x) over the last dimension
-	// of x [B, rows, cols], skipping columns where mask [B, cols] (I32) is
-	// 0; mask may be nil.
-	Softmax(x, mask *Tensor, scale float32) error
+	// LayerNorm computes out = LayerNorm(x + res)*gamma + beta over the
+	// last dimension: the residual add fused in front of the norm; res
+	// may be nil, out may be x or res.
+	LayerNorm(out, x, res, gamma, beta *Tensor, eps float32) error
 	// Attention is fused multi-head self-attention over packed sequences:
 	// qkv [n, 3H] holds the query, key and value projections of n tokens,
 	// seqs [B+1] (I32) the offsets of B sequences among them (seqs[0] = 0,
@@ -172,32 +163,4 @@ func Region(be Backend, name string) {
 	if r, ok := be.(Regioner); ok {
 		r.Region(name)
 	}
-}
-
-// GemmDims checks the shapes of Gemm's operands (all 2-D, or all 3-D with
-// one batch size) and returns the batch (1 for 2-D), and m, n, k of
-// op(a) [m, k] times op(b) [k, n] into c [m, n].
-func GemmDims(transA, transB bool, a, b, c *Tensor) (batch, m, n, k int, err error) {
-	if a.Rank() != b.Rank() || a.Rank() != c.Rank() || a.Rank() < 2 || a.Rank() > 3 {
-		return 0, 0, 0, 0, fmt.Errorf("gemm: a %v, b %v, c %v: want all 2-D or all 3-D", a, b, c)
-	}
-	batch = 1
-	if a.Rank() == 3 {
-		batch = a.Dim(0)
-		if b.Dim(0) != batch || c.Dim(0) != batch {
-			return 0, 0, 0, 0, fmt.Errorf("gemm: batch sizes of a %v, b %v, c %v differ", a, b, c)
-		}
-	}
-	m, k = a.Dim(-2), a.Dim(-1)
-	if transA {
-		m, k = k, m
-	}
-	kb, n := b.Dim(-2), b.Dim(-1)
-	if transB {
-		kb, n = n, kb
-	}
-	if k != kb || c.Dim(-2) != m || c.Dim(-1) != n {
-		return 0, 0, 0, 0, fmt.Errorf("gemm: op(a) %dx%d times op(b) %dx%d does not fit c %v", m, k, kb, n, c)
-	}
-	return batch, m, n, k, nil
 }

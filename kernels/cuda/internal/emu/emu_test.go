@@ -225,7 +225,7 @@ func TestLayerNorm(t *testing.T) {
 							res, rh = e.uniform(dt, rows*cols, -1, 1)
 						}
 						want := make([]float32, rows*cols)
-						kernels.AddLayerNormRef(want, xh, rh, rows, cols, gh, bh, 1e-12)
+						kernels.LayerNormRef(want, xh, rh, rows, cols, gh, bh, 1e-12)
 						// In place, as BERT's layers call it: out is x.
 						grid, block := blocks(rows, 8), 256
 						if v == 1 {
