@@ -1,5 +1,6 @@
 # bench-peers: bertstream's CPU throughput side by side with ONNX Runtime's and
-# PyTorch's (bench/cmd/peers), written to bench/results/cpu-peers.{json,md,png}.
+# PyTorch's (bench/cmd/peers, on package bench/peers), written to
+# bench/results/cpu-peers.{json,md,png}.
 #
 #   make bench-peers                                        # base, B 1,8,32 x T 32,128,384, 2 threads
 #   make bench-peers PEERS_FLAGS='-shapes base:8x128,base:1x128 -rounds 3'

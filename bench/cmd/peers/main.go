@@ -25,7 +25,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/bertstream/bertstream/bench"
+	"github.com/bertstream/bertstream/bench/peers"
 )
 
 func main() {
@@ -66,17 +66,17 @@ func run() error {
 	flag.Parse()
 
 	if *from != "" {
-		r, err := bench.ReadReport(*from)
+		r, err := peers.ReadReport(*from)
 		if err != nil {
 			return err
 		}
 		return r.WriteFiles(*outDir, *name)
 	}
 
-	var list []bench.Shape
+	var list []peers.Shape
 	if *shapes != "" {
 		var err error
-		if list, err = bench.ParseShapes(*shapes); err != nil {
+		if list, err = peers.ParseShapes(*shapes); err != nil {
 			return err
 		}
 	} else {
@@ -88,14 +88,14 @@ func run() error {
 		if err != nil {
 			return fmt.Errorf("-seq: %w", err)
 		}
-		list = bench.Grid(strings.Split(*presets, ","), bs, ts)
+		list = peers.Grid(strings.Split(*presets, ","), bs, ts)
 	}
 
-	cfg := bench.PeersConfig{Dir: *peersDir, Python: *python, Node: *node, Opset: *opset,
+	cfg := peers.Config{Dir: *peersDir, Python: *python, Node: *node, Opset: *opset,
 		Threads: *threads, Warmup: *warmup, Runs: *runs, MaxSeconds: *maxSeconds}
 	switch *blasCore {
 	case "auto":
-		cfg.OpenBLASCore = bench.OpenBLASCore(bench.CPUFlags())
+		cfg.OpenBLASCore = peers.OpenBLASCore(peers.CPUFlags())
 	case "none":
 	default:
 		cfg.OpenBLASCore = *blasCore
@@ -107,24 +107,24 @@ func run() error {
 		notes = append(notes, fmt.Sprintf("PyTorch used the system's libblas.so.3 (%s is absent; `make bench-peers` unpacks Debian's OpenBLAS there).", *blasDir))
 	}
 
-	var es []bench.Engine
+	var es []peers.Engine
 	names := strings.Split(*engines, ",")
 	for _, e := range names {
 		switch e {
 		case "bertstream":
-			es = append(es, &bench.CommandEngine{EngineName: e, Path: *bin, Timeout: *timeout, Args: func(s bench.Shape) []string {
+			es = append(es, &peers.CommandEngine{EngineName: e, Path: *bin, Timeout: *timeout, Args: func(s peers.Shape) []string {
 				return []string{"bench", "--preset", s.Preset, "--batch", strconv.Itoa(s.Batch), "--seq", strconv.Itoa(s.Seq),
 					"--threads", strconv.Itoa(*threads), "--json"}
 			}})
 		case "onnxruntime":
-			p := bench.NewORTPeer(cfg)
+			p := peers.NewORTPeer(cfg)
 			p.Timeout = *timeout
 			es = append(es, p)
 		case "pytorch":
-			p := bench.NewPyTorchPeer(cfg)
+			p := peers.NewPyTorchPeer(cfg)
 			p.Timeout = *timeout
 			es = append(es, p)
-			if n := bench.PyTorchEnvNote(os.Environ()); n != "" {
+			if n := peers.PyTorchEnvNote(os.Environ()); n != "" {
 				notes = append(notes, n)
 			}
 			if cfg.OpenBLASCore != "" {
@@ -139,22 +139,22 @@ func run() error {
 			e.Close()
 		}
 	}()
-	skip := func(engine string, s bench.Shape) bool {
+	skip := func(engine string, s peers.Shape) bool {
 		return engine == "pytorch" && *torchMax > 0 && s.Batch*s.Seq > *torchMax
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt)
 	defer stop()
-	machine := bench.ReadMachine(time.Now())
-	results := bench.Compare(ctx, es, list, bench.CompareOptions{Rounds: *rounds, Skip: skip,
-		Quiet: bench.WaitQuiet(*quiet, *quietMax, os.Stderr), Log: os.Stderr})
-	machine.LoadAvgEnd = bench.LoadAvg()
+	machine := peers.ReadMachine(time.Now())
+	results := peers.Compare(ctx, es, list, peers.CompareOptions{Rounds: *rounds, Skip: skip,
+		Quiet: peers.WaitQuiet(*quiet, *quietMax, os.Stderr), Log: os.Stderr})
+	machine.LoadAvgEnd = peers.LoadAvg()
 
 	notes = append(notes, engineNotes(results, cfg)...)
 	if *torchMax > 0 && slices.Contains(names, "pytorch") {
 		notes = append(notes, fmt.Sprintf("PyTorch was run only on shapes of at most %d tokens (B*T).", *torchMax))
 	}
-	r := &bench.Report{Machine: machine, Commit: commit(), Threads: *threads, Rounds: *rounds, Engines: names, Notes: notes, Results: results}
+	r := &peers.Report{Machine: machine, Commit: commit(), Threads: *threads, Rounds: *rounds, Engines: names, Notes: notes, Results: results}
 	if err := r.WriteFiles(*outDir, *name); err != nil {
 		return err
 	}
@@ -173,7 +173,7 @@ func run() error {
 
 // engineNotes says how the peers ran, from what they reported: the BLAS
 // library PyTorch loaded and the operators ONNX Runtime's optimizer left.
-func engineNotes(results []bench.Result, cfg bench.PeersConfig) []string {
+func engineNotes(results []peers.Result, cfg peers.Config) []string {
 	var notes []string
 	seen := map[string]bool{}
 	for _, r := range results {
@@ -200,7 +200,7 @@ func engineNotes(results []bench.Result, cfg bench.PeersConfig) []string {
 }
 
 // checked says how far a peer's outputs were from the reference.
-func checked(r bench.Result, ref string) string {
+func checked(r peers.Result, ref string) string {
 	var e float64
 	if err := json.Unmarshal(r.Extra["check_max_abs_err"], &e); err != nil {
 		return "outputs not checked"

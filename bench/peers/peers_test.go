@@ -1,4 +1,4 @@
-package bench
+package peers
 
 import (
 	"bufio"
@@ -333,7 +333,7 @@ func TestPyTorchPeer(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts Python and torch")
 	}
-	c := PeersConfig{Dir: "peers", CacheDir: t.TempDir(), Python: "/usr/bin/python3", Threads: 1, Warmup: 0, Runs: 1, MaxSeconds: 1}
+	c := Config{Dir: ".", CacheDir: t.TempDir(), Python: "/usr/bin/python3", Threads: 1, Warmup: 0, Runs: 1, MaxSeconds: 1}
 	p := NewPyTorchPeer(c)
 	if err := p.Check(context.Background()); err != nil {
 		t.Skip(err)

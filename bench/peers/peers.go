@@ -1,4 +1,13 @@
-package bench
+// Package peers compares bertstream's CPU throughput with other engines':
+// it times `bertstream bench --json` and the ONNX Runtime and PyTorch peer
+// scripts of this directory on the same shapes, threads and machine,
+// engines interleaved shape by shape (Compare), and writes the comparison
+// as JSON, a markdown table and a bar plot (Report). bench/cmd/peers is its
+// command (`make bench-peers`).
+//
+// It is apart from package bench so that the bertstream binary, which
+// needs bench, links no plotting.
+package peers
 
 import (
 	"bufio"
@@ -534,8 +543,8 @@ func clip(s string, n int) string {
 	return s[:n] + "..."
 }
 
-// PeersConfig says where the Python and Node peers are and how to run them.
-type PeersConfig struct {
+// Config says where the Python and Node peers are and how to run them.
+type Config struct {
 	Dir        string // bench/peers
 	CacheDir   string // exported ONNX models and reference outputs; Dir/.cache if empty
 	Python     string // an interpreter that imports torch (Debian's /usr/bin/python3)
@@ -554,31 +563,31 @@ type PeersConfig struct {
 	OpenBLASCore string
 }
 
-func (c PeersConfig) cacheDir() string {
+func (c Config) cacheDir() string {
 	if c.CacheDir != "" {
 		return c.CacheDir
 	}
 	return filepath.Join(c.Dir, ".cache")
 }
 
-func (c PeersConfig) timing() []string {
+func (c Config) timing() []string {
 	return []string{"--threads", strconv.Itoa(c.Threads), "--warmup", strconv.Itoa(c.Warmup),
 		"--runs", strconv.Itoa(c.Runs), "--max-seconds", strconv.FormatFloat(c.MaxSeconds, 'f', -1, 64)}
 }
 
 // ONNXModel is where export_onnx.py puts a preset's model.
-func (c PeersConfig) ONNXModel(preset string) string {
+func (c Config) ONNXModel(preset string) string {
 	return filepath.Join(c.cacheDir(), fmt.Sprintf("bert-%s-opset%d.onnx", preset, c.Opset))
 }
 
 // Reference is where export_onnx.py puts a preset's reference outputs,
 // which both peers check their engine against before timing.
-func (c PeersConfig) Reference(preset string) string {
+func (c Config) Reference(preset string) string {
 	return filepath.Join(c.cacheDir(), fmt.Sprintf("bert-%s.ref.json", preset))
 }
 
 // export runs export_onnx.py, which does nothing when its files are up to date.
-func (c PeersConfig) export(ctx context.Context, preset string, args ...string) error {
+func (c Config) export(ctx context.Context, preset string, args ...string) error {
 	args = append([]string{filepath.Join(c.Dir, "export_onnx.py"), "--preset", preset,
 		"--opset", strconv.Itoa(c.Opset), "--out", c.cacheDir()}, args...)
 	cmd := exec.CommandContext(ctx, c.Python, args...)
@@ -590,7 +599,7 @@ func (c PeersConfig) export(ctx context.Context, preset string, args ...string) 
 
 // NewORTPeer is ONNX Runtime (onnxruntime-node, CPU) on the model that
 // export_onnx.py exports, which it runs first.
-func NewORTPeer(c PeersConfig) *PeerEngine {
+func NewORTPeer(c Config) *PeerEngine {
 	return &PeerEngine{
 		EngineName: "onnxruntime",
 		Require: func(ctx context.Context) error {
@@ -612,7 +621,7 @@ func NewORTPeer(c PeersConfig) *PeerEngine {
 }
 
 // NewPyTorchPeer is PyTorch eager on the CPU, in the environment of PyTorchEnv.
-func NewPyTorchPeer(c PeersConfig) *PeerEngine {
+func NewPyTorchPeer(c Config) *PeerEngine {
 	return &PeerEngine{
 		EngineName: "pytorch",
 		Require: func(ctx context.Context) error {
