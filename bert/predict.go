@@ -3,66 +3,32 @@ package bert
 import (
 	"cmp"
 	"context"
-	"errors"
 	"fmt"
 	"math"
 	"sort"
 	"strings"
 	"unicode/utf8"
 
+	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/bert/tokenize"
 	"github.com/bertstream/bertstream/nn"
 )
 
-// Task names, as requests and the command line spell them.
-const (
-	TaskClassify = "classify"
-	TaskFillMask = "fill-mask"
-	TaskNSP      = "nsp"
-	TaskEmbed    = "embed"
-)
-
-// TaskRequest is one input to a task.
-type TaskRequest struct {
-	Task     string
-	Text     string
-	TextPair string
-	HasPair  bool
-	// TopK is how many tokens fill-mask returns per [MASK] (default 5).
-	TopK int
-	// Pooling is embed's pooling: "cls", "mean" (default) or "max".
-	Pooling   string
-	Normalize bool
-}
-
-// TaskResult is one request's answer: Value marshals to the task's JSON
-// result, or Err says why the request could not be served (bad input,
-// unsupported task); a bad request never fails its neighbours.
-type TaskResult struct {
-	Value any
-	Err   error
-}
-
-// ErrBadRequest marks errors caused by the request itself (as opposed to
-// the engine), so that a pipeline can dead-letter it and move on.
-var ErrBadRequest = errors.New("bad request")
-
-// ErrTooLong marks a request over the length limit of a predictor that
-// refuses rather than truncates; such an error is an ErrBadRequest too.
-var ErrTooLong = errors.New("over the length limit")
+// Predictor implements the task contract that the pipeline serves.
+var _ task.Predictor = (*Predictor)(nil)
 
 func badRequest(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrBadRequest, fmt.Sprintf(format, args...))
+	return fmt.Errorf("%w: %s", task.ErrBadRequest, fmt.Sprintf(format, args...))
 }
 
-func (p *Predictor) tooLong(r TaskRequest) error {
+func (p *Predictor) tooLong(r task.Request) error {
 	_, a := p.Tok.Tokenize(r.Text)
 	n := len(a) + 2
 	if r.HasPair {
 		_, pb := p.Tok.Tokenize(r.TextPair)
 		n += len(pb) + 1
 	}
-	return fmt.Errorf("%w: %w: text is %d tokens, the limit is %d", ErrBadRequest, ErrTooLong, n, p.maxLen)
+	return fmt.Errorf("%w: %w: text is %d tokens, the limit is %d", task.ErrBadRequest, task.ErrTooLong, n, p.maxLen)
 }
 
 // ClassifyResult is the answer of classify.
@@ -150,20 +116,20 @@ func (p *Predictor) MaxLen() int { return p.maxLen }
 func (p *Predictor) Tasks() []string {
 	t := []string{}
 	if p.Model.HasClassifier() {
-		t = append(t, TaskClassify)
+		t = append(t, task.Classify)
 	}
 	if p.Model.HasMLM() {
-		t = append(t, TaskFillMask)
+		t = append(t, task.FillMask)
 	}
 	if p.Model.HasNSP() {
-		t = append(t, TaskNSP)
+		t = append(t, task.NSP)
 	}
-	return append(t, TaskEmbed)
+	return append(t, task.Embed)
 }
 
-func (p *Predictor) supports(task string) bool {
+func (p *Predictor) supports(name string) bool {
 	for _, t := range p.Tasks() {
-		if t == task {
+		if t == name {
 			return true
 		}
 	}
@@ -171,7 +137,7 @@ func (p *Predictor) supports(task string) bool {
 }
 
 // check validates a request without running the model.
-func (p *Predictor) check(r TaskRequest) error {
+func (p *Predictor) check(r task.Request) error {
 	if !p.supports(r.Task) {
 		if r.Task == "" {
 			return badRequest("no task given (model %s supports %s)", p.ModelName, strings.Join(p.Tasks(), ", "))
@@ -187,10 +153,10 @@ func (p *Predictor) check(r TaskRequest) error {
 	if r.HasPair && strings.TrimSpace(r.TextPair) == "" {
 		return badRequest("text_pair is empty")
 	}
-	if r.Task == TaskNSP && !r.HasPair {
+	if r.Task == task.NSP && !r.HasPair {
 		return badRequest("nsp needs a text_pair")
 	}
-	if r.Task == TaskEmbed {
+	if r.Task == task.Embed {
 		if _, err := parsePooling(r.Pooling); err != nil {
 			return err
 		}
@@ -216,7 +182,7 @@ func parsePooling(s string) (nn.Pooling, error) {
 // CountTokens is the number of tokens r becomes, specials included, after
 // truncation when the predictor truncates; a request that is invalid or
 // too long gets its error instead.
-func (p *Predictor) CountTokens(r TaskRequest) (int, error) {
+func (p *Predictor) CountTokens(r task.Request) (int, error) {
 	if err := p.check(r); err != nil {
 		return 0, err
 	}
@@ -232,8 +198,8 @@ func (p *Predictor) CountTokens(r TaskRequest) (int, error) {
 
 // Predict answers every request, one result per request in order. Requests
 // of one task run as one batch.
-func (p *Predictor) Predict(ctx context.Context, reqs []TaskRequest) []TaskResult {
-	res := make([]TaskResult, len(reqs))
+func (p *Predictor) Predict(ctx context.Context, reqs []task.Request) []task.Result {
+	res := make([]task.Result, len(reqs))
 	groups := map[string][]int{}
 	for i, r := range reqs {
 		if err := p.check(r); err != nil {
@@ -241,7 +207,7 @@ func (p *Predictor) Predict(ctx context.Context, reqs []TaskRequest) []TaskResul
 			continue
 		}
 		key := r.Task
-		if r.Task == TaskEmbed {
+		if r.Task == task.Embed {
 			key += "/" + r.Pooling
 		}
 		groups[key] = append(groups[key], i)
@@ -282,7 +248,7 @@ func (p *Predictor) Predict(ctx context.Context, reqs []TaskRequest) []TaskResul
 // refuses over-long texts gives those requests ErrTooLong in res and
 // leaves them out: the batch is then encoded again without them, which
 // only bad requests cost.
-func (p *Predictor) encode(reqs []TaskRequest, idx []int, res []TaskResult) ([]int, *tokenize.Batch, error) {
+func (p *Predictor) encode(reqs []task.Request, idx []int, res []task.Result) ([]int, *tokenize.Batch, error) {
 	in := make([]tokenize.Input, len(idx))
 	for j, i := range idx {
 		in[j] = tokenize.Input{Text: reqs[i].Text, Pair: reqs[i].TextPair, HasPair: reqs[i].HasPair}
@@ -307,20 +273,20 @@ func (p *Predictor) encode(reqs []TaskRequest, idx []int, res []TaskResult) ([]i
 
 // run computes one task for the requests idx (all valid, same task),
 // encoded as b.
-func (p *Predictor) run(reqs []TaskRequest, idx []int, b *tokenize.Batch) ([]any, error) {
-	task := reqs[idx[0]].Task
+func (p *Predictor) run(reqs []task.Request, idx []int, b *tokenize.Batch) ([]any, error) {
+	name := reqs[idx[0]].Task
 	inputs := Inputs{IDs: b.IDs, TypeIDs: b.TypeIDs, Mask: b.Mask, B: b.B, T: b.T}
 	var want Want
 	var maskRows []int32
-	switch task {
-	case TaskClassify:
+	switch name {
+	case task.Classify:
 		want.Classify = true
-	case TaskNSP:
+	case task.NSP:
 		want.NSP = true
-	case TaskEmbed:
+	case task.Embed:
 		pool, _ := parsePooling(reqs[idx[0]].Pooling)
 		want.Sentence, want.SentencePooling = true, pool
-	case TaskFillMask:
+	case task.FillMask:
 		mask := p.Tok.Special().MASK
 		for i, id := range b.IDs {
 			if id == mask && b.Mask[i] == 1 {
@@ -354,8 +320,8 @@ func (p *Predictor) run(reqs []TaskRequest, idx []int, b *tokenize.Batch) ([]any
 		return h.F32(), nil
 	}
 	vals := make([]any, len(idx))
-	switch task {
-	case TaskClassify:
+	switch name {
+	case task.Classify:
 		logits, err := down(out.Logits)
 		if err != nil {
 			return nil, err
@@ -372,7 +338,7 @@ func (p *Predictor) run(reqs []TaskRequest, idx []int, b *tokenize.Batch) ([]any
 			}
 			vals[j] = r
 		}
-	case TaskNSP:
+	case task.NSP:
 		logits, err := down(out.NSPLogits)
 		if err != nil {
 			return nil, err
@@ -381,7 +347,7 @@ func (p *Predictor) run(reqs []TaskRequest, idx []int, b *tokenize.Batch) ([]any
 			probs := softmax(logits[2*j : 2*j+2])
 			vals[j] = NSPResult{IsNext: probs[0], Logits: [2]float64{float64(logits[2*j]), float64(logits[2*j+1])}}
 		}
-	case TaskEmbed:
+	case task.Embed:
 		emb, err := down(out.Sentence)
 		if err != nil {
 			return nil, err
@@ -404,7 +370,7 @@ func (p *Predictor) run(reqs []TaskRequest, idx []int, b *tokenize.Batch) ([]any
 			pool, _ := parsePooling(reqs[i].Pooling)
 			vals[j] = EmbedResult{Pooling: pool.String(), Normalize: reqs[i].Normalize, Embedding: v}
 		}
-	case TaskFillMask:
+	case task.FillMask:
 		logits, err := down(out.MLMLogits)
 		if err != nil {
 			return nil, err

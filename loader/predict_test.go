@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/bertstream/bertstream/bert"
+	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/loader"
 )
 
@@ -21,22 +22,22 @@ func TestPredictRefusesTooLong(t *testing.T) {
 	}
 	defer strict.Model.Close()
 	long := strings.Repeat("many words here ", 10)
-	reqs := []bert.TaskRequest{
-		{Task: bert.TaskClassify, Text: "a short text"},
-		{Task: bert.TaskClassify, Text: long},
-		{Task: bert.TaskClassify, Text: "another short one"},
+	reqs := []task.Request{
+		{Task: task.Classify, Text: "a short text"},
+		{Task: task.Classify, Text: long},
+		{Task: task.Classify, Text: "another short one"},
 	}
 	res := strict.Predict(context.Background(), reqs)
-	if !errors.Is(res[1].Err, bert.ErrTooLong) || !errors.Is(res[1].Err, bert.ErrBadRequest) {
+	if !errors.Is(res[1].Err, task.ErrTooLong) || !errors.Is(res[1].Err, task.ErrBadRequest) {
 		t.Fatalf("over-long text: %v, want ErrTooLong and ErrBadRequest", res[1].Err)
 	}
 	if !strings.Contains(res[1].Err.Error(), "32 tokens, the limit is 12") {
 		t.Errorf("error %q does not give the lengths", res[1].Err)
 	}
-	if _, err := strict.CountTokens(reqs[1]); !errors.Is(err, bert.ErrTooLong) {
+	if _, err := strict.CountTokens(reqs[1]); !errors.Is(err, task.ErrTooLong) {
 		t.Errorf("CountTokens: %v", err)
 	}
-	alone := strict.Predict(context.Background(), []bert.TaskRequest{reqs[0], reqs[2]})
+	alone := strict.Predict(context.Background(), []task.Request{reqs[0], reqs[2]})
 	for j, i := range []int{0, 2} {
 		if res[i].Err != nil {
 			t.Fatalf("request %d: %v", i, res[i].Err)

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/bertstream/bertstream/bert/task"
 )
 
 // batchLoop gathers items into batches, across partitions, and answers
@@ -71,32 +73,32 @@ func (w *Worker) process(ctx context.Context, batch []*item) {
 		return
 	}
 	var (
-		tasks  []Task
+		reqs   []task.Request
 		served []*item
 		tokens int
 	)
 	for _, it := range live {
 		if it.err == nil {
-			tasks = append(tasks, taskOf(it.req))
+			reqs = append(reqs, it.req.Request)
 			served = append(served, it)
 			tokens += it.tokens
 		}
 	}
-	if len(tasks) > 0 {
+	if len(reqs) > 0 {
 		t0 := time.Now()
-		outs := w.pred.Predict(ctx, tasks)
+		outs := w.pred.Predict(ctx, reqs)
 		w.m.ModelLatency.Observe(time.Since(t0).Seconds())
-		w.m.BatchSize.Observe(float64(len(tasks)))
+		w.m.BatchSize.Observe(float64(len(reqs)))
 		if w.cfg.MaxTokens > 0 {
 			// Requests are sized only when batches have a token budget.
 			w.m.BatchTokens.Observe(float64(tokens))
 		}
 		for i, it := range served {
-			var out Outcome
-			if len(outs) == len(tasks) {
+			var out task.Result
+			if len(outs) == len(reqs) {
 				out = outs[i]
 			} else {
-				out.Err = fmt.Errorf("the model returned %d results for %d requests", len(outs), len(tasks))
+				out.Err = fmt.Errorf("the model returned %d results for %d requests", len(outs), len(reqs))
 			}
 			if out.Err == nil {
 				var v []byte
@@ -106,7 +108,7 @@ func (w *Worker) process(ctx context.Context, batch []*item) {
 				}
 			}
 			if out.Err != nil {
-				it.err = out.Err
+				it.err = refusal(out.Err)
 			}
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/bertstream/bertstream/bert"
+	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/bert/tokenize"
 	"github.com/bertstream/bertstream/loader"
 	"github.com/bertstream/bertstream/nn"
@@ -114,9 +115,9 @@ func BenchmarkPipeline(b *testing.B) {
 	)
 	p := benchPredictor(b)
 	texts := benchTexts(n)
-	reqs := make([]bert.TaskRequest, n)
+	reqs := make([]task.Request, n)
 	for i, t := range texts {
-		reqs[i] = bert.TaskRequest{Task: bert.TaskClassify, Text: t}
+		reqs[i] = task.Request{Task: task.Classify, Text: t}
 	}
 	for b.Loop() {
 		p.Predict(context.Background(), reqs[:batch]) // warm up
@@ -195,7 +196,7 @@ func saturatedRate(b *testing.B, p *bert.Predictor, texts []string, batch int) (
 	cfg.Logger = testLogger(b)
 	reg := prometheus.NewRegistry()
 	cfg.Metrics = pipeline.NewMetrics(reg)
-	w, err := pipeline.NewWorker(cfg, pipeline.NewBERT(p))
+	w, err := pipeline.NewWorker(cfg, p)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -241,7 +242,7 @@ func halfLoadLatency(b *testing.B, p *bert.Predictor, texts []string, batch int,
 	_, addr := newCluster(b)
 	cfg := benchConfig(addr, batch)
 	cfg.Logger = testLogger(b)
-	w, err := pipeline.NewWorker(cfg, pipeline.NewBERT(p))
+	w, err := pipeline.NewWorker(cfg, p)
 	if err != nil {
 		b.Fatal(err)
 	}

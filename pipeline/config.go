@@ -38,7 +38,7 @@ type Config struct {
 	MaxInFlight int
 	// MaxTextBytes bounds text plus text_pair before tokenization; default
 	// 64 KiB. The model's own maximum length, in tokens, is the
-	// Predictor's to enforce (by truncating or refusing).
+	// predictor's to enforce (by truncating or refusing).
 	MaxTextBytes int
 
 	// ExactlyOnce produces answers and commits offsets in one Kafka

@@ -18,7 +18,9 @@ import (
 	"github.com/IBM/sarama"
 	"github.com/twmb/franz-go/pkg/kfake"
 
+	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/pipeline"
+	"github.com/bertstream/bertstream/pipeline/broker"
 )
 
 const (
@@ -45,21 +47,21 @@ type countingPredictor struct {
 func (p *countingPredictor) Name() string    { return "counting" }
 func (p *countingPredictor) Tasks() []string { return []string{"classify", "embed"} }
 
-func (p *countingPredictor) CountTokens(t pipeline.Task) (int, error) {
-	n := len(strings.Fields(t.Text)) + 2
-	if t.HasPair {
-		n += len(strings.Fields(t.TextPair)) + 1
+func (p *countingPredictor) CountTokens(r task.Request) (int, error) {
+	n := len(strings.Fields(r.Text)) + 2
+	if r.HasPair {
+		n += len(strings.Fields(r.TextPair)) + 1
 	}
 	if p.maxTokens > 0 && n > p.maxTokens {
-		return 0, &pipeline.InputError{Reason: pipeline.ReasonTooLong, Err: fmt.Errorf("%d tokens, the model takes %d", n, p.maxTokens)}
+		return 0, fmt.Errorf("%w: %w: %d tokens, the model takes %d", task.ErrBadRequest, task.ErrTooLong, n, p.maxTokens)
 	}
 	return n, nil
 }
 
-func (p *countingPredictor) Predict(ctx context.Context, batch []pipeline.Task) []pipeline.Outcome {
+func (p *countingPredictor) Predict(ctx context.Context, batch []task.Request) []task.Result {
 	tokens := 0
-	for _, t := range batch {
-		if n, err := p.CountTokens(t); err == nil {
+	for _, r := range batch {
+		if n, err := p.CountTokens(r); err == nil {
 			tokens += n
 		}
 	}
@@ -77,13 +79,13 @@ func (p *countingPredictor) Predict(ctx context.Context, batch []pipeline.Task) 
 		case <-ctx.Done():
 		}
 	}
-	outs := make([]pipeline.Outcome, len(batch))
-	for i, t := range batch {
-		if _, err := p.CountTokens(t); err != nil {
+	outs := make([]task.Result, len(batch))
+	for i, r := range batch {
+		if _, err := p.CountTokens(r); err != nil {
 			outs[i].Err = err
 			continue
 		}
-		outs[i].Value = map[string]any{"words": len(strings.Fields(t.Text))}
+		outs[i].Value = map[string]any{"words": len(strings.Fields(r.Text))}
 	}
 	return outs
 }
@@ -111,7 +113,7 @@ func testLogger(testing.TB) *slog.Logger {
 // pipeline's three topics, three partitions each.
 func newCluster(t testing.TB, opts ...kfake.Opt) (*kfake.Cluster, string) {
 	t.Helper()
-	c, err := pipeline.StartBroker(pipeline.BrokerConfig{Topics: []string{inTopic, outTopic, dlqTopic}}, opts...)
+	c, err := broker.Start(broker.Config{Topics: []string{inTopic, outTopic, dlqTopic}}, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +143,7 @@ type runningWorker struct {
 	done chan error
 }
 
-func startWorker(t *testing.T, cfg pipeline.Config, pred pipeline.Predictor) *runningWorker {
+func startWorker(t *testing.T, cfg pipeline.Config, pred task.Predictor) *runningWorker {
 	t.Helper()
 	if cfg.Logger == nil {
 		cfg.Logger = testLogger(t)

@@ -7,8 +7,6 @@ import (
 	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/bertstream/bertstream/nn"
 )
 
 // Metrics are a worker's Prometheus collectors. One Metrics may serve one
@@ -32,9 +30,9 @@ type Metrics struct {
 }
 
 // NewMetrics creates the collectors and registers them, together with the
-// memory figures: the process's resident set, the Go heap, and the bytes of
-// live tensors per device that the engine's scopes hold (native and GPU
-// memory the Go heap does not see).
+// process's memory figures: its resident set and the Go heap. The memory
+// the model holds outside the Go heap (native and GPU tensors) is the
+// model's to report: the command that wires the model in registers it.
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	const ns = "bertstream"
 	lat := prometheus.ExponentialBuckets(0.0005, 2, 16)
@@ -62,10 +60,6 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			runtime.ReadMemStats(&ms)
 			return float64(ms.HeapAlloc)
 		}),
-		tensorCollector{
-			bytes:   prometheus.NewDesc(ns+"_tensor_bytes", "Bytes of live tensors, per device (nn.Usage).", []string{"device"}, nil),
-			tensors: prometheus.NewDesc(ns+"_tensors", "Live tensors, per device (nn.Usage).", []string{"device"}, nil),
-		},
 	)
 	return m
 }
@@ -85,19 +79,4 @@ func rssBytes() float64 {
 		return 0
 	}
 	return pages * float64(os.Getpagesize())
-}
-
-// tensorCollector reports nn.Usage at each scrape.
-type tensorCollector struct{ bytes, tensors *prometheus.Desc }
-
-func (c tensorCollector) Describe(ch chan<- *prometheus.Desc) {
-	ch <- c.bytes
-	ch <- c.tensors
-}
-
-func (c tensorCollector) Collect(ch chan<- prometheus.Metric) {
-	for _, u := range nn.Usage() {
-		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(u.Bytes), u.Device)
-		ch <- prometheus.MustNewConstMetric(c.tensors, prometheus.GaugeValue, float64(u.Tensors), u.Device)
-	}
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/bertstream/bertstream/bert"
+	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/loader"
 	"github.com/bertstream/bertstream/pipeline"
 )
@@ -74,7 +75,7 @@ func TestRealModel(t *testing.T) {
 		t.Run(fmt.Sprintf("%s/truncate=%t", tc.model, tc.truncate), func(t *testing.T) {
 			p := loadTiny(t, tc.model, tc.truncate)
 			c, addr := newCluster(t)
-			startWorker(t, baseConfig(addr), pipeline.NewBERT(p))
+			startWorker(t, baseConfig(addr), p)
 
 			var msgs []testMsg
 			var answered []string
@@ -145,11 +146,11 @@ func directAnswer(t *testing.T, p *bert.Predictor, req map[string]any) []byte {
 	if err := json.Unmarshal(b, &r); err != nil {
 		t.Fatal(err)
 	}
-	tr := bert.TaskRequest{Task: r.Task, Text: r.Text, TopK: r.TopK, Pooling: r.Pooling, Normalize: r.Normalize}
+	tr := task.Request{Task: r.Task, Text: r.Text, TopK: r.TopK, Pooling: r.Pooling, Normalize: r.Normalize}
 	if r.TextPair != nil {
 		tr.TextPair, tr.HasPair = *r.TextPair, true
 	}
-	res := p.Predict(context.Background(), []bert.TaskRequest{tr})[0]
+	res := p.Predict(context.Background(), []task.Request{tr})[0]
 	if res.Err != nil {
 		t.Fatalf("the model refuses %s: %v", b, res.Err)
 	}

@@ -12,7 +12,9 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
 
+	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/pipeline"
+	"github.com/bertstream/bertstream/pipeline/broker"
 )
 
 // produceOverTime produces msgs in chunks, one chunk every gap, so that
@@ -49,7 +51,7 @@ func TestWorkersJoinAndLeave(t *testing.T) {
 				cfg.TransactionalID = cfg.ClientID
 				return cfg
 			}
-			slow := func() pipeline.Predictor { return &countingPredictor{delay: 5 * time.Millisecond} }
+			slow := func() task.Predictor { return &countingPredictor{delay: 5 * time.Millisecond} }
 			a := startWorker(t, cfg(0), slow())
 			time.Sleep(400 * time.Millisecond)
 			b := startWorker(t, cfg(1), slow())
@@ -126,8 +128,8 @@ func TestZombieFenced(t *testing.T) {
 // nothing is lost.
 func TestBrokerRestart(t *testing.T) {
 	dir := t.TempDir()
-	bc := pipeline.BrokerConfig{Topics: []string{inTopic, outTopic, dlqTopic}, DataDir: dir}
-	c1, err := pipeline.StartBroker(bc)
+	bc := broker.Config{Topics: []string{inTopic, outTopic, dlqTopic}, DataDir: dir}
+	c1, err := broker.Start(bc)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -142,7 +144,7 @@ func TestBrokerRestart(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 
 	bc.Listen = addr
-	c2, err := pipeline.StartBroker(bc)
+	c2, err := broker.Start(bc)
 	if err != nil {
 		t.Fatal(err)
 	}

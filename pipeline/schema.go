@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/bertstream/bertstream/bert/task"
 )
 
 // SchemaVersion is the version of the request and response messages this
@@ -15,20 +17,11 @@ import (
 const SchemaVersion = 1
 
 // Request is one inference request as it travels on the input topic, keyed
-// by its id.
+// by its id: the model's request in an envelope of schema version and id.
 type Request struct {
-	V         int    `json:"v,omitempty"`
-	ID        string `json:"id"`
-	Task      string `json:"task"`
-	Text      string `json:"text"`
-	TextPair  string `json:"text_pair,omitempty"`
-	TopK      int    `json:"top_k,omitempty"`
-	Pooling   string `json:"pooling,omitempty"`
-	Normalize bool   `json:"normalize,omitempty"`
-
-	// hasPair distinguishes an absent text_pair from an empty one, which is
-	// an error: a pair task needs a second text.
-	hasPair bool
+	V  int    `json:"v,omitempty"`
+	ID string `json:"id"`
+	task.Request
 }
 
 // Response is the answer to one request on the output topic. Error is
@@ -128,7 +121,7 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 		if strings.TrimSpace(*raw.TextPair) == "" {
 			return r, inputErr(ReasonMissingText, "field \"text_pair\" is present but empty")
 		}
-		r.TextPair, r.hasPair = *raw.TextPair, true
+		r.TextPair, r.HasPair = *raw.TextPair, true
 	}
 	if maxTextBytes > 0 && len(r.Text)+len(r.TextPair) > maxTextBytes {
 		return r, inputErr(ReasonTooLong, "text is %d bytes, the limit is %d", len(r.Text)+len(r.TextPair), maxTextBytes)
@@ -147,9 +140,6 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 	}
 	return r, nil
 }
-
-// HasPair reports whether the request carries a second text.
-func (r Request) HasPair() bool { return r.hasPair }
 
 func firstInvalidUTF8(b []byte) int {
 	for i := 0; i < len(b); {

@@ -1,11 +1,13 @@
 package pipeline_test
 
 import (
+	"encoding/json"
 	"errors"
 	"strings"
 	"testing"
 	"unicode/utf8"
 
+	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/pipeline"
 )
 
@@ -14,13 +16,12 @@ func TestParseRequest(t *testing.T) {
 	for _, tc := range []struct {
 		in     string
 		want   pipeline.Request
-		pair   bool
 		reason pipeline.Reason
 	}{
-		{in: `{"id":"a","task":"classify","text":"hi"}`, want: pipeline.Request{V: 1, ID: "a", Task: "classify", Text: "hi"}},
-		{in: `{"v":1,"id":"a","task":"nsp","text":"hi","text_pair":"there"}`, want: pipeline.Request{V: 1, ID: "a", Task: "nsp", Text: "hi", TextPair: "there"}, pair: true},
-		{in: `{"id":"a","task":"classify","text":"hi","top_k":3,"pooling":"cls","normalize":true,"extra":1}`, want: pipeline.Request{V: 1, ID: "a", Task: "classify", Text: "hi", TopK: 3, Pooling: "cls", Normalize: true}},
-		{in: `{"id":"a","task":"classify","text":"héllo \u00e9"}`, want: pipeline.Request{V: 1, ID: "a", Task: "classify", Text: "héllo é"}},
+		{in: `{"id":"a","task":"classify","text":"hi"}`, want: req("a", task.Request{Task: "classify", Text: "hi"})},
+		{in: `{"v":1,"id":"a","task":"nsp","text":"hi","text_pair":"there"}`, want: req("a", task.Request{Task: "nsp", Text: "hi", TextPair: "there", HasPair: true})},
+		{in: `{"id":"a","task":"classify","text":"hi","top_k":3,"pooling":"cls","normalize":true,"extra":1}`, want: req("a", task.Request{Task: "classify", Text: "hi", TopK: 3, Pooling: "cls", Normalize: true})},
+		{in: `{"id":"a","task":"classify","text":"héllo \u00e9"}`, want: req("a", task.Request{Task: "classify", Text: "héllo é"})},
 		{in: `null`, reason: pipeline.ReasonMissingID},
 		{in: `{"id":"","task":"classify","text":"hi"}`, reason: pipeline.ReasonMissingID},
 		{in: `{"v":0,"id":"a","task":"classify","text":"hi"}`, reason: pipeline.ReasonVersion},
@@ -42,18 +43,41 @@ func TestParseRequest(t *testing.T) {
 			t.Errorf("%s: %v", tc.in, err)
 			continue
 		}
-		if r.HasPair() != tc.pair {
-			t.Errorf("%s: HasPair %t", tc.in, r.HasPair())
-		}
-		if exported(r) != exported(tc.want) {
+		if r != tc.want {
 			t.Errorf("%s: got %+v, want %+v", tc.in, r, tc.want)
 		}
 	}
 }
 
-// exported is a request without the pair flag that only ParseRequest sets.
-func exported(r pipeline.Request) [8]any {
-	return [8]any{r.V, r.ID, r.Task, r.Text, r.TextPair, r.TopK, r.Pooling, r.Normalize}
+// TestRequestJSON: a Request marshals to the request message of the
+// schema, field for field, and ParseRequest reads back what it wrote.
+func TestRequestJSON(t *testing.T) {
+	tasks := map[string]bool{"classify": true, "nsp": true}
+	for _, tc := range []struct {
+		r    pipeline.Request
+		want string
+	}{
+		{req("a", task.Request{Task: "classify", Text: "hi"}), `{"v":1,"id":"a","task":"classify","text":"hi"}`},
+		{req("b", task.Request{Task: "nsp", Text: "hi", TextPair: "there", HasPair: true, TopK: 3, Pooling: "cls", Normalize: true}),
+			`{"v":1,"id":"b","task":"nsp","text":"hi","text_pair":"there","top_k":3,"pooling":"cls","normalize":true}`},
+	} {
+		b, err := json.Marshal(tc.r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if string(b) != tc.want {
+			t.Errorf("%+v marshals to %s, want %s", tc.r, b, tc.want)
+		}
+		back, err := pipeline.ParseRequest(b, tasks, 0)
+		if err != nil || back != tc.r {
+			t.Errorf("%s reads back as %+v, %v", b, back, err)
+		}
+	}
+}
+
+// req is the message of schema version 1 with id around r.
+func req(id string, r task.Request) pipeline.Request {
+	return pipeline.Request{V: 1, ID: id, Request: r}
 }
 
 // FuzzParseRequest: whatever the bytes, ParseRequest returns a request the

@@ -16,17 +16,19 @@ import (
 
 	"github.com/IBM/sarama"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bertstream/bertstream/bert/task"
 )
 
 // Worker is one member of the consumer group: it consumes requests, batches
-// them through the Predictor and produces the answers, committing an offset
+// them through the predictor and produces the answers, committing an offset
 // only once everything up to it has been answered or dead-lettered and the
 // brokers have acknowledged it.
 type Worker struct {
 	cfg   Config
 	ccfg  *sarama.Config // consumer group and commits
 	pcfg  *sarama.Config // producer
-	pred  Predictor
+	pred  task.Predictor
 	tasks map[string]bool
 	log   *slog.Logger
 	m     *Metrics
@@ -49,8 +51,11 @@ type Worker struct {
 	fatalErr chan error
 }
 
-// NewWorker checks cfg and prepares a worker; Run connects.
-func NewWorker(cfg Config, pred Predictor) (*Worker, error) {
+// NewWorker checks cfg and prepares a worker that serves pred; Run
+// connects. The worker calls pred.Predict from one goroutine at a time and
+// pred.CountTokens, only when batches have a token budget
+// (Config.MaxTokens), from the partition consumers.
+func NewWorker(cfg Config, pred task.Predictor) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, fmt.Errorf("pipeline config: %w", err)
 	}
@@ -408,8 +413,11 @@ func (w *Worker) prepare(st *session, msg *sarama.ConsumerMessage) *item {
 	if it.err != nil || w.cfg.MaxTokens == 0 {
 		return it
 	}
-	n, err := w.pred.CountTokens(taskOf(it.req))
+	n, err := w.pred.CountTokens(it.req.Request)
 	if err != nil {
+		// Whatever the predictor refuses before the model runs is the
+		// request's fault, even where it does not say so.
+		err = refusal(err)
 		var ie *InputError
 		if !errors.As(err, &ie) {
 			err = &InputError{Reason: ReasonBadRequest, Err: err}

@@ -10,7 +10,7 @@ import (
 	"strings"
 	"syscall"
 
-	"github.com/bertstream/bertstream/pipeline"
+	"github.com/bertstream/bertstream/pipeline/broker"
 )
 
 func init() {
@@ -19,7 +19,7 @@ func init() {
 
 func runBroker(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("broker", "broker [--listen HOST:PORT] [--data-dir DIR] [flags]", stderr)
-	var bc pipeline.BrokerConfig
+	var bc broker.Config
 	fs.StringVar(&bc.Listen, "listen", "127.0.0.1:9092", "address to serve the Kafka protocol on (port 0: any free port)")
 	fs.StringVar(&bc.Advertise, "advertise", "", "HOST:PORT clients are told to connect to (default: the listening address)")
 	fs.StringVar(&bc.DataDir, "data-dir", "", "directory to keep topics, offsets and groups in across restarts (default: memory only)")
@@ -42,7 +42,7 @@ func runBroker(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	c, err := pipeline.StartBroker(bc)
+	c, err := broker.Start(bc)
 	if err != nil {
 		return err
 	}

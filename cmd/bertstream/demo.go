@@ -17,7 +17,9 @@ import (
 	"github.com/IBM/sarama"
 
 	"github.com/bertstream/bertstream/bert"
+	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/pipeline"
+	"github.com/bertstream/bertstream/pipeline/broker"
 )
 
 func init() {
@@ -116,19 +118,19 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer p.Model.Close()
-	if !slices.Contains(p.Tasks(), bert.TaskClassify) {
+	if !slices.Contains(p.Tasks(), task.Classify) {
 		return fmt.Errorf("model %s has no classifier head (tasks: %v); the demo classifies", *model, p.Tasks())
 	}
 	cfg := pf.cfg
-	broker, err := pipeline.StartBroker(pipeline.BrokerConfig{Listen: *listen, Topics: []string{cfg.InTopic, cfg.OutTopic, cfg.DLQTopic}})
+	kafka, err := broker.Start(broker.Config{Listen: *listen, Topics: []string{cfg.InTopic, cfg.OutTopic, cfg.DLQTopic}})
 	if err != nil {
 		return err
 	}
-	defer broker.Close()
-	addr := broker.ListenAddrs()[0]
+	defer kafka.Close()
+	addr := kafka.ListenAddrs()[0]
 	cfg.Brokers = []string{addr}
 	cfg.Logger = log
-	w, err := pipeline.NewWorker(cfg, pipeline.NewBERT(p))
+	w, err := pipeline.NewWorker(cfg, p)
 	if err != nil {
 		return err
 	}
@@ -246,7 +248,7 @@ func demoClient(addr string, cfg pipeline.Config, samples []sample, timeout time
 	defer producer.Close()
 	sent := make(map[string]time.Time, len(samples))
 	for _, s := range samples {
-		v, err := json.Marshal(map[string]any{"v": pipeline.SchemaVersion, "id": s.ID, "task": bert.TaskClassify, "text": s.Text})
+		v, err := json.Marshal(map[string]any{"v": pipeline.SchemaVersion, "id": s.ID, "task": task.Classify, "text": s.Text})
 		if err != nil {
 			return nil, err
 		}

@@ -11,6 +11,7 @@ import (
 	"strings"
 
 	"github.com/bertstream/bertstream/bert"
+	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/loader"
 )
 
@@ -27,7 +28,7 @@ type predictInput struct {
 func runPredict(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("predict", "predict --model DIR --task fill-mask|classify|nsp|embed [flags] [TEXT...]", stderr)
 	model := fs.String("model", "", "model directory")
-	task := fs.String("task", "", "fill-mask, classify, nsp or embed")
+	taskName := fs.String("task", "", "fill-mask, classify, nsp or embed")
 	topK := fs.Int("top-k", 5, "fill-mask: candidates per [MASK]")
 	pooling := fs.String("pooling", "mean", "embed: cls, mean or max")
 	normalize := fs.Bool("normalize", false, "embed: scale vectors to unit length")
@@ -41,7 +42,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *model == "" || *task == "" {
+	if *model == "" || *taskName == "" {
 		fs.Usage()
 		return errors.New("--model and --task are required")
 	}
@@ -61,13 +62,13 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	defer p.Model.Close()
 
 	type item struct {
-		req     bert.TaskRequest
+		req     task.Request
 		text    string
 		pair    *string
 		lineErr error
 	}
 	mk := func(text string, pair *string) item {
-		r := bert.TaskRequest{Task: *task, Text: text, TopK: *topK, Pooling: *pooling, Normalize: *normalize}
+		r := task.Request{Task: *taskName, Text: text, TopK: *topK, Pooling: *pooling, Normalize: *normalize}
 		if pair != nil {
 			r.TextPair, r.HasPair = *pair, true
 		}
@@ -134,7 +135,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	run := startMeter(stderr, "predicting", total)
 	defer run.end()
 	flush := func() error {
-		reqs := make([]bert.TaskRequest, 0, len(items))
+		reqs := make([]task.Request, 0, len(items))
 		at := make([]int, 0, len(items))
 		for i, it := range items {
 			if it.lineErr == nil {
@@ -143,7 +144,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		res := p.Predict(context.Background(), reqs)
-		results := make([]bert.TaskResult, len(items))
+		results := make([]task.Result, len(items))
 		for j, i := range at {
 			results[i] = res[j]
 		}

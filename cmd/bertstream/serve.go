@@ -19,6 +19,7 @@ import (
 
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/loader"
+	"github.com/bertstream/bertstream/nn"
 	"github.com/bertstream/bertstream/pipeline"
 )
 
@@ -65,6 +66,30 @@ func (p *pipelineFlags) loadBERT(dir string, bf *backendFlags, stderr io.Writer)
 	load := startMeter(stderr, "loading "+dir, 0)
 	defer load.end()
 	return loader.LoadPredictor(dir, loader.Options{Backend: be}, bert.PredictorOptions{MaxLen: p.maxLen, Truncate: p.truncate})
+}
+
+// tensorCollector reports nn.Usage at each scrape: the bytes and count of
+// the live tensors the engine's scopes hold per device, native and GPU
+// memory that the pipeline's Go heap figure does not see.
+type tensorCollector struct{ bytes, tensors *prometheus.Desc }
+
+func newTensorCollector() tensorCollector {
+	return tensorCollector{
+		bytes:   prometheus.NewDesc("bertstream_tensor_bytes", "Bytes of live tensors, per device (nn.Usage).", []string{"device"}, nil),
+		tensors: prometheus.NewDesc("bertstream_tensors", "Live tensors, per device (nn.Usage).", []string{"device"}, nil),
+	}
+}
+
+func (c tensorCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- c.bytes
+	ch <- c.tensors
+}
+
+func (c tensorCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, u := range nn.Usage() {
+		ch <- prometheus.MustNewConstMetric(c.bytes, prometheus.GaugeValue, float64(u.Bytes), u.Device)
+		ch <- prometheus.MustNewConstMetric(c.tensors, prometheus.GaugeValue, float64(u.Tensors), u.Device)
+	}
 }
 
 // newLogger is the structured logger of serve and demo.
@@ -167,7 +192,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	defer p.Model.Close()
 	reg := prometheus.NewRegistry()
 	c.Metrics = pipeline.NewMetrics(reg)
-	w, err := pipeline.NewWorker(*c, pipeline.NewBERT(p))
+	reg.MustRegister(newTensorCollector())
+	w, err := pipeline.NewWorker(*c, p)
 	if err != nil {
 		return err
 	}

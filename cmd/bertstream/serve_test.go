@@ -139,18 +139,19 @@ func waitFor(timeout time.Duration, cond func() bool) bool {
 	return true
 }
 
-// TestKcatAgainstBrokerAndServe uses kcat, librdkafka's command line
-// client, as the outside application: it writes requests to `bertstream
-// broker` and reads the answers `bertstream serve` writes, and every
-// request must be answered. Both processes must stop cleanly on SIGTERM.
-func TestKcatAgainstBrokerAndServe(t *testing.T) {
-	kcat, err := exec.LookPath("kcat")
-	if err != nil {
-		t.Skip("kcat is not installed (apt-get install -y kcat, or make kcat): skipping the outside-client test")
-	}
+// startBroker runs `bertstream broker` on a free port and returns it with
+// its address.
+func startBroker(t *testing.T) (*proc, string) {
+	t.Helper()
 	broker := startProc(t, "broker", "--listen", "127.0.0.1:0", "--data-dir", t.TempDir())
-	addr := broker.line(t, regexp.MustCompile(`^broker listening on (\S+)$`), 30*time.Second)[1]
+	return broker, broker.line(t, regexp.MustCompile(`^broker listening on (\S+)$`), 30*time.Second)[1]
+}
 
+// startServe runs `bertstream serve` with the bert-tiny classifier against
+// the brokers at addr, waits until it is ready and returns it with the
+// address of its operations endpoint.
+func startServe(t *testing.T, addr string) (*proc, string) {
+	t.Helper()
 	serve := startProc(t, "serve", "--brokers", addr, "--model", filepath.Join(fixtures, "bert-classifier"),
 		"--http", "127.0.0.1:0", "--log-format", "text", "--max-batch", "8")
 	var ops string
@@ -174,6 +175,52 @@ func TestKcatAgainstBrokerAndServe(t *testing.T) {
 	if !waitFor(30*time.Second, ready) {
 		t.Fatal("serve never became ready")
 	}
+	return serve, ops
+}
+
+// getMetrics reads /metrics from the operations endpoint at ops.
+func getMetrics(t *testing.T, ops string) []byte {
+	t.Helper()
+	resp, err := http.Get("http://" + ops + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestServeMetrics: serve's /metrics reports, beside the pipeline's
+// figures, the memory the model's tensors hold, which the command, not the
+// pipeline, registers.
+func TestServeMetrics(t *testing.T) {
+	broker, addr := startBroker(t)
+	serve, ops := startServe(t, addr)
+	metrics := getMetrics(t, ops)
+	for _, m := range []string{`bertstream_tensor_bytes{device="cpu"}`, `bertstream_tensors{device="cpu"}`, `bertstream_memory_rss_bytes`} {
+		v := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(m) + ` (\S+)$`).FindSubmatch(metrics)
+		if v == nil || string(v[1]) == "0" {
+			t.Errorf("%s is absent or 0 in /metrics:\n%s", m, metrics)
+		}
+	}
+	serve.stop(t, 30*time.Second)
+	broker.stop(t, 10*time.Second)
+}
+
+// TestKcatAgainstBrokerAndServe uses kcat, librdkafka's command line
+// client, as the outside application: it writes requests to `bertstream
+// broker` and reads the answers `bertstream serve` writes, and every
+// request must be answered. Both processes must stop cleanly on SIGTERM.
+func TestKcatAgainstBrokerAndServe(t *testing.T) {
+	kcat, err := exec.LookPath("kcat")
+	if err != nil {
+		t.Skip("kcat is not installed (apt-get install -y kcat, or make kcat): skipping the outside-client test")
+	}
+	broker, addr := startBroker(t)
+	serve, ops := startServe(t, addr)
 
 	const n = 60
 	var in bytes.Buffer
@@ -220,12 +267,7 @@ func TestKcatAgainstBrokerAndServe(t *testing.T) {
 	produced := regexp.MustCompile(`(?m)^bertstream_produced_total 60$`)
 	var metrics []byte
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		resp, err := http.Get("http://" + ops + "/metrics")
-		if err != nil {
-			t.Fatal(err)
-		}
-		metrics, _ = io.ReadAll(resp.Body)
-		resp.Body.Close()
+		metrics = getMetrics(t, ops)
 		if produced.Match(metrics) || time.Now().After(deadline) {
 			break
 		}

@@ -1,4 +1,11 @@
-package pipeline
+// Package broker runs an embedded, in-process Kafka broker (franz-go's
+// kfake) for `bertstream broker`, the demo and the pipeline's tests: one
+// node that speaks the Kafka wire protocol over TCP, so that any client
+// works against it, and creates topics on first use. It is no production
+// cluster: without Config.DataDir, what it holds lives in memory and a
+// stopped broker loses it; with it, a restarted broker carries on from its
+// topics, offsets and groups.
+package broker
 
 import (
 	"fmt"
@@ -8,8 +15,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 )
 
-// BrokerConfig configures the embedded broker.
-type BrokerConfig struct {
+// Config configures the embedded broker.
+type Config struct {
 	// Listen is the HOST:PORT to serve the Kafka protocol on; port 0 picks
 	// a free port.
 	Listen string
@@ -27,11 +34,10 @@ type BrokerConfig struct {
 	Topics []string
 }
 
-// StartBroker runs franz-go's kfake cluster in-process as a one-node Kafka
-// broker: it speaks the Kafka wire protocol over TCP (any client works) and
-// creates topics on first use. extra options (TLS, SASL users, ACLs) are
-// passed through to kfake. Close the cluster to stop it.
-func StartBroker(cfg BrokerConfig, extra ...kfake.Opt) (*kfake.Cluster, error) {
+// Start runs franz-go's kfake cluster in-process as a one-node Kafka
+// broker. extra options (TLS, SASL users, ACLs) are passed through to
+// kfake. Close the cluster to stop it.
+func Start(cfg Config, extra ...kfake.Opt) (*kfake.Cluster, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}

@@ -1,0 +1,71 @@
+// Package task is the contract between a model and what serves it: one
+// Request type, one Result type and the Predictor interface, with the task
+// names and the errors that say a request, not the engine, is at fault.
+//
+// A Predictor answers every request of a batch, in order: a request it
+// cannot serve gets an error in its own Result and never fails its
+// neighbours. The package imports nothing of bertstream's, so that a server
+// (the Kafka pipeline) depends on it and not on the model that implements
+// it (bert.Predictor).
+package task
+
+import (
+	"context"
+	"errors"
+)
+
+// The task names, as requests and the command line spell them.
+const (
+	Classify = "classify"
+	FillMask = "fill-mask"
+	NSP      = "nsp"
+	Embed    = "embed"
+)
+
+// Request is one input to a task. Its JSON form is the body of a request
+// message of the pipeline's schema (DESIGN.md), without the envelope.
+type Request struct {
+	Task     string `json:"task"`
+	Text     string `json:"text"`
+	TextPair string `json:"text_pair,omitempty"`
+	// HasPair tells an absent TextPair from an empty one, which is an
+	// error: a pair task needs a second text. JSON carries it as the
+	// presence of text_pair.
+	HasPair bool `json:"-"`
+	// TopK is how many tokens fill-mask returns per [MASK] (default 5).
+	TopK int `json:"top_k,omitempty"`
+	// Pooling is embed's pooling: "cls", "mean" (default) or "max".
+	Pooling   string `json:"pooling,omitempty"`
+	Normalize bool   `json:"normalize,omitempty"`
+}
+
+// Result is one request's answer: Value marshals to the task's JSON
+// result, or Err says why the request could not be served.
+type Result struct {
+	Value any
+	Err   error
+}
+
+// ErrBadRequest marks errors caused by the request itself (as opposed to
+// the engine), so that a server can refuse it (dead-letter it) and move on.
+var ErrBadRequest = errors.New("bad request")
+
+// ErrTooLong marks a request over the length limit of a predictor that
+// refuses rather than truncates; such an error is an ErrBadRequest too.
+var ErrTooLong = errors.New("over the length limit")
+
+// Predictor is a model that answers task requests. CountTokens must be
+// safe to call from several goroutines at once, also while Predict runs.
+type Predictor interface {
+	// Name identifies the model in responses.
+	Name() string
+	// Tasks lists the tasks the model answers.
+	Tasks() []string
+	// CountTokens returns the tokens r costs, special tokens included, after
+	// truncation when the predictor truncates; an error means r cannot be
+	// served (invalid, or too long and truncation is off).
+	CountTokens(r Request) (int, error)
+	// Predict answers a batch, one Result per Request, in order. A request
+	// that CountTokens would refuse gets the same error in its Result.
+	Predict(ctx context.Context, reqs []Request) []Result
+}
