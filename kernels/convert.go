@@ -87,12 +87,23 @@ func BF16ToF32(dst []float32, src []uint16) {
 // keeping NaNs NaN.
 func F32ToBF16(dst []uint16, src []float32) {
 	for i, f := range src {
-		b := math.Float32bits(f)
-		if b&0x7fffffff > 0x7f800000 {
-			dst[i] = uint16(b>>16) | 0x40
-			continue
-		}
-		b += 0x7fff + (b>>16)&1
-		dst[i] = uint16(b >> 16)
+		dst[i] = f32ToBF16(f)
 	}
+}
+
+// f32ToBF16 rounds f to bfloat16 (nearest even; infinity past the
+// largest finite bfloat16). It is the package's only such rounding, so the
+// BF16 GEMM's packers round as F32ToBF16 does, which is also the reference
+// the CUDA conversion kernel and the BF16 tolerances are checked against.
+func f32ToBF16(f float32) uint16 {
+	b := math.Float32bits(f)
+	if b&0x7fffffff > 0x7f800000 {
+		// Rounding would turn a NaN whose payload lies only in the
+		// dropped bits into an infinity, and carry the largest payloads
+		// into the sign bit: truncate and set the quiet bit instead.
+		return uint16(b>>16) | 0x40
+	}
+	// Adding 0x7fff rounds up past the halfway point; the kept LSB adds the
+	// one more that sends an exact tie up only when that makes it even.
+	return uint16((b + 0x7fff + (b>>16)&1) >> 16)
 }

@@ -15,16 +15,6 @@ import (
 // kernel computes the same rounded products, so results do not depend on
 // the machine beyond float32 summation order.
 
-// bf16Round rounds a float32 to bfloat16 (nearest even), the bits in the
-// low half of the result.
-func bf16Round(f float32) uint32 {
-	b := math.Float32bits(f)
-	if b&0x7fffffff > 0x7f800000 {
-		return (b >> 16) | 0x40 // NaN stays NaN
-	}
-	return (b + 0x7fff + (b>>16)&1) >> 16
-}
-
 // words views packed panels as the 32-bit words they are: pairs of BF16
 // values, not float32s.
 func words(f []float32) []uint32 {
@@ -55,10 +45,10 @@ func packABF16(mr int, dst []float32, transA bool, a []float32, lda, i0, rows, p
 		for ii := 0; ii < rr; ii++ {
 			i := i0 + r0 + ii
 			for p := 0; p < kw; p++ {
-				lo := bf16Round(at(i, 2*p))
+				lo := uint32(f32ToBF16(at(i, 2*p)))
 				var hi uint32
 				if 2*p+1 < kc {
-					hi = bf16Round(at(i, 2*p+1))
+					hi = uint32(f32ToBF16(at(i, 2*p+1)))
 				}
 				panel[p*mr+ii] = lo | hi<<16
 			}
@@ -86,10 +76,10 @@ func packBBF16(kern *microKernel, dst []float32, transB bool, n, k int, b []floa
 		}
 		for jj := 0; jj < cols; jj++ {
 			for p := 0; p < kw; p++ {
-				lo := bf16Round(at(2*p, j0+jj))
+				lo := uint32(f32ToBF16(at(2*p, j0+jj)))
 				var hi uint32
 				if 2*p+1 < k {
-					hi = bf16Round(at(2*p+1, j0+jj))
+					hi = uint32(f32ToBF16(at(2*p+1, j0+jj)))
 				}
 				panel[p*nr+jj] = lo | hi<<16
 			}

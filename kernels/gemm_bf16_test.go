@@ -9,7 +9,7 @@ import (
 func roundBF16(x []float32) []float32 {
 	out := make([]float32, len(x))
 	for i, v := range x {
-		out[i] = math.Float32frombits(bf16Round(v) << 16)
+		out[i] = math.Float32frombits(uint32(f32ToBF16(v)) << 16)
 	}
 	return out
 }

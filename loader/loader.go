@@ -6,7 +6,6 @@
 package loader
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"math"
@@ -122,24 +121,11 @@ func ReadCheckpoint(path string) (*Checkpoint, error) {
 	case SafeTensors:
 		err = c.addSafetensors(path)
 	case SafeTensorsSharded:
-		var shards []string
-		if shards, err = indexShards(path); err == nil {
-			for _, s := range shards {
-				if err = c.addSafetensors(s); err != nil {
-					break
-				}
-			}
-		}
+		err = c.addShards(path, c.addSafetensors)
 	case TorchBin:
-		var ts []torchbin.Tensor
-		if ts, err = torchbin.Open(path); err == nil {
-			c.addTorch(ts)
-		}
+		err = c.addTorch(path)
 	case TorchBinSharded:
-		var ts []torchbin.Tensor
-		if ts, err = torchbin.OpenIndex(path); err == nil {
-			c.addTorch(ts)
-		}
+		err = c.addShards(path, c.addTorch)
 	}
 	if err != nil {
 		c.Close()
@@ -168,42 +154,15 @@ func (c *Checkpoint) addSafetensors(path string) error {
 	return nil
 }
 
-func (c *Checkpoint) addTorch(ts []torchbin.Tensor) {
+func (c *Checkpoint) addTorch(path string) error {
+	ts, err := torchbin.Open(path)
+	if err != nil {
+		return err
+	}
 	for _, t := range ts {
 		c.Tensors = append(c.Tensors, RawTensor(t))
 	}
-}
-
-// indexShards reads a sharded checkpoint's index ({"weight_map":
-// {tensor: file}}) and returns the shard paths, each once, in order.
-func indexShards(path string) ([]string, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, err
-	}
-	var idx struct {
-		WeightMap map[string]string `json:"weight_map"`
-	}
-	if err := json.Unmarshal(data, &idx); err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
-	}
-	if len(idx.WeightMap) == 0 {
-		return nil, fmt.Errorf("%s: weight_map is empty", path)
-	}
-	dir := filepath.Dir(path)
-	seen := map[string]bool{}
-	var shards []string
-	for tensor, f := range idx.WeightMap {
-		if f == "" || filepath.IsAbs(f) || strings.Contains(f, "..") || strings.ContainsAny(f, `/\`) {
-			return nil, fmt.Errorf("%s: tensor %s names shard %q, want a file beside the index", path, tensor, f)
-		}
-		if !seen[f] {
-			seen[f] = true
-			shards = append(shards, filepath.Join(dir, f))
-		}
-	}
-	sort.Strings(shards)
-	return shards, nil
+	return nil
 }
 
 // canonicalName maps the tensor names of the BERT checkpoints in the wild

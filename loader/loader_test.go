@@ -54,6 +54,24 @@ func write(t *testing.T, path string, data []byte) {
 	}
 }
 
+// editConfig writes to path the config.json of dir with field set to value.
+func editConfig(t *testing.T, dir, path, field string, value any) {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(dir, "config.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := map[string]any{}
+	if err := json.Unmarshal(data, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	cfg[field] = value
+	if data, err = json.Marshal(cfg); err != nil {
+		t.Fatal(err)
+	}
+	write(t, path, data)
+}
+
 func copyFile(t *testing.T, from, to string) {
 	t.Helper()
 	data, err := os.ReadFile(from)
@@ -132,30 +150,13 @@ func TestLoadErrors(t *testing.T) {
 		{"config with more layers", func(t *testing.T) string {
 			dir := t.TempDir()
 			copyFile(t, filepath.Join(tinyDir, "model.safetensors"), filepath.Join(dir, "model.safetensors"))
-			cfg, err := os.ReadFile(filepath.Join(tinyDir, "config.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			var m map[string]any
-			if err := json.Unmarshal(cfg, &m); err != nil {
-				t.Fatal(err)
-			}
-			m["num_hidden_layers"] = 3
-			cfg, _ = json.Marshal(m)
-			write(t, filepath.Join(dir, "config.json"), cfg)
+			editConfig(t, tinyDir, filepath.Join(dir, "config.json"), "num_hidden_layers", 3)
 			return dir
 		}, []string{"model.safetensors", "bert.encoder.layer.2.", "missing"}},
 		{"config with another hidden size", func(t *testing.T) string {
 			dir := t.TempDir()
 			copyFile(t, filepath.Join(tinyDir, "model.safetensors"), filepath.Join(dir, "model.safetensors"))
-			cfg, _ := os.ReadFile(filepath.Join(tinyDir, "config.json"))
-			var m map[string]any
-			if err := json.Unmarshal(cfg, &m); err != nil {
-				t.Fatal(err)
-			}
-			m["hidden_size"] = 64
-			cfg, _ = json.Marshal(m)
-			write(t, filepath.Join(dir, "config.json"), cfg)
+			editConfig(t, tinyDir, filepath.Join(dir, "config.json"), "hidden_size", 64)
 			return dir
 		}, []string{"bert.embeddings.word_embeddings.weight", "[30522 32]", "[30522 64]"}},
 	} {

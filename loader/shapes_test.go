@@ -1,9 +1,7 @@
 package loader_test
 
 import (
-	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"sort"
 	"testing"
@@ -52,7 +50,7 @@ func TestShapes(t *testing.T) {
 				t.Errorf("checkpoint tensors left unused: %v", m.Ignored)
 			}
 
-			beforeN, beforeB := cpuUsage()
+			beforeN, beforeB := loadertest.Live("cpu")
 			s := nn.NewScope("shapes")
 			out, err := m.Forward(s, ref.Inputs, m.WantAll())
 			if err != nil {
@@ -133,20 +131,11 @@ func TestShapes(t *testing.T) {
 			if n, b := s.Live(); n != 0 || b != 0 {
 				t.Errorf("closed scope still holds %d tensors / %d bytes", n, b)
 			}
-			if afterN, afterB := cpuUsage(); afterN != beforeN || afterB != beforeB {
+			if afterN, afterB := loadertest.Live("cpu"); afterN != beforeN || afterB != beforeB {
 				t.Errorf("forward pass leaked: %d tensors / %d bytes live on cpu before, %d / %d after closing its scope", beforeN, beforeB, afterN, afterB)
 			}
 		})
 	}
-}
-
-func cpuUsage() (tensors, bytes int64) {
-	for _, u := range nn.Usage() {
-		if u.Device == "cpu" {
-			return u.Tensors, u.Bytes
-		}
-	}
-	return 0, 0
 }
 
 // maskedMaxErr is the largest absolute difference between got and the
@@ -161,13 +150,7 @@ func maskedMaxErr(ref *loadertest.Reference, name string, got []float32) float64
 	if len(shape) < 3 || shape[0] != in.B || shape[1] != in.T {
 		return nn.MaxAbsDiff(got, want)
 	}
-	w := len(want) / (in.B * in.T)
-	worst := 0.0
-	for i, m := range in.Mask {
-		if m != 0 {
-			worst = max(worst, nn.MaxAbsDiff(got[i*w:(i+1)*w], want[i*w:(i+1)*w]))
-		}
-	}
+	worst, _ := loadertest.MaskedMaxErr(in.Mask, got, want, len(want)/(in.B*in.T))
 	return worst
 }
 
@@ -195,22 +178,8 @@ func TestShapesSensitive(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			data, err := os.ReadFile(filepath.Join(dir, "config.json"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			cfg := map[string]any{}
-			if err := json.Unmarshal(data, &cfg); err != nil {
-				t.Fatal(err)
-			}
-			cfg[c.field] = c.value
-			if data, err = json.Marshal(cfg); err != nil {
-				t.Fatal(err)
-			}
 			cfgPath := filepath.Join(t.TempDir(), "config.json")
-			if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
-				t.Fatal(err)
-			}
+			editConfig(t, dir, cfgPath, c.field, c.value)
 			m, err := loader.Load(dir, loader.Options{Backend: nn.CPU{}, Config: cfgPath})
 			if err != nil {
 				t.Fatal(err)

@@ -9,6 +9,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bertstream/bertstream/bert/task"
+	"github.com/bertstream/bertstream/bert/text"
 )
 
 // SchemaVersion is the version of the request and response messages this
@@ -77,7 +78,7 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 	// the raw bytes are checked first: a mangled text must not be answered
 	// as if it were the text the client meant.
 	if !utf8.Valid(value) {
-		return r, inputErr(ReasonInvalidUTF8, "message value is not valid UTF-8 (first bad byte at offset %d)", firstInvalidUTF8(value))
+		return r, inputErr(ReasonInvalidUTF8, "message value is not valid UTF-8 (first bad byte at offset %d)", text.IndexInvalidUTF8(value))
 	}
 	var raw struct {
 		V         *int    `json:"v"`
@@ -139,17 +140,6 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 		r.Normalize = *raw.Normalize
 	}
 	return r, nil
-}
-
-func firstInvalidUTF8(b []byte) int {
-	for i := 0; i < len(b); {
-		r, n := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && n <= 1 {
-			return i
-		}
-		i += n
-	}
-	return -1
 }
 
 // reasonOf returns the dead-letter reason for err.

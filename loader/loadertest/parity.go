@@ -140,7 +140,7 @@ func Parity(t *testing.T, root string, be nn.Backend, tol Tolerances) {
 				t.Fatal(err)
 			}
 			defer m.Close()
-			before, _ := liveOn(be.Device())
+			before, _ := Live(be.Device())
 			s := nn.NewScope("parity")
 			out, err := m.Forward(s, ref.Inputs, m.WantAll())
 			if err != nil {
@@ -185,20 +185,39 @@ func Parity(t *testing.T, root string, be nn.Backend, tol Tolerances) {
 				t.Fatal("no reference tensor was compared")
 			}
 			s.Close()
-			if after, _ := liveOn(be.Device()); after != before {
+			if after, _ := Live(be.Device()); after != before {
 				t.Errorf("forward pass leaked: %d live tensors on %s before, %d after closing its scope", before, be.Device(), after)
 			}
 		})
 	}
 }
 
-func liveOn(dev string) (int64, int64) {
+// Live is how many tensors, of how many bytes, are live on device dev: a
+// forward pass must leave them as it found them once its scope is closed.
+func Live(dev string) (tensors, bytes int64) {
 	for _, u := range nn.Usage() {
 		if u.Device == dev {
 			return u.Tensors, u.Bytes
 		}
 	}
 	return 0, 0
+}
+
+// MaskedMaxErr is the largest absolute difference between got and want,
+// read as rows of width values, one per token, over the tokens whose mask
+// is 1; at is that token (-1 when none differs). Padding is left out: what
+// a model computes there is not defined.
+func MaskedMaxErr(mask []int32, got, want []float32, width int) (worst float64, at int) {
+	at = -1
+	for i, m := range mask {
+		if m == 0 {
+			continue
+		}
+		if d := nn.MaxAbsDiff(got[i*width:(i+1)*width], want[i*width:(i+1)*width]); d > worst {
+			worst, at = d, i
+		}
+	}
+	return worst, at
 }
 
 // Comparer checks outputs against reference tensors, only at unmasked
@@ -227,16 +246,7 @@ func (c *Comparer) Tokens(name string, got []float32, width int, tol float64) {
 	c.T.Helper()
 	want := c.ref(name, len(got))
 	in := c.Ref.Inputs
-	worst, at := 0.0, -1
-	for i, m := range in.Mask {
-		if m == 0 {
-			continue
-		}
-		d := nn.MaxAbsDiff(got[i*width:(i+1)*width], want[i*width:(i+1)*width])
-		if d > worst {
-			worst, at = d, i
-		}
-	}
+	worst, at := MaskedMaxErr(in.Mask, got, want, width)
 	c.T.Logf("%s: max abs error %.3g", name, worst)
 	if worst > tol {
 		c.T.Errorf("%s: max abs error %.3g at token [%d,%d] exceeds %.3g", name, worst, at/in.T, at%in.T, tol)

@@ -20,6 +20,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/bertstream/bertstream/bert/text"
 )
 
 // MaxHeader bounds the JSON header; real headers are a few hundred KiB
@@ -213,7 +215,7 @@ func parseHeader(hdr []byte, dataLen int) ([]span, map[string]string, error) {
 	// here (Go strings keep them) and another in readers that turn them
 	// into U+FFFD, as encoding/json does: one file, two sets of names.
 	if !utf8.Valid(hdr) {
-		return nil, nil, fmt.Errorf("header is not valid UTF-8 (bad byte at header byte %d)", firstInvalidUTF8(hdr))
+		return nil, nil, fmt.Errorf("header is not valid UTF-8 (bad byte at header byte %d)", text.IndexInvalidUTF8(hdr))
 	}
 	h := &header{b: hdr}
 	if k := h.kind(); k != "an object" {
@@ -551,19 +553,6 @@ func clip(b []byte) string {
 		return string(b)
 	}
 	return string(b[:limit]) + "..."
-}
-
-// firstInvalidUTF8 is the offset of the first byte of b that is not part
-// of a valid UTF-8 sequence.
-func firstInvalidUTF8(b []byte) int {
-	for i := 0; i < len(b); {
-		r, w := utf8.DecodeRune(b[i:])
-		if r == utf8.RuneError && w == 1 {
-			return i
-		}
-		i += w
-	}
-	return len(b)
 }
 
 // Write writes tensors (in the given order) as a safetensors file.

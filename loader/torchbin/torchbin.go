@@ -1,6 +1,8 @@
-// Package torchbin reads PyTorch checkpoints (pytorch_model.bin as written
-// by torch.save) in pure Go: the zip format of PyTorch >= 1.6, the legacy
-// format before it, and sharded checkpoints with a pytorch_model.bin.index.json.
+// Package torchbin reads PyTorch checkpoint files (pytorch_model.bin as
+// written by torch.save) in pure Go: the zip format of PyTorch >= 1.6 and
+// the legacy format before it. A sharded checkpoint is several such files
+// and a pytorch_model.bin.index.json, which package loader reads, with the
+// same rules as a sharded safetensors checkpoint's index.
 //
 // The pickles inside are read by a restricted unpickler that never imports
 // or executes anything: the only globals it accepts are the handful a state

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/binary"
 	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"math"
 	"os"
@@ -148,77 +147,6 @@ func TestWrappedStateDict(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkExpected(t, ts, readExpected(t), []string{"f32", "i64", "tied.a"})
-}
-
-func TestOpenIndex(t *testing.T) {
-	ts, err := OpenIndex("testdata/sharded/pytorch_model.bin.index.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	checkExpected(t, ts, readExpected(t), nil)
-
-	// Variants of the index written next to copies of the shards.
-	raw, err := os.ReadFile("testdata/sharded/pytorch_model.bin.index.json")
-	if err != nil {
-		t.Fatal(err)
-	}
-	var idx struct {
-		WeightMap map[string]string `json:"weight_map"`
-	}
-	if err := json.Unmarshal(raw, &idx); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	for _, s := range []string{"pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin"} {
-		b, err := os.ReadFile(filepath.Join("testdata/sharded", s))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, s), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	writeIndex := func(wm map[string]string) string {
-		b, err := json.Marshal(map[string]any{"weight_map": wm})
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := filepath.Join(dir, "index.json")
-		if err := os.WriteFile(p, b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	with := func(k, v string) map[string]string {
-		wm := map[string]string{}
-		for a, b := range idx.WeightMap {
-			wm[a] = b
-		}
-		wm[k] = v
-		return wm
-	}
-	other := map[string]string{
-		"pytorch_model-00001-of-00002.bin": "pytorch_model-00002-of-00002.bin",
-		"pytorch_model-00002-of-00002.bin": "pytorch_model-00001-of-00002.bin",
-	}
-	for _, tc := range []struct {
-		name string
-		wm   map[string]string
-		want string
-	}{
-		{"wrong shard", with("f32", other[idx.WeightMap["f32"]]), `lacks tensor "f32"`},
-		{"unknown tensor", with("nope", "pytorch_model-00001-of-00002.bin"), `lacks tensor "nope"`},
-		{"missing shard", with("f32", "pytorch_model-00003-of-00002.bin"), "no such file"},
-		{"escaping path", with("f32", "../x.bin"), "not a file beside the index"},
-		{"empty map", map[string]string{}, "empty or missing weight_map"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			_, err := OpenIndex(writeIndex(tc.wm))
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
-				t.Fatalf("error %v, want it to contain %q", err, tc.want)
-			}
-		})
-	}
 }
 
 // TestForeignGlobals checks that globals outside the allow-list are refused
