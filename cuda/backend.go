@@ -2,11 +2,12 @@
 
 // Package cuda is bertstream's NVIDIA GPU backend: an nn.Backend on one
 // device, with the driver API through gorgonia.org/cu (device, primary
-// context, one stream, a memory pool, the kernels of kernels/cuda loaded
-// from their embedded PTX), cuBLAS and cuBLASLt loaded at run time through
-// a small cgo shim, and F32, F16 or BF16 compute with F32 accumulation.
-// Weights are uploaded once; activations stay on the device; Upload and
-// Download are the only copies.
+// context, one stream, a memory pool, the kernels of kernels/gpu loaded
+// from their embedded PTX and launched as kernels/gpu configures them),
+// cuBLAS and cuBLASLt loaded at run time through a small cgo shim, and
+// F32, F16 or BF16 compute with F32 accumulation. Weights are uploaded
+// once; activations stay on the device; Upload and Download are the only
+// copies.
 //
 // It registers itself as "cuda" with nn. Without a usable device, Open
 // returns an error wrapping ErrNoDevice.
@@ -27,7 +28,7 @@ import (
 
 	"gorgonia.org/cu"
 
-	kcuda "github.com/bertstream/bertstream/kernels/cuda"
+	"github.com/bertstream/bertstream/kernels/gpu"
 	"github.com/bertstream/bertstream/nn"
 )
 
@@ -72,6 +73,8 @@ const workspaceBytes = 32 << 20
 type Backend struct {
 	info    Info
 	dt      nn.DType
+	kt      gpu.Type // dt, as the kernels name it
+	args    nn.Args
 	dev     cu.Device
 	ctx     cu.CUContext
 	stream  cu.Stream
@@ -114,7 +117,8 @@ func Open(c Config) (*Backend, error) {
 	if c.Device < 0 || c.Device >= count {
 		return nil, fmt.Errorf("no CUDA device %d: this machine has %d", c.Device, count)
 	}
-	b := &Backend{dt: dt, fns: map[string]cu.Function{}}
+	b := &Backend{dt: dt, kt: kernelType(dt), fns: map[string]cu.Function{}}
+	b.args = b.newArgs()
 	b.info.Device = fmt.Sprintf("cuda:%d", c.Device)
 	b.info.Driver = cu.Version()
 	if b.dev, err = cu.GetDevice(c.Device); err != nil {
@@ -172,23 +176,20 @@ func (b *Backend) start() error {
 	if b.stream, err = cu.MakeStream(cu.NonBlocking); err != nil {
 		return fmt.Errorf("create a stream: %w", err)
 	}
-	for _, m := range kcuda.Modules() {
+	for _, m := range gpu.Modules() {
 		// The driver compiles the PTX for this GPU here (and caches the
 		// result under ~/.nv/ComputeCache).
 		mod, err := cu.LoadData(m.PTX)
 		if err != nil {
-			return fmt.Errorf("load the %s kernels (PTX for %s): %w", m.Name, kcuda.Arch, err)
+			return fmt.Errorf("load the %s kernels (PTX for %s): %w", m.Name, gpu.Arch, err)
 		}
 		b.modules = append(b.modules, mod)
-		for _, name := range kernelNames[m.Name] {
+		// Every kernel that a launch may name is looked up now, so that a
+		// PTX that lacks one fails Open rather than a forward pass.
+		for _, name := range m.Kernels {
 			if b.fns[name], err = mod.Function(name); err != nil {
 				return fmt.Errorf("kernel %s in %s.ptx: %w", name, m.Name, err)
 			}
-		}
-	}
-	for family, names := range kernelNames {
-		if _, ok := b.fns[names[0]]; !ok {
-			return fmt.Errorf("no embedded PTX for the %s kernels", family)
 		}
 	}
 	// The workspace lives as long as the backend, outside the pool.
@@ -201,31 +202,6 @@ func (b *Backend) start() error {
 	b.info.CublasVersion = b.blas.version
 	return nil
 }
-
-// kernelNames lists the entry points of each kernel family (PTX module)
-// that the backend and its harness launch; Open fails if one is missing,
-// so that the PTX and the Go side cannot drift apart unnoticed.
-var kernelNames = func() map[string][]string {
-	typed := func(names ...string) []string {
-		var out []string
-		for _, n := range names {
-			for _, s := range []string{"f32", "f16", "bf16"} {
-				out = append(out, n+"_"+s)
-			}
-		}
-		return out
-	}
-	return map[string][]string{
-		"act":       typed("act", "bias_act"),
-		"attention": append(typed("attention1", "attention2"), "attention3_d32_f16", "attention3_d64_f16", "attention3_d32_bf16", "attention3_d64_bf16"),
-		"convert":   {"f32_to_f16", "f32_to_bf16", "f16_to_f32", "bf16_to_f32"},
-		"embed":     typed("embed_ln1", "embed_ln2"),
-		"gather":    {"gather_rows_w16", "gather_rows_w4", "gather_rows_w2", "scatter_rows_w16", "scatter_rows_w4", "scatter_rows_w2"},
-		"layernorm": typed("add_layernorm1", "add_layernorm2"),
-		"pool":      typed("pool"),
-		"softmax":   typed("softmax1", "softmax2"),
-	}
-}()
 
 // stop releases what start made; the context is current.
 func (b *Backend) stop() {
@@ -374,13 +350,13 @@ func cudaType(dt nn.DType) int {
 	return cudaR32F
 }
 
-// suffix is the kernels' name suffix for a float dtype.
-func suffix(dt nn.DType) string {
+// kernelType is the kernels' name for a float dtype.
+func kernelType(dt nn.DType) gpu.Type {
 	switch dt {
 	case nn.F16:
-		return "f16"
+		return gpu.F16
 	case nn.BF16:
-		return "bf16"
+		return gpu.BF16
 	}
-	return "f32"
+	return gpu.F32
 }

@@ -8,11 +8,13 @@ package cuda
 //	go test -tags cuda -run '^$' -bench . ./cuda      # with Go
 //	cd cuda && ./cuda.test -test.run '^$' -test.bench .  # make gpu-bundle's binary
 //
-// The harness follows llm.c's dev/cuda: every version of a kernel family
-// is first checked against the CPU reference (kernels.*Ref) on the
-// benchmark's own inputs, and only then timed, with CUDA events around
-// b.N launches, so that the figures are device time: µs per launch, GB/s
-// of the bytes a launch must move, TFLOP/s where it computes.
+// The harness follows llm.c's dev/cuda: every version of an op's kernel
+// (a family, named after the op; the versions launched as kernels/gpu
+// configures them) is first checked against the CPU reference
+// (kernels.*Ref) on the benchmark's own inputs, and only then timed, with
+// CUDA events around b.N launches, so that the figures are device time:
+// µs per launch, GB/s of the bytes a launch must move, TFLOP/s where it
+// computes.
 
 import (
 	"fmt"
@@ -26,6 +28,7 @@ import (
 	"github.com/bertstream/bertstream/bench"
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/kernels"
+	"github.com/bertstream/bertstream/kernels/gpu"
 	"github.com/bertstream/bertstream/nn"
 )
 
@@ -84,8 +87,6 @@ func (h *harness) download(t *nn.Tensor) []float32 {
 	}
 	return host.F32()
 }
-
-func st(t *nn.Tensor) *storage { return t.Storage().(*storage) }
 
 // version validates one kernel version, launch, against want (the values
 // of out at rows, all rows when rows is nil), then times it. A kernel
@@ -189,7 +190,6 @@ func BenchmarkKernels(b *testing.B) {
 			b.Run("embed", func(b *testing.B) { h.b = b; h.embed() })
 			b.Run("layernorm", func(b *testing.B) { h.b = b; h.layerNorm() })
 			b.Run("gelu", func(b *testing.B) { h.b = b; h.gelu() })
-			b.Run("softmax", func(b *testing.B) { h.b = b; h.softmax() })
 			b.Run("attention", func(b *testing.B) { h.b = b; h.attention() })
 			b.Run("linear", func(b *testing.B) { h.b = b; h.linear() })
 		})
@@ -212,11 +212,11 @@ func (h *harness) embed() {
 	if err := kernels.EmbedLayerNormRef(want, ids, types, positions, kHidden, wh, ph, th, gh, bh, 1e-12); err != nil {
 		h.b.Fatal(err)
 	}
-	tables := []*storage{st(word), st(pos), st(typ), st(gamma), st(beta)}
+	tables := []*storage{storageOf(word), storageOf(pos), storageOf(typ), storageOf(gamma), storageOf(beta)}
 	di, dty, dp := h.ints(ids), h.ints(types), h.ints(positions)
-	for _, v := range []int{1, 2} {
+	for v := 1; v <= gpu.EmbedVersions; v++ {
 		h.version(fmt.Sprintf("v%d", v), nil, func() error {
-			return h.be.runEmbed(v, st(out), st(di), st(dty), st(dp), tables, kTokens, kHidden, 1e-12)
+			return h.be.runEmbed(v, storageOf(out), storageOf(di), storageOf(dty), storageOf(dp), tables, kTokens, kHidden, 1e-12)
 		}, out, nil, want, 0, 4*kTokens*kHidden*size)
 	}
 }
@@ -230,9 +230,9 @@ func (h *harness) layerNorm() {
 	out := h.be.New(h.s, h.be.dt, kTokens, kHidden)
 	want := make([]float32, kTokens*kHidden)
 	kernels.LayerNormRef(want, xh, rh, kTokens, kHidden, gh, bh, 1e-12)
-	for _, v := range []int{1, 2} {
+	for v := 1; v <= gpu.LayerNormVersions; v++ {
 		h.version(fmt.Sprintf("v%d", v), nil, func() error {
-			return h.be.runLayerNorm(v, st(out), st(x), st(res), st(gamma), st(beta), kTokens, kHidden, 1e-12)
+			return h.be.runLayerNorm(v, storageOf(out), storageOf(x), storageOf(res), storageOf(gamma), storageOf(beta), kTokens, kHidden, 1e-12)
 		}, out, nil, want, 0, 3*kTokens*kHidden*size)
 	}
 }
@@ -243,32 +243,14 @@ func (h *harness) gelu() {
 	x := h.be.New(h.s, h.be.dt, kTokens, kInter)
 	want := append([]float32(nil), xh...)
 	kernels.BiasActRef(want, kTokens, kInter, nil, nn.ActGELU)
-	h.version("v1", h.copy(x, src), func() error { return h.be.runAct(st(x), int64(n), nn.ActGELU) },
+	h.version("v1", h.copy(x, src), func() error { return h.be.runGELU(storageOf(x), int64(n), nn.ActGELU) },
 		x, nil, want, 0, 2*float64(n*h.be.dt.Size()))
 }
 
 // copy returns a reset that copies src into dst on the device.
 func (h *harness) copy(dst, src *nn.Tensor) func() error {
-	return func() error { return cu.MemcpyDtoDAsync(st(dst).ptr, st(src).ptr, st(src).size, h.be.stream) }
-}
-
-func (h *harness) softmax() {
-	rows := kHeads * kSeq
-	src, xh := h.upload(-8, 8, kBatch, rows, kSeq)
-	x := h.be.New(h.s, h.be.dt, kBatch, rows, kSeq)
-	mask := make([]int32, kBatch*kSeq)
-	for b := 0; b < kBatch; b++ {
-		for t := 0; t < 1+h.rng.Intn(kSeq); t++ {
-			mask[b*kSeq+t] = 1
-		}
-	}
-	dm := h.ints(mask)
-	want := append([]float32(nil), xh...)
-	kernels.SoftmaxRef(want, kBatch*rows, kSeq, 0.125, mask, rows)
-	for _, v := range []int{1, 2} {
-		h.version(fmt.Sprintf("v%d", v), h.copy(x, src), func() error {
-			return h.be.runSoftmax(v, st(x), st(dm), kBatch*rows, kSeq, rows, 0.125)
-		}, x, nil, want, 0, 2*float64(kBatch*rows*kSeq*h.be.dt.Size()))
+	return func() error {
+		return cu.MemcpyDtoDAsync(storageOf(dst).ptr, storageOf(src).ptr, storageOf(src).size, h.be.stream)
 	}
 }
 
@@ -284,13 +266,12 @@ func (h *harness) attention() {
 	scale := float32(1 / math.Sqrt(kHidden/kHeads))
 	want := make([]float32, kTokens*kHidden)
 	kernels.AttentionRef(want, qh, seqs, kHidden, kHeads, scale)
-	versions := []int{1, 2}
-	if h.be.attentionVersion(kHidden/kHeads, kHeads) == 3 {
-		versions = append(versions, 3)
-	}
-	for _, v := range versions {
+	for v := 1; v <= gpu.AttentionVersions; v++ {
+		if v == 3 && gpu.AttentionVersion(h.be.kt, kHidden/kHeads, kHeads) != 3 {
+			continue // no tensor-core kernel for this dtype
+		}
 		h.version(fmt.Sprintf("v%d", v), nil, func() error {
-			return h.be.runAttention(v, st(out), st(qkv), st(ds), kBatch, kTokens, kHidden, kHeads, kSeq, scale)
+			return h.be.runAttention(v, storageOf(out), storageOf(qkv), storageOf(ds), kBatch, kTokens, kHidden, kHeads, kSeq, scale)
 		}, out, nil, want, 4*kTokens*kSeq*kHidden, 4*kTokens*kHidden*size)
 	}
 }
@@ -312,21 +293,14 @@ func (h *harness) linear() {
 		kernels.GemmRef(false, true, 1, kInter, kHidden, 1, xh[r*kHidden:], kHidden, wh, kHidden, 0, want[i*kInter:], kInter)
 	}
 	kernels.BiasActRef(want, len(rows), kInter, bh, nn.ActGELU)
-	dt := cudaType(h.be.dt)
 	flops := 2.0 * kTokens * kInter * kHidden
 	bytes := (kTokens*kHidden + kInter*kHidden + 3*kTokens*kInter) * size
+	so, sx, sw, sb := storageOf(out), storageOf(x), storageOf(w), storageOf(bias)
 	h.version("lt", nil, func() error {
-		if err := h.be.blas.linear(dt, kTokens, kInter, kHidden, st(x).ptr, st(w).ptr, st(bias).ptr, st(out).ptr); err != nil {
-			return err
-		}
-		return h.be.runAct(st(out), kTokens*kInter, nn.ActGELU)
+		return h.be.linearLt(so, sx, sw, sb, kTokens, kInter, kHidden, nn.ActGELU)
 	}, out, rows, want, flops, bytes)
 	h.version("gemm", nil, func() error {
-		if err := h.be.blas.gemm(dt, true, false, kInter, kTokens, kHidden, 1, st(w).ptr, kHidden, 0, st(x).ptr, kHidden, 0, 0, st(out).ptr, kInter, 0, 1); err != nil {
-			return err
-		}
-		return h.be.launch("bias_act_"+suffix(h.be.dt), strided(kTokens*kInter, 256), 1, 1, 256, 0,
-			ptr(st(out)), ptr(st(bias)), i64(kTokens), i32(kInter), i32(int(nn.ActGELU)))
+		return h.be.linearGemm(so, sx, sw, sb, kTokens, kInter, kHidden, nn.ActGELU)
 	}, out, rows, want, flops, bytes)
 }
 

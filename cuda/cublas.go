@@ -233,24 +233,17 @@ func op(trans bool) C.int {
 	return cublasOpN
 }
 
-// gemm is column-major C = alpha*op(A)*op(B) + beta*C on the stream, a
-// batch of them when batch > 1 (strides in elements).
-func (b *blas) gemm(dt int, ta, tb bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int, sa int64,
-	bp cu.DevicePtr, ldb int, sb int64, beta float32, c cu.DevicePtr, ldc int, sc int64, batch int) error {
+// gemm is column-major C = alpha*op(A)*op(B) + beta*C on the stream:
+// Linear's fallback for the shapes cuBLASLt has no algorithm for.
+func (b *blas) gemm(dt int, ta, tb bool, m, n, k int, alpha float32, a cu.DevicePtr, lda int,
+	bp cu.DevicePtr, ldb int, beta float32, c cu.DevicePtr, ldc int) error {
 	A, B, Cp := C.uintptr_t(a), C.uintptr_t(bp), C.uintptr_t(c)
-	switch {
-	case dt == cudaR32F && batch == 1:
+	if dt == cudaR32F {
 		return blasErr("cublasSgemm", C.bs_cublas_sgemm(b.h, op(ta), op(tb), C.int(m), C.int(n), C.int(k), C.float(alpha),
 			A, C.int(lda), B, C.int(ldb), C.float(beta), Cp, C.int(ldc)))
-	case dt == cudaR32F:
-		return blasErr("cublasSgemmStridedBatched", C.bs_cublas_sgemm_strided_batched(b.h, op(ta), op(tb), C.int(m), C.int(n), C.int(k),
-			C.float(alpha), A, C.int(lda), C.longlong(sa), B, C.int(ldb), C.longlong(sb), C.float(beta), Cp, C.int(ldc), C.longlong(sc), C.int(batch)))
-	case batch == 1:
-		return blasErr("cublasGemmEx", C.bs_cublas_gemm_ex(b.h, op(ta), op(tb), C.int(m), C.int(n), C.int(k), C.float(alpha),
-			A, C.int(dt), C.int(lda), B, C.int(ldb), C.float(beta), Cp, C.int(ldc)))
 	}
-	return blasErr("cublasGemmStridedBatchedEx", C.bs_cublas_gemm_strided_batched_ex(b.h, op(ta), op(tb), C.int(m), C.int(n), C.int(k),
-		C.float(alpha), A, C.int(dt), C.int(lda), C.longlong(sa), B, C.int(ldb), C.longlong(sb), C.float(beta), Cp, C.int(ldc), C.longlong(sc), C.int(batch)))
+	return blasErr("cublasGemmEx", C.bs_cublas_gemm_ex(b.h, op(ta), op(tb), C.int(m), C.int(n), C.int(k), C.float(alpha),
+		A, C.int(dt), C.int(lda), B, C.int(ldb), C.float(beta), Cp, C.int(ldc)))
 }
 
 // ltKey selects a cuBLASLt operation descriptor: the dtype and whether the

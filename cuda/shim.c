@@ -40,13 +40,8 @@ static int (*p_set_math_mode)(void*, int);
 static int (*p_set_workspace)(void*, void*, size_t);
 static int (*p_sgemm)(void*, int, int, int, int, int, const float*, const float*, int, const float*, int,
                       const float*, float*, int);
-static int (*p_sgemm_sb)(void*, int, int, int, int, int, const float*, const float*, int, long long, const float*,
-                         int, long long, const float*, float*, int, long long, int);
 static int (*p_gemm_ex)(void*, int, int, int, int, int, const void*, const void*, int, int, const void*, int, int,
                         const void*, void*, int, int, int, int);
-static int (*p_gemm_sb_ex)(void*, int, int, int, int, int, const void*, const void*, int, int, long long,
-                           const void*, int, int, long long, const void*, void*, int, int, long long, int, int,
-                           int);
 static int (*p_lt_create)(void**);
 static int (*p_lt_destroy)(void*);
 static int (*p_lt_desc_create)(void**, int, int);
@@ -95,9 +90,7 @@ const char* bs_cublas_open(const char* lt_path, const char* blas_path) {
     BIND(blas, p_set_math_mode, "cublasSetMathMode");
     BIND(blas, p_set_workspace, "cublasSetWorkspace_v2");
     BIND(blas, p_sgemm, "cublasSgemm_v2");
-    BIND(blas, p_sgemm_sb, "cublasSgemmStridedBatched");
     BIND(blas, p_gemm_ex, "cublasGemmEx");
-    BIND(blas, p_gemm_sb_ex, "cublasGemmStridedBatchedEx");
     what = lt_path;
     BIND(lt, p_lt_create, "cublasLtCreate");
     BIND(lt, p_lt_destroy, "cublasLtDestroy");
@@ -129,13 +122,6 @@ int bs_cublas_sgemm(void* handle, int ta, int tb, int m, int n, int k, float alp
                    ldc);
 }
 
-int bs_cublas_sgemm_strided_batched(void* handle, int ta, int tb, int m, int n, int k, float alpha, uintptr_t a,
-                                    int lda, long long sa, uintptr_t b, int ldb, long long sb, float beta,
-                                    uintptr_t c, int ldc, long long sc, int batch) {
-    return p_sgemm_sb(handle, ta, tb, m, n, k, &alpha, (const float*)a, lda, sa, (const float*)b, ldb, sb, &beta,
-                      (float*)c, ldc, sc, batch);
-}
-
 // CUBLAS_COMPUTE_32F and CUBLAS_GEMM_DEFAULT: F16/BF16 operands with F32
 // accumulation, the algorithm left to cuBLAS.
 enum { COMPUTE_32F = 68, GEMM_DEFAULT = -1 };
@@ -144,13 +130,6 @@ int bs_cublas_gemm_ex(void* handle, int ta, int tb, int m, int n, int k, float a
                       int lda, uintptr_t b, int ldb, float beta, uintptr_t c, int ldc) {
     return p_gemm_ex(handle, ta, tb, m, n, k, &alpha, (const void*)a, dt, lda, (const void*)b, dt, ldb, &beta,
                      (void*)c, dt, ldc, COMPUTE_32F, GEMM_DEFAULT);
-}
-
-int bs_cublas_gemm_strided_batched_ex(void* handle, int ta, int tb, int m, int n, int k, float alpha, uintptr_t a,
-                                      int dt, int lda, long long sa, uintptr_t b, int ldb, long long sb, float beta,
-                                      uintptr_t c, int ldc, long long sc, int batch) {
-    return p_gemm_sb_ex(handle, ta, tb, m, n, k, &alpha, (const void*)a, dt, lda, sa, (const void*)b, dt, ldb, sb,
-                        &beta, (void*)c, dt, ldc, sc, batch, COMPUTE_32F, GEMM_DEFAULT);
 }
 
 int bs_lt_create(void** handle) { return p_lt_create(handle); }

@@ -35,14 +35,8 @@ int bs_cublas_set_math_mode(void* handle, int mode);
 int bs_cublas_set_workspace(void* handle, uintptr_t ws, size_t size);
 int bs_cublas_sgemm(void* handle, int ta, int tb, int m, int n, int k, float alpha, uintptr_t a, int lda,
                     uintptr_t b, int ldb, float beta, uintptr_t c, int ldc);
-int bs_cublas_sgemm_strided_batched(void* handle, int ta, int tb, int m, int n, int k, float alpha, uintptr_t a,
-                                    int lda, long long sa, uintptr_t b, int ldb, long long sb, float beta,
-                                    uintptr_t c, int ldc, long long sc, int batch);
 int bs_cublas_gemm_ex(void* handle, int ta, int tb, int m, int n, int k, float alpha, uintptr_t a, int dt,
                       int lda, uintptr_t b, int ldb, float beta, uintptr_t c, int ldc);
-int bs_cublas_gemm_strided_batched_ex(void* handle, int ta, int tb, int m, int n, int k, float alpha, uintptr_t a,
-                                      int dt, int lda, long long sa, uintptr_t b, int ldb, long long sb, float beta,
-                                      uintptr_t c, int ldc, long long sc, int batch);
 
 int bs_lt_create(void** handle);
 int bs_lt_destroy(void* handle);

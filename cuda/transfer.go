@@ -8,6 +8,7 @@ import (
 
 	"gorgonia.org/cu"
 
+	"github.com/bertstream/bertstream/kernels/gpu"
 	"github.com/bertstream/bertstream/nn"
 )
 
@@ -81,8 +82,7 @@ func (b *Backend) upload(dst cu.DevicePtr, raw []byte, from, to nn.DType, n int6
 
 // convert launches the conversion kernel from F32 to F16/BF16 or back.
 func (b *Backend) convert(dst cu.DevicePtr, to nn.DType, src cu.DevicePtr, from nn.DType, n int64) error {
-	name := suffix(from) + "_to_" + suffix(to)
-	return b.launch(name, strided(n, 256), 1, 1, 256, 0, uint64(dst), uint64(src), i64(n))
+	return b.launch(gpu.Convert(kernelType(from), kernelType(to), n), uint64(dst), uint64(src), i64(n))
 }
 
 // Download copies a device tensor into a new host tensor of dtype dt,

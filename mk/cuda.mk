@@ -3,12 +3,12 @@
 # cuda/README.md.
 
 NVCC ?= nvcc
-# kernels/cuda.Arch: the oldest GPU with BF16 tensor cores (A100); the
+# kernels/gpu.Arch: the oldest GPU with BF16 tensor cores (A100); the
 # driver compiles the PTX for newer ones.
 CUDA_ARCH := compute_80
 NVCC_FLAGS := -ptx -arch=$(CUDA_ARCH) -O3
-CUDA_SRCS := $(wildcard kernels/cuda/*.cu)
-CUDA_PTX_DIR := kernels/cuda/ptx
+CUDA_SRCS := $(wildcard kernels/gpu/*.cu)
+CUDA_PTX_DIR := kernels/gpu/ptx
 
 # Debian's non-free nvidia-cuda-toolkit is CUDA 11.8: gorgonia.org/cu
 # v0.9.6 compiles against its headers (not CUDA 13's). It installs
@@ -48,7 +48,7 @@ kernels: cuda-toolkit
 # Everything that can be checked without a GPU: every kernel compiles and
 # its committed PTX is what nvcc makes of it now, the kernels compute what
 # the CPU references do under the CPU emulation of CUDA
-# (kernels/cuda/internal/emu), the cuda-tagged build vets and builds, the
+# (kernels/gpu/internal/emu), the cuda-tagged build vets and builds, the
 # binary does not link cuBLAS (it loads it at run time), and the
 # cuda-tagged tests pass (skipping, with the reason, what needs a device).
 cuda-check: cuda-toolkit
@@ -58,9 +58,9 @@ cuda-check: cuda-toolkit
 	  $(NVCC) $(NVCC_FLAGS) -o $$tmp/$$(basename $$f .cu).ptx $$f; \
 	done; \
 	if ! diff -r -q $$tmp $(CUDA_PTX_DIR); then \
-	  echo "$(CUDA_PTX_DIR) is not what nvcc makes of kernels/cuda/*.cu: run make kernels and commit the PTX"; exit 1; \
+	  echo "$(CUDA_PTX_DIR) is not what nvcc makes of kernels/gpu/*.cu: run make kernels and commit the PTX"; exit 1; \
 	fi
-	$(CUDA_GO) test -count=1 -tags cuda ./kernels/cuda/...
+	$(CUDA_GO) test -count=1 -tags cuda ./kernels/gpu/...
 	$(CUDA_GO) vet -tags cuda ./...
 	$(CUDA_GO) build -tags cuda ./...
 	$(CUDA_GO) build -tags cuda -o $(CUDA_BIN) ./cmd/bertstream

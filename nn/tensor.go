@@ -90,9 +90,6 @@ type Tensor struct {
 	shape []int
 	dtype DType
 	st    Storage
-	// view marks a tensor that shares another's storage (Reshape); a
-	// view neither owns nor frees it.
-	view  bool
 	scope *Scope
 	freed bool
 }
@@ -152,20 +149,8 @@ func (t *Tensor) String() string {
 	return fmt.Sprintf("%s%v@%s", t.dtype, t.shape, t.Device())
 }
 
-// Reshape returns a view of t with another shape of the same number of
-// elements. The view shares t's storage and lives as long as t does.
-func (t *Tensor) Reshape(shape ...int) (*Tensor, error) {
-	if NumElements(shape) != t.Len() {
-		return nil, fmt.Errorf("reshape %v to %v: element counts differ", t.shape, shape)
-	}
-	return &Tensor{shape: append([]int(nil), shape...), dtype: t.dtype, st: t.st, view: true}, nil
-}
-
-// Release frees t before its scope closes. A view cannot be released.
+// Release frees t before its scope closes.
 func (t *Tensor) Release() {
-	if t.view {
-		return
-	}
 	if t.scope != nil {
 		t.scope.release(t)
 	}
@@ -218,9 +203,8 @@ type HostStorage struct {
 	// Prepared holds what the CPU backend derived from the tensor once
 	// (packed GEMM panels of a weight); it is dropped with the storage.
 	Prepared any
-	onFree   func()
 	// words is the pooled allocation behind buf, returned to hostPool on
-	// Free; nil for wrapped bytes.
+	// Free; nil for a storage of no bytes.
 	words []uint64
 }
 
@@ -280,19 +264,9 @@ func newHostStorage(n int) *HostStorage {
 	return h
 }
 
-// WrapHostBytes makes storage over existing bytes (a memory-mapped file,
-// say) without copying; onFree, if not nil, runs when the storage is freed.
-// b must be aligned for the dtype it will be viewed as.
-func WrapHostBytes(b []byte, onFree func()) *HostStorage {
-	return &HostStorage{buf: b, onFree: onFree}
-}
-
 func (h *HostStorage) Device() string { return "cpu" }
 func (h *HostStorage) Bytes() int64   { return int64(len(h.buf)) }
 func (h *HostStorage) Free() {
-	if h.onFree != nil {
-		h.onFree()
-	}
 	if h.words != nil {
 		putWords(h.words)
 	}

@@ -324,26 +324,6 @@ func testLayerNorm(e *env) {
 	}
 }
 
-// Mask returns batch x seq key flags: item 0 attends everywhere, item 1
-// (if any) to nothing (a fully masked row), the rest to a random prefix as
-// padded batches do. The CUDA kernels' emulation tests use it too.
-func Mask(rng *rand.Rand, batch, seq int) []int32 {
-	m := make([]int32, batch*seq)
-	for b := 0; b < batch; b++ {
-		n := seq
-		switch {
-		case b == 1:
-			n = 0
-		case b > 1:
-			n = 1 + rng.Intn(seq)
-		}
-		for t := 0; t < n; t++ {
-			m[b*seq+t] = 1
-		}
-	}
-	return m
-}
-
 func testAttention(e *env) {
 	for _, c := range []struct {
 		hidden, heads int

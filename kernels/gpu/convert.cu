@@ -4,7 +4,7 @@
 // patterns (the hardware conversions would canonicalise the payload).
 #include "common.cuh"
 
-extern "C" __global__ void f32_to_f16(unsigned short* dst, const float* src, long long n) {
+extern "C" __global__ void convert_f32_to_f16(unsigned short* dst, const float* src, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         unsigned int b = __float_as_uint(src[i]);
         if ((b & 0x7fffffffu) > 0x7f800000u)
@@ -14,7 +14,7 @@ extern "C" __global__ void f32_to_f16(unsigned short* dst, const float* src, lon
     }
 }
 
-extern "C" __global__ void f32_to_bf16(unsigned short* dst, const float* src, long long n) {
+extern "C" __global__ void convert_f32_to_bf16(unsigned short* dst, const float* src, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         unsigned int b = __float_as_uint(src[i]);
         if ((b & 0x7fffffffu) > 0x7f800000u) {
@@ -26,7 +26,7 @@ extern "C" __global__ void f32_to_bf16(unsigned short* dst, const float* src, lo
     }
 }
 
-extern "C" __global__ void f16_to_f32(float* dst, const unsigned short* src, long long n) {
+extern "C" __global__ void convert_f16_to_f32(float* dst, const unsigned short* src, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x) {
         unsigned int h = src[i];
         if ((h & 0x7c00u) == 0x7c00u)  // infinities and NaNs, payload kept
@@ -36,7 +36,7 @@ extern "C" __global__ void f16_to_f32(float* dst, const unsigned short* src, lon
     }
 }
 
-extern "C" __global__ void bf16_to_f32(float* dst, const unsigned short* src, long long n) {
+extern "C" __global__ void convert_bf16_to_f32(float* dst, const unsigned short* src, long long n) {
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n; i += (long long)gridDim.x * blockDim.x)
         dst[i] = __uint_as_float((unsigned int)src[i] << 16);
 }

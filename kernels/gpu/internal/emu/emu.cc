@@ -1,6 +1,6 @@
 //go:build cuda && cgo
 
-// The kernels of kernels/cuda compiled for the host (emu.h and include/
+// The kernels of kernels/gpu compiled for the host (emu.h and include/
 // stand in for CUDA), and emu_launch, which runs one of them by name over
 // a grid the way cuLaunchKernel would.
 #include <map>
@@ -9,14 +9,14 @@
 #include <thread>
 #include <utility>
 
-#include "../../act.cu"
 #include "../../attention.cu"
 #include "../../convert.cu"
 #include "../../embed.cu"
 #include "../../gather.cu"
+#include "../../gelu.cu"
 #include "../../layernorm.cu"
 #include "../../pool.cu"
-#include "../../softmax.cu"
+#include "../../scatter.cu"
 
 namespace emu {
 thread_local dim3 tl_thread, tl_block;
@@ -46,14 +46,16 @@ void invoke(const uint64_t* params) {
 
 static const std::map<std::string, std::pair<int, void (*)(const uint64_t*)>>& kernels() {
     static const std::map<std::string, std::pair<int, void (*)(const uint64_t*)>> table = {
-        K3(act), K3(bias_act), K3(attention1), K3(attention2), K(attention3_d32_f16), K(attention3_d64_f16),
-        K(attention3_d32_bf16), K(attention3_d64_bf16), K(f32_to_f16), K(f32_to_bf16), K(f16_to_f32),
-        K(bf16_to_f32), K3(embed_ln1), K3(embed_ln2), K(gather_rows_w16), K(gather_rows_w4), K(gather_rows_w2),
-        K(scatter_rows_w16), K(scatter_rows_w4), K(scatter_rows_w2), K3(add_layernorm1), K3(add_layernorm2),
-        K3(pool), K3(softmax1), K3(softmax2),
+        K3(attention1), K3(attention2), K(attention3_d32_f16), K(attention3_d64_f16), K(attention3_d32_bf16),
+        K(attention3_d64_bf16), K(convert_f32_to_f16), K(convert_f32_to_bf16), K(convert_f16_to_f32),
+        K(convert_bf16_to_f32), K3(embed1), K3(embed2), K(gather_w16), K(gather_w4), K(gather_w2), K3(gelu),
+        K3(bias_gelu), K3(layernorm1), K3(layernorm2), K3(pool), K(scatter_w16), K(scatter_w4), K(scatter_w2),
     };
     return table;
 }
+
+// emu_has reports whether kernel name is compiled in.
+extern "C" int emu_has(const char* name) { return kernels().count(name) != 0; }
 
 // emu_launch runs kernel name over grid (gx, gy, gz) of blocks of block
 // threads with shared bytes of dynamic shared memory. It returns 0, or -1

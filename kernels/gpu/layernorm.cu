@@ -4,10 +4,10 @@
 #include "common.cuh"
 
 // Version 1: one thread per row, two passes for mean and variance as
-// kernels.AddLayerNormRef does.
+// kernels.LayerNormRef does.
 template <typename T>
-__device__ void add_layernorm1(T* out, const T* x, const T* res, const T* gamma, const T* beta, int rows, int cols,
-                               float eps) {
+__device__ void layernorm1(T* out, const T* x, const T* res, const T* gamma, const T* beta, int rows, int cols,
+                           float eps) {
     int r = blockIdx.x * blockDim.x + threadIdx.x;
     if (r >= rows) return;
     const T* xr = x + (long long)r * cols;
@@ -32,8 +32,8 @@ __device__ void add_layernorm1(T* out, const T* x, const T* res, const T* gamma,
 // shuffles for the sums. The row is read three times; the second and third
 // reads hit L1, so DRAM sees it once.
 template <typename T>
-__device__ void add_layernorm2(T* out, const T* x, const T* res, const T* gamma, const T* beta, int rows, int cols,
-                               float eps) {
+__device__ void layernorm2(T* out, const T* x, const T* res, const T* gamma, const T* beta, int rows, int cols,
+                           float eps) {
     int r = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (r >= rows) return;  // uniform per warp
@@ -55,13 +55,13 @@ __device__ void add_layernorm2(T* out, const T* x, const T* res, const T* gamma,
     }
 }
 
-#define ADD_LAYERNORM(S, T)                                                                                    \
-    extern "C" __global__ void add_layernorm1_##S(T* out, const T* x, const T* res, const T* gamma,           \
-                                                  const T* beta, int rows, int cols, float eps) {              \
-        add_layernorm1<T>(out, x, res, gamma, beta, rows, cols, eps);                                          \
-    }                                                                                                          \
-    extern "C" __global__ void add_layernorm2_##S(T* out, const T* x, const T* res, const T* gamma,           \
-                                                  const T* beta, int rows, int cols, float eps) {              \
-        add_layernorm2<T>(out, x, res, gamma, beta, rows, cols, eps);                                          \
+#define LAYERNORM(S, T)                                                                         \
+    extern "C" __global__ void layernorm1_##S(T* out, const T* x, const T* res, const T* gamma, \
+                                              const T* beta, int rows, int cols, float eps) {   \
+        layernorm1<T>(out, x, res, gamma, beta, rows, cols, eps);                               \
+    }                                                                                           \
+    extern "C" __global__ void layernorm2_##S(T* out, const T* x, const T* res, const T* gamma, \
+                                              const T* beta, int rows, int cols, float eps) {   \
+        layernorm2<T>(out, x, res, gamma, beta, rows, cols, eps);                               \
     }
-FOR_EACH_T(ADD_LAYERNORM)
+FOR_EACH_T(LAYERNORM)

@@ -14,8 +14,8 @@ __device__ __forceinline__ float embed_sum(const T* w, const T* p, const T* t, i
 // Version 1: one thread per token, two passes for mean and variance as the
 // reference does.
 template <typename T>
-__device__ void embed_ln1(T* out, const int* ids, const int* types, const int* positions, int n, int hidden,
-                          const T* word, const T* pos, const T* typ, const T* gamma, const T* beta, float eps) {
+__device__ void embed1(T* out, const int* ids, const int* types, const int* positions, int n, int hidden,
+                       const T* word, const T* pos, const T* typ, const T* gamma, const T* beta, float eps) {
     int i = blockIdx.x * blockDim.x + threadIdx.x;
     if (i >= n) return;
     const T* w = word + (long long)ids[i] * hidden;
@@ -40,8 +40,8 @@ __device__ void embed_ln1(T* out, const int* ids, const int* types, const int* p
 // each pass instead of being held in registers, which keeps any hidden
 // size on one code path.
 template <typename T>
-__device__ void embed_ln2(T* out, const int* ids, const int* types, const int* positions, int n, int hidden,
-                          const T* word, const T* pos, const T* typ, const T* gamma, const T* beta, float eps) {
+__device__ void embed2(T* out, const int* ids, const int* types, const int* positions, int n, int hidden,
+                       const T* word, const T* pos, const T* typ, const T* gamma, const T* beta, float eps) {
     int i = blockIdx.x * (blockDim.x / 32) + threadIdx.x / 32;
     int lane = threadIdx.x % 32;
     if (i >= n) return;  // uniform per warp
@@ -62,15 +62,15 @@ __device__ void embed_ln2(T* out, const int* ids, const int* types, const int* p
         o[j] = from_f<T>((embed_sum(w, p, t, j) - mean) * inv * to_f(gamma[j]) + to_f(beta[j]));
 }
 
-#define EMBED_LN(S, T)                                                                                        \
-    extern "C" __global__ void embed_ln1_##S(T* out, const int* ids, const int* types, const int* positions, \
-                                             int n, int hidden, const T* word, const T* pos, const T* typ,   \
-                                             const T* gamma, const T* beta, float eps) {                     \
-        embed_ln1<T>(out, ids, types, positions, n, hidden, word, pos, typ, gamma, beta, eps);               \
-    }                                                                                                         \
-    extern "C" __global__ void embed_ln2_##S(T* out, const int* ids, const int* types, const int* positions, \
-                                             int n, int hidden, const T* word, const T* pos, const T* typ,   \
-                                             const T* gamma, const T* beta, float eps) {                     \
-        embed_ln2<T>(out, ids, types, positions, n, hidden, word, pos, typ, gamma, beta, eps);               \
+#define EMBED(S, T)                                                                                       \
+    extern "C" __global__ void embed1_##S(T* out, const int* ids, const int* types, const int* positions, \
+                                          int n, int hidden, const T* word, const T* pos, const T* typ,   \
+                                          const T* gamma, const T* beta, float eps) {                     \
+        embed1<T>(out, ids, types, positions, n, hidden, word, pos, typ, gamma, beta, eps);               \
+    }                                                                                                     \
+    extern "C" __global__ void embed2_##S(T* out, const int* ids, const int* types, const int* positions, \
+                                          int n, int hidden, const T* word, const T* pos, const T* typ,   \
+                                          const T* gamma, const T* beta, float eps) {                     \
+        embed2<T>(out, ids, types, positions, n, hidden, word, pos, typ, gamma, beta, eps);               \
     }
-FOR_EACH_T(EMBED_LN)
+FOR_EACH_T(EMBED)

@@ -4,6 +4,9 @@
 // max; an empty sequence pools to zeros.
 #include "common.cuh"
 
+// Must match kernels.Pooling.
+enum { POOL_CLS = 0, POOL_MEAN = 1, POOL_MAX = 2 };
+
 // One thread per output column: neighbouring threads read neighbouring
 // columns of each row, so every load is coalesced, and the sum runs in the
 // reference's order.
@@ -28,9 +31,9 @@ __device__ void pool(T* out, const T* x, const int* seqs, int nseq, int hidden, 
     }
 }
 
-#define POOL(S, T)                                                                                     \
-    extern "C" __global__ void pool_##S(T* out, const T* x, const int* seqs, int nseq, int hidden,     \
-                                        int mode) {                                                    \
-        pool<T>(out, x, seqs, nseq, hidden, mode);                                                     \
+#define POOL(S, T)                                                                                 \
+    extern "C" __global__ void pool_##S(T* out, const T* x, const int* seqs, int nseq, int hidden, \
+                                        int mode) {                                                \
+        pool<T>(out, x, seqs, nseq, hidden, mode);                                                 \
     }
 FOR_EACH_T(POOL)

@@ -9,22 +9,21 @@ import (
 	"testing"
 
 	"github.com/bertstream/bertstream/kernels"
-	"github.com/bertstream/bertstream/nn/nntest"
+	"github.com/bertstream/bertstream/kernels/gpu"
 )
 
-// The launch configurations below are the cuda backend's (cuda/ops.go).
+// The kernels run as the cuda backend launches them: with kernels/gpu's
+// launch configuration.
 
-type dtype struct {
-	name string
-	size int
-}
+type dtype = gpu.Type
 
-var (
-	f32  = dtype{"f32", 4}
-	f16  = dtype{"f16", 2}
-	bf16 = dtype{"bf16", 2}
-	all  = []dtype{f32, f16, bf16}
+const (
+	f32  = gpu.F32
+	f16  = gpu.F16
+	bf16 = gpu.BF16
 )
+
+var all = gpu.Types
 
 // tol is nntest's: an F32 bound, or the unit roundoff of F16 and BF16
 // over terms summed.
@@ -62,7 +61,7 @@ func (e *env) alloc(n int) Buf {
 
 // put stores v in dtype dt and returns the buffer and the stored values.
 func (e *env) put(dt dtype, v []float32) (Buf, []float32) {
-	b := e.alloc(len(v) * dt.size)
+	b := e.alloc(len(v) * dt.Size())
 	return b, e.store(b, dt, v)
 }
 
@@ -110,9 +109,9 @@ func get(b Buf, dt dtype, n int) []float32 {
 	return out
 }
 
-func (e *env) launch(name string, grid [3]int, block, shared int, args ...uint64) {
+func (e *env) launch(l gpu.Launch, args ...uint64) {
 	e.t.Helper()
-	if err := Launch(name, grid, block, shared, args...); err != nil {
+	if err := Launch(l, args...); err != nil {
 		e.t.Fatal(err)
 	}
 }
@@ -134,10 +133,16 @@ func (e *env) check(what string, got, want []float32, abs, rel float64) {
 	}
 }
 
-func blocks(n, per int) int { return (n + per - 1) / per }
-
-func strided(n int64, block int) int {
-	return int(max(1, min((n+int64(block)-1)/int64(block), 8192)))
+// TestEmulatesEveryKernel checks that every kernel kernels/gpu launches is
+// compiled into the emulation, so that each has its test here.
+func TestEmulatesEveryKernel(t *testing.T) {
+	for _, m := range gpu.Modules() {
+		for _, k := range m.Kernels {
+			if !Has(k) {
+				t.Errorf("%s (%s.cu) is not in emu.cc's table", k, m.Name)
+			}
+		}
+	}
 }
 
 func TestConvert(t *testing.T) {
@@ -151,27 +156,28 @@ func TestConvert(t *testing.T) {
 	in := e.alloc(4 * n)
 	copy(in.F32(), src)
 	for _, c := range []struct {
-		kernel string
-		host   func([]uint16, []float32)
-		back   string
-		widen  func([]float32, []uint16)
-	}{{"f32_to_f16", kernels.F32ToF16, "f16_to_f32", kernels.F16ToF32}, {"f32_to_bf16", kernels.F32ToBF16, "bf16_to_f32", kernels.BF16ToF32}} {
+		half  dtype
+		host  func([]uint16, []float32)
+		widen func([]float32, []uint16)
+	}{{f16, kernels.F32ToF16, kernels.F16ToF32}, {bf16, kernels.F32ToBF16, kernels.BF16ToF32}} {
 		half := e.alloc(2 * n)
-		e.launch(c.kernel, [3]int{strided(int64(n), 256), 1, 1}, 256, 0, half.Ptr(), in.Ptr(), I64(int64(n)))
+		narrow := gpu.Convert(f32, c.half, int64(n))
+		e.launch(narrow, half.Ptr(), in.Ptr(), I64(int64(n)))
 		want := make([]uint16, n)
 		c.host(want, src)
 		for i, h := range half.U16() {
 			if h != want[i] {
-				t.Errorf("%s(%g) = %#04x, want %#04x", c.kernel, src[i], h, want[i])
+				t.Errorf("%s(%g) = %#04x, want %#04x", narrow.Kernel, src[i], h, want[i])
 			}
 		}
 		out := e.alloc(4 * n)
-		e.launch(c.back, [3]int{strided(int64(n), 256), 1, 1}, 256, 0, out.Ptr(), half.Ptr(), I64(int64(n)))
+		back := gpu.Convert(c.half, f32, int64(n))
+		e.launch(back, out.Ptr(), half.Ptr(), I64(int64(n)))
 		wide := make([]float32, n)
 		c.widen(wide, want)
 		for i, v := range out.F32() {
 			if math.Float32bits(v) != math.Float32bits(wide[i]) {
-				t.Errorf("%s(%#04x) = %#08x, want %#08x", c.back, want[i], math.Float32bits(v), math.Float32bits(wide[i]))
+				t.Errorf("%s(%#04x) = %#08x, want %#08x", back.Kernel, want[i], math.Float32bits(v), math.Float32bits(wide[i]))
 			}
 		}
 	}
@@ -179,7 +185,9 @@ func TestConvert(t *testing.T) {
 
 var acts = []kernels.Act{kernels.ActGELU, kernels.ActGELUTanh, kernels.ActReLU, kernels.ActTanh}
 
-func TestAct(t *testing.T) {
+// TestGELU runs GELU, and the other activations that a configuration may
+// name, as Linear's epilogue applies them: in place, and with the bias.
+func TestGELU(t *testing.T) {
 	e := newEnv(t)
 	for _, dt := range all {
 		for _, a := range acts {
@@ -191,19 +199,19 @@ func TestAct(t *testing.T) {
 			vals[0], vals[1], vals[2] = 0, -12, 12
 			x, xh := e.put(dt, vals)
 			n := int64(rows * cols)
-			e.launch("act_"+dt.name, [3]int{strided((n+int64(16/dt.size)-1)/int64(16/dt.size), 256), 1, 1}, 256, 0, x.Ptr(), I64(n), I32(int(a)))
+			e.launch(gpu.GELU(dt, n), x.Ptr(), I64(n), I32(int(a)))
 			want := append([]float32(nil), xh...)
 			kernels.BiasActRef(want, rows, cols, nil, a)
 			abs, rel := tol(dt, 2e-6, 1e-5, 1)
-			e.check(fmt.Sprintf("act %s %s", a, dt.name), get(x, dt, int(n)), want, abs, rel)
+			e.check(fmt.Sprintf("gelu %s %s", a, dt), get(x, dt, int(n)), want, abs, rel)
 
 			y, yh := e.put(dt, vals)
 			bias, bh := e.uniform(dt, cols, -1, 1)
-			e.launch("bias_act_"+dt.name, [3]int{strided(n, 256), 1, 1}, 256, 0, y.Ptr(), bias.Ptr(), I64(rows), I32(cols), I32(int(a)))
+			e.launch(gpu.BiasGELU(dt, rows, cols), y.Ptr(), bias.Ptr(), I64(rows), I32(cols), I32(int(a)))
 			want = append(want[:0], yh...)
 			kernels.BiasActRef(want, rows, cols, bh, a)
 			abs, rel = tol(dt, 2e-6, 1e-5, 2)
-			e.check(fmt.Sprintf("bias_act %s %s", a, dt.name), get(y, dt, int(n)), want, abs, rel)
+			e.check(fmt.Sprintf("bias_gelu %s %s", a, dt), get(y, dt, int(n)), want, abs, rel)
 		}
 	}
 }
@@ -211,11 +219,12 @@ func TestAct(t *testing.T) {
 func TestLayerNorm(t *testing.T) {
 	e := newEnv(t)
 	for _, dt := range all {
-		for _, v := range []int{1, 2} {
+		for v := 1; v <= gpu.LayerNormVersions; v++ {
 			for _, rows := range []int{1, 17} {
 				for _, cols := range []int{1, 3, 65, 768} {
 					for _, withRes := range []bool{false, true} {
-						name := fmt.Sprintf("add_layernorm%d_%s rows=%d cols=%d residual=%v", v, dt.name, rows, cols, withRes)
+						l := gpu.LayerNorm(v, dt, rows)
+						name := fmt.Sprintf("%s rows=%d cols=%d residual=%v", l.Kernel, rows, cols, withRes)
 						x, xh := e.uniform(dt, rows*cols, -3, 5)
 						gamma, gh := e.uniform(dt, cols, 0.5, 1.5)
 						beta, bh := e.uniform(dt, cols, -1, 1)
@@ -227,12 +236,7 @@ func TestLayerNorm(t *testing.T) {
 						want := make([]float32, rows*cols)
 						kernels.LayerNormRef(want, xh, rh, rows, cols, gh, bh, 1e-12)
 						// In place, as BERT's layers call it: out is x.
-						grid, block := blocks(rows, 8), 256
-						if v == 1 {
-							grid, block = blocks(rows, 128), 128
-						}
-						e.launch(fmt.Sprintf("add_layernorm%d_%s", v, dt.name), [3]int{grid, 1, 1}, block, 0,
-							x.Ptr(), x.Ptr(), res.Ptr(), gamma.Ptr(), beta.Ptr(), I32(rows), I32(cols), F32(1e-12))
+						e.launch(l, x.Ptr(), x.Ptr(), res.Ptr(), gamma.Ptr(), beta.Ptr(), I32(rows), I32(cols), F32(1e-12))
 						abs, rel := tol(dt, 2e-5, 1e-5, 1)
 						e.check(name, get(x, dt, rows*cols), want, abs, rel)
 					}
@@ -240,39 +244,6 @@ func TestLayerNorm(t *testing.T) {
 			}
 		}
 	}
-}
-
-func TestSoftmax(t *testing.T) {
-	e := newEnv(t)
-	for _, dt := range all {
-		for _, v := range []int{1, 2} {
-			for _, c := range []struct{ batch, rows, cols int }{{1, 1, 1}, {3, 17, 65}, {3, 2, 129}} {
-				name := fmt.Sprintf("softmax%d_%s %v", v, dt.name, c)
-				n := c.batch * c.rows * c.cols
-				x, xh := e.uniform(dt, n, -8, 8)
-				mh := nntest.Mask(e.rng, c.batch, c.cols)
-				want := append([]float32(nil), xh...)
-				kernels.SoftmaxRef(want, c.batch*c.rows, c.cols, 0.125, mh, c.rows)
-				nrows := c.batch * c.rows
-				grid, block := blocks(nrows, 8), 256
-				if v == 1 {
-					grid, block = blocks(nrows, 128), 128
-				}
-				e.launch(fmt.Sprintf("softmax%d_%s", v, dt.name), [3]int{grid, 1, 1}, block, 0,
-					x.Ptr(), e.ints(mh).Ptr(), I32(nrows), I32(c.cols), I32(c.rows), F32(0.125))
-				abs, rel := tol(dt, 1e-6, 1e-5, 1)
-				e.check(name, get(x, dt, n), want, abs, rel)
-			}
-		}
-	}
-}
-
-func offsets(lengths []int) []int32 {
-	seqs := []int32{0}
-	for _, l := range lengths {
-		seqs = append(seqs, seqs[len(seqs)-1]+int32(l))
-	}
-	return seqs
 }
 
 func TestAttention(t *testing.T) {
@@ -283,7 +254,7 @@ func TestAttention(t *testing.T) {
 	}
 	cases := []tc{{4, 1, []int{1}}, {12, 3, []int{3, 0, 2}}, {64, 4, []int{17, 1, 40}}, {48, 2, []int{33, 32}}, {15, 5, []int{9, 16, 1, 4}}}
 	for _, dt := range all {
-		for _, v := range []int{1, 2, 3} {
+		for v := 1; v <= gpu.AttentionVersions; v++ {
 			cs := cases
 			if v == 3 {
 				if dt == f32 {
@@ -294,8 +265,7 @@ func TestAttention(t *testing.T) {
 				cs = []tc{{128, 2, []int{65, 1, 0, 33}}, {64, 2, []int{70, 7}}}
 			}
 			for _, c := range cs {
-				name := fmt.Sprintf("attention%d_%s hidden=%d heads=%d lengths=%v", v, dt.name, c.hidden, c.heads, c.lengths)
-				sh := offsets(c.lengths)
+				sh := kernels.SeqOffsets(c.lengths...)
 				n, nseq := int(sh[len(sh)-1]), len(c.lengths)
 				longest := 0
 				for _, l := range c.lengths {
@@ -303,19 +273,15 @@ func TestAttention(t *testing.T) {
 				}
 				dh := c.hidden / c.heads
 				qkv, qh := e.uniform(dt, n*3*c.hidden, -1, 1)
-				out := e.alloc(n * c.hidden * dt.size)
+				out := e.alloc(n * c.hidden * dt.Size())
 				scale := float32(1 / math.Sqrt(float64(dh)))
 				seqs := e.ints(sh)
-				switch v {
-				case 1:
-					e.launch("attention1_"+dt.name, [3]int{blocks(n*c.hidden, 128), 1, 1}, 128, 0,
-						out.Ptr(), qkv.Ptr(), seqs.Ptr(), I32(nseq), I32(n), I32(c.hidden), I32(c.heads), F32(scale))
-				case 2:
-					e.launch("attention2_"+dt.name, [3]int{blocks(longest, 16), c.heads, nseq}, 512, (32*(dh|1)+32*dh+16*dh)*4,
-						out.Ptr(), qkv.Ptr(), seqs.Ptr(), I32(c.hidden), I32(c.heads), F32(scale))
-				case 3:
-					e.launch(fmt.Sprintf("attention3_d%d_%s", dh, dt.name), [3]int{blocks(longest, 64), c.heads, nseq}, 128, 0,
-						out.Ptr(), qkv.Ptr(), seqs.Ptr(), I32(c.hidden), I32(c.heads), F32(scale))
+				l := gpu.Attention(v, dt, n, c.hidden, c.heads, longest, nseq)
+				name := fmt.Sprintf("%s hidden=%d heads=%d lengths=%v", l.Kernel, c.hidden, c.heads, c.lengths)
+				if v == 1 {
+					e.launch(l, out.Ptr(), qkv.Ptr(), seqs.Ptr(), I32(nseq), I32(n), I32(c.hidden), I32(c.heads), F32(scale))
+				} else {
+					e.launch(l, out.Ptr(), qkv.Ptr(), seqs.Ptr(), I32(c.hidden), I32(c.heads), F32(scale))
 				}
 				want := make([]float32, n*c.hidden)
 				kernels.AttentionRef(want, qh, sh, c.hidden, c.heads, scale)
@@ -330,10 +296,11 @@ func TestEmbed(t *testing.T) {
 	e := newEnv(t)
 	const vocab, npos, ntypes = 50, 140, 2
 	for _, dt := range all {
-		for _, v := range []int{1, 2} {
+		for v := 1; v <= gpu.EmbedVersions; v++ {
 			for _, c := range []struct{ n, hidden int }{{1, 1}, {3, 17}, {51, 65}, {10, 768}} {
 				for _, withTypes := range []bool{false, true} {
-					name := fmt.Sprintf("embed_ln%d_%s n=%d hidden=%d types=%v", v, dt.name, c.n, c.hidden, withTypes)
+					l := gpu.Embed(v, dt, c.n)
+					name := fmt.Sprintf("%s n=%d hidden=%d types=%v", l.Kernel, c.n, c.hidden, withTypes)
 					word, wh := e.uniform(dt, vocab*c.hidden, -1, 1)
 					pos, ph := e.uniform(dt, npos*c.hidden, -1, 1)
 					typ, th := e.uniform(dt, ntypes*c.hidden, -1, 1)
@@ -348,13 +315,8 @@ func TestEmbed(t *testing.T) {
 					if withTypes {
 						types, typesRef = e.ints(tys), tys
 					}
-					out := e.alloc(c.n * c.hidden * dt.size)
-					grid, block := blocks(c.n, 8), 256
-					if v == 1 {
-						grid, block = blocks(c.n, 128), 128
-					}
-					e.launch(fmt.Sprintf("embed_ln%d_%s", v, dt.name), [3]int{grid, 1, 1}, block, 0,
-						out.Ptr(), e.ints(ids).Ptr(), types.Ptr(), e.ints(ps).Ptr(), I32(c.n), I32(c.hidden),
+					out := e.alloc(c.n * c.hidden * dt.Size())
+					e.launch(l, out.Ptr(), e.ints(ids).Ptr(), types.Ptr(), e.ints(ps).Ptr(), I32(c.n), I32(c.hidden),
 						word.Ptr(), pos.Ptr(), typ.Ptr(), gamma.Ptr(), beta.Ptr(), F32(1e-12))
 					want := make([]float32, c.n*c.hidden)
 					if err := kernels.EmbedLayerNormRef(want, ids, typesRef, ps, c.hidden, wh, ph, th, gh, bh, 1e-12); err != nil {
@@ -368,38 +330,58 @@ func TestEmbed(t *testing.T) {
 	}
 }
 
-func TestRows(t *testing.T) {
+// rowCases are rows of 64, 260 and 130 bytes, which the kernels move as
+// words of 16, 4 and 2 bytes.
+var rowCases = []int{64, 260, 130}
+
+// randomRows returns rows x rowBytes random bytes.
+func (e *env) randomRows(rows, rowBytes int) Buf {
+	x := e.alloc(rows * rowBytes)
+	for i := range x.U16() {
+		x.U16()[i] = uint16(e.rng.Intn(1 << 16))
+	}
+	return x
+}
+
+func row(b Buf, rowBytes, r int) []uint16 { return b.U16()[r*rowBytes/2 : (r+1)*rowBytes/2] }
+
+func TestGather(t *testing.T) {
 	e := newEnv(t)
-	for _, c := range []struct {
-		rowBytes, word int
-		name           string
-	}{{64, 16, "w16"}, {260, 4, "w4"}, {130, 2, "w2"}} {
+	for _, rowBytes := range rowCases {
 		const rows = 17
-		x := e.alloc(rows * c.rowBytes)
-		for i := range x.U16() {
-			x.U16()[i] = uint16(e.rng.Intn(1 << 16))
-		}
+		x := e.randomRows(rows, rowBytes)
 		idx := []int32{16, 0, 8, 3}
-		width := c.rowBytes / c.word
-		g := e.alloc(len(idx) * c.rowBytes)
-		e.launch("gather_rows_"+c.name, [3]int{strided(int64(len(idx)*width), 256), 1, 1}, 256, 0, g.Ptr(), x.Ptr(), e.ints(idx).Ptr(), I32(len(idx)), I32(width))
-		s := e.alloc(rows * c.rowBytes)
-		e.launch("scatter_rows_"+c.name, [3]int{strided(int64(len(idx)*width), 256), 1, 1}, 256, 0, s.Ptr(), g.Ptr(), e.ints(idx).Ptr(), I32(len(idx)), I32(width))
-		row := func(b Buf, r int) []uint16 { return b.U16()[r*c.rowBytes/2 : (r+1)*c.rowBytes/2] }
-		named := map[int]bool{}
+		g := e.alloc(len(idx) * rowBytes)
+		l, words := gpu.Gather(len(idx), rowBytes)
+		e.launch(l, g.Ptr(), x.Ptr(), e.ints(idx).Ptr(), I32(len(idx)), I32(words))
 		for i, r := range idx {
-			named[int(r)] = true
-			if fmt.Sprint(row(g, i)) != fmt.Sprint(row(x, int(r))) {
-				t.Errorf("gather_rows_%s: row %d is not row %d of x", c.name, i, r)
+			if fmt.Sprint(row(g, rowBytes, i)) != fmt.Sprint(row(x, rowBytes, int(r))) {
+				t.Errorf("%s: row %d is not row %d of x", l.Kernel, i, r)
 			}
+		}
+	}
+}
+
+func TestScatter(t *testing.T) {
+	e := newEnv(t)
+	for _, rowBytes := range rowCases {
+		const rows = 17
+		idx := []int32{16, 0, 8, 3}
+		x := e.randomRows(len(idx), rowBytes)
+		s := e.alloc(rows * rowBytes)
+		l, words := gpu.Scatter(len(idx), rowBytes)
+		e.launch(l, s.Ptr(), x.Ptr(), e.ints(idx).Ptr(), I32(len(idx)), I32(words))
+		from := map[int]int{}
+		for i, r := range idx {
+			from[int(r)] = i
 		}
 		for r := 0; r < rows; r++ {
-			want := make([]uint16, c.rowBytes/2)
-			if named[r] {
-				want = row(x, r)
+			want := make([]uint16, rowBytes/2)
+			if i, ok := from[r]; ok {
+				want = row(x, rowBytes, i)
 			}
-			if fmt.Sprint(row(s, r)) != fmt.Sprint(want) {
-				t.Errorf("scatter_rows_%s: row %d wrong", c.name, r)
+			if fmt.Sprint(row(s, rowBytes, r)) != fmt.Sprint(want) {
+				t.Errorf("%s: row %d wrong", l.Kernel, r)
 			}
 		}
 	}
@@ -413,13 +395,12 @@ func TestPool(t *testing.T) {
 				hidden  int
 				lengths []int
 			}{{1, []int{1}}, {3, []int{17, 0, 4}}, {129, []int{65, 1, 33, 2}}} {
-				name := fmt.Sprintf("pool_%s %s hidden=%d lengths=%v", dt.name, p, c.hidden, c.lengths)
-				sh := offsets(c.lengths)
+				name := fmt.Sprintf("pool_%s %s hidden=%d lengths=%v", dt, p, c.hidden, c.lengths)
+				sh := kernels.SeqOffsets(c.lengths...)
 				n, nseq := int(sh[len(sh)-1]), len(c.lengths)
 				x, xh := e.uniform(dt, n*c.hidden, -1, 1)
-				out := e.alloc(nseq * c.hidden * dt.size)
-				e.launch("pool_"+dt.name, [3]int{blocks(c.hidden, 128), nseq, 1}, 128, 0,
-					out.Ptr(), x.Ptr(), e.ints(sh).Ptr(), I32(nseq), I32(c.hidden), I32(int(p)))
+				out := e.alloc(nseq * c.hidden * dt.Size())
+				e.launch(gpu.Pool(dt, c.hidden, nseq), out.Ptr(), x.Ptr(), e.ints(sh).Ptr(), I32(nseq), I32(c.hidden), I32(int(p)))
 				want := make([]float32, nseq*c.hidden)
 				kernels.PoolRef(want, xh, sh, c.hidden, p)
 				abs, rel := tol(dt, 1e-6, 1e-5, 1)

@@ -1,6 +1,6 @@
 //go:build cuda && cgo
 
-// Package emu runs the CUDA kernels of kernels/cuda on the CPU, under an
+// Package emu runs the CUDA kernels of kernels/gpu on the CPU, under an
 // emulation of the CUDA thread model (emu.h), so that their logic is
 // checked against the kernels package's references on machines without a
 // GPU, CI's included (make cuda-check). Its tests are the point; the
@@ -13,6 +13,7 @@ package emu
 #cgo LDFLAGS: -lstdc++ -lpthread
 #include <stdint.h>
 #include <stdlib.h>
+int emu_has(const char* name);
 int emu_launch(const char* name, int gx, int gy, int gz, int block, int shared, const uint64_t* params, int nparams);
 */
 import "C"
@@ -21,6 +22,8 @@ import (
 	"fmt"
 	"math"
 	"unsafe"
+
+	"github.com/bertstream/bertstream/kernels/gpu"
 )
 
 // Buf is emulated device memory: C memory, so that the kernels may keep
@@ -48,8 +51,16 @@ func I32(v int) uint64     { return uint64(uint32(int32(v))) }
 func I64(v int64) uint64   { return uint64(v) }
 func F32(v float32) uint64 { return uint64(math.Float32bits(v)) }
 
-// Launch runs kernel name over a grid of blocks of block threads.
-func Launch(name string, grid [3]int, block, shared int, args ...uint64) error {
+// Has reports whether kernel name is among the emulated kernels.
+func Has(name string) bool {
+	cname := C.CString(name)
+	defer C.free(unsafe.Pointer(cname))
+	return C.emu_has(cname) != 0
+}
+
+// Launch runs a kernel as the device would run l.
+func Launch(l gpu.Launch, args ...uint64) error {
+	name, grid, block, shared := l.Kernel, l.Grid, l.Block, l.Shared
 	cname := C.CString(name)
 	defer C.free(unsafe.Pointer(cname))
 	params := (*C.uint64_t)(C.calloc(C.size_t(max(len(args), 1)), 8))
