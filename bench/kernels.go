@@ -40,25 +40,33 @@ type kernelCase struct {
 	flops, bytes  float64
 	tol           float64 // on the error relative to max |ref|
 	ref           func() []float32
-	// prepare readies version v and returns a function that runs it once
-	// and the buffer it writes.
-	prepare func(v string) (run func(), out []float32, err error)
+	// prepare readies version v, which runs on e when it is one of the
+	// kernels package's (e is nil for "ref" and the extra versions), and
+	// returns a function that runs it once and the buffer it writes.
+	prepare func(v string, e *kernels.Engine) (run func(), out []float32)
 	// versions beyond "ref" and the kernels package's ones.
 	extra []string
 }
 
 // KernelFamilies lists what RunKernels can run.
-var KernelFamilies = []string{"sgemm", "linear", "attention", "softmax", "layernorm", "gelu", "embed"}
+var KernelFamilies = []string{"sgemm", "linear", "attention", "layernorm", "gelu", "embed"}
 
 // RunKernels validates and times the families named (all when empty) at
-// BERT-base shapes for a batch of 8 x 128 tokens. peak (GFLOP/s, 0 if
-// unknown) turns rates into a share of the machine.
-func RunKernels(families []string, peak float64, minTime time.Duration) ([]KernelResult, error) {
+// BERT-base shapes for a batch of 8 x 128 tokens, the kernels on up to
+// threads goroutines (0: all). peak (GFLOP/s, 0 if unknown) turns rates
+// into a share of the machine.
+func RunKernels(families []string, threads int, peak float64, minTime time.Duration) ([]KernelResult, error) {
 	if len(families) == 0 {
 		families = KernelFamilies
 	}
-	prev := kernels.Version()
-	defer kernels.SetVersion(prev)
+	engines := map[string]*kernels.Engine{}
+	for _, v := range kernels.Versions() {
+		e, err := kernels.New(kernels.Config{Version: v, Threads: threads})
+		if err != nil {
+			return nil, fmt.Errorf("kernel version %s: %w", v, err)
+		}
+		engines[v] = e
+	}
 	var out []KernelResult
 	for _, f := range families {
 		cases, err := kernelCases(f)
@@ -74,10 +82,7 @@ func RunKernels(families []string, peak float64, minTime time.Duration) ([]Kerne
 			versions := append(append([]string{"ref"}, c.extra...), kernels.Versions()...)
 			for _, v := range versions {
 				r := KernelResult{Family: c.family, Shape: c.shape, Version: v}
-				run, got, err := c.prepare(v)
-				if err != nil {
-					return nil, fmt.Errorf("%s %s: %w", c.family, v, err)
-				}
+				run, got := c.prepare(v, engines[v])
 				run()
 				r.MaxErr = nn.MaxAbsDiff(got, want) / math.Max(scale, 1e-30)
 				r.Valid = r.MaxErr <= c.tol
@@ -115,10 +120,6 @@ func timeIt(run func(), minTime time.Duration, once bool) float64 {
 	return median(ts)
 }
 
-// useVersion selects a kernels version for v, which names one ("go",
-// "avx2", "avx512").
-func useVersion(v string) error { return kernels.SetVersion(v) }
-
 func randVec(rng *rand.Rand, n int, lo, hi float32) []float32 {
 	x := make([]float32, n)
 	for i := range x {
@@ -154,41 +155,31 @@ func kernelCases(family string) ([]kernelCase, error) {
 						kernels.GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, want, n)
 						return want
 					},
-					prepare: func(v string) (func(), []float32, error) {
+					prepare: func(v string, e *kernels.Engine) (func(), []float32) {
 						switch v {
 						case "ref":
-							return func() { kernels.GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, out, n) }, out, nil
+							return func() { kernels.GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, out, n) }, out
 						case "gonum":
 							g := gonum.Implementation{}
-							return func() { g.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, x, k, w, k, 0, out, n) }, out, nil
+							return func() { g.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, x, k, w, k, 0, out, n) }, out
 						}
-						if err := useVersion(v); err != nil {
-							return nil, nil, err
-						}
-						impl := kernels.Implementation{}
-						return func() { impl.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, x, k, w, k, 0, out, n) }, out, nil
+						impl := kernels.Implementation{Engine: e}
+						return func() { impl.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, x, k, w, k, 0, out, n) }, out
 					}})
 				continue
 			}
 			cs = append(cs, kernelCase{family: family, shape: shape + "+bias+gelu", flops: flops, bytes: bytes, tol: 1e-5,
 				ref: func() []float32 {
 					want := make([]float32, m*n)
-					kernels.GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, want, n)
-					kernels.BiasActRef(want, m, n, bias, kernels.ActGELU)
+					kernels.LinearRef(want, x, m, w, n, k, bias, kernels.ActGELU)
 					return want
 				},
-				prepare: func(v string) (func(), []float32, error) {
+				prepare: func(v string, e *kernels.Engine) (func(), []float32) {
 					if v == "ref" {
-						return func() {
-							kernels.GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, out, n)
-							kernels.BiasActRef(out, m, n, bias, kernels.ActGELU)
-						}, out, nil
+						return func() { kernels.LinearRef(out, x, m, w, n, k, bias, kernels.ActGELU) }, out
 					}
-					if err := useVersion(v); err != nil {
-						return nil, nil, err
-					}
-					pw := kernels.PrepareWeight(w, n, k)
-					return func() { kernels.Linear(out, x, m, pw, bias, kernels.ActGELU) }, out, nil
+					pw := e.PrepareWeight(w, n, k)
+					return func() { e.Linear(out, x, m, pw, bias, kernels.ActGELU) }, out
 				}})
 		}
 		return cs, nil
@@ -211,30 +202,14 @@ func kernelCases(family string) ([]kernelCase, error) {
 					kernels.AttentionRef(want, qkv, seqs, benchH, benchHeads, scale)
 					return want
 				},
-				prepare: func(v string) (func(), []float32, error) {
+				prepare: func(v string, e *kernels.Engine) (func(), []float32) {
 					if v == "ref" {
-						return func() { kernels.AttentionRef(out, qkv, seqs, benchH, benchHeads, scale) }, out, nil
+						return func() { kernels.AttentionRef(out, qkv, seqs, benchH, benchHeads, scale) }, out
 					}
-					return func() { kernels.Attention(out, qkv, seqs, benchH, benchHeads, scale) }, out, useVersion(v)
+					return func() { e.Attention(out, qkv, seqs, benchH, benchHeads, scale) }, out
 				}})
 		}
 		return cs, nil
-	case "softmax":
-		rows, cols := benchHeads*8*128, 128
-		x := randVec(rng, rows*cols, -8, 8)
-		out := make([]float32, rows*cols)
-		return []kernelCase{{family: family, shape: fmt.Sprintf("%dx%d", rows, cols), bytes: 8 * float64(rows*cols), tol: 1e-6,
-			ref: func() []float32 {
-				want := append([]float32(nil), x...)
-				kernels.SoftmaxRef(want, rows, cols, 0.125, nil, 1)
-				return want
-			},
-			prepare: func(v string) (func(), []float32, error) {
-				if v == "ref" {
-					return func() { copy(out, x); kernels.SoftmaxRef(out, rows, cols, 0.125, nil, 1) }, out, nil
-				}
-				return func() { copy(out, x); kernels.Softmax(out, rows, cols, 0.125, nil, 1) }, out, useVersion(v)
-			}}}, nil
 	case "layernorm":
 		x, res := randVec(rng, benchTokens*benchH, -3, 3), randVec(rng, benchTokens*benchH, -1, 1)
 		g, b := randVec(rng, benchH, 0.5, 1.5), randVec(rng, benchH, -0.1, 0.1)
@@ -245,11 +220,11 @@ func kernelCases(family string) ([]kernelCase, error) {
 				kernels.LayerNormRef(want, x, res, benchTokens, benchH, g, b, 1e-12)
 				return want
 			},
-			prepare: func(v string) (func(), []float32, error) {
+			prepare: func(v string, e *kernels.Engine) (func(), []float32) {
 				if v == "ref" {
-					return func() { kernels.LayerNormRef(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out, nil
+					return func() { kernels.LayerNormRef(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out
 				}
-				return func() { kernels.LayerNorm(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out, useVersion(v)
+				return func() { e.LayerNorm(out, x, res, benchTokens, benchH, g, b, 1e-12) }, out
 			}}}, nil
 	case "gelu":
 		x := randVec(rng, benchTokens*benchI, -5, 5)
@@ -261,11 +236,11 @@ func kernelCases(family string) ([]kernelCase, error) {
 				kernels.BiasActRef(want, benchTokens, benchI, bias, kernels.ActGELU)
 				return want
 			},
-			prepare: func(v string) (func(), []float32, error) {
+			prepare: func(v string, e *kernels.Engine) (func(), []float32) {
 				if v == "ref" {
-					return func() { copy(out, x); kernels.BiasActRef(out, benchTokens, benchI, bias, kernels.ActGELU) }, out, nil
+					return func() { copy(out, x); kernels.BiasActRef(out, benchTokens, benchI, bias, kernels.ActGELU) }, out
 				}
-				return func() { copy(out, x); kernels.BiasAct(out, benchTokens, benchI, bias, kernels.ActGELU) }, out, useVersion(v)
+				return func() { copy(out, x); e.BiasAct(out, benchTokens, benchI, bias, kernels.ActGELU) }, out
 			}}}, nil
 	case "embed":
 		const vocab, npos = 30522, 512
@@ -284,11 +259,11 @@ func kernelCases(family string) ([]kernelCase, error) {
 				}
 				return want
 			},
-			prepare: func(v string) (func(), []float32, error) {
+			prepare: func(v string, e *kernels.Engine) (func(), []float32) {
 				if v == "ref" {
-					return func() { _ = kernels.EmbedLayerNormRef(out, ids, types, positions, benchH, word, pos, typ, g, b, 1e-12) }, out, nil
+					return func() { _ = kernels.EmbedLayerNormRef(out, ids, types, positions, benchH, word, pos, typ, g, b, 1e-12) }, out
 				}
-				return func() { _ = kernels.EmbedLayerNorm(out, ids, types, positions, benchH, word, pos, typ, g, b, 1e-12) }, out, useVersion(v)
+				return func() { _ = e.EmbedLayerNorm(out, ids, types, positions, benchH, word, pos, typ, g, b, 1e-12) }, out
 			}}}, nil
 	}
 	return nil, fmt.Errorf("no kernel family %q (have %v)", family, KernelFamilies)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/bertstream/bertstream/bert"
-	"github.com/bertstream/bertstream/kernels"
 	"github.com/bertstream/bertstream/nn"
 )
 
@@ -147,18 +146,17 @@ func RunModel(be nn.Backend, o ModelOptions) (ModelResult, error) {
 	}
 	res := ModelResult{
 		Engine: "bertstream", Preset: o.Preset, Batch: o.Batch, Seq: o.Seq, MinLen: o.MinLen, Tokens: tokens,
-		Threads: kernels.Threads(), Device: be.Device(), DType: be.Compute().String(),
+		Threads: runtime.GOMAXPROCS(0), Device: be.Device(), DType: be.Compute().String(),
 		MsPerBatch: median(times), MsP10: q(0.1), MsP90: q(0.9), Runs: o.Runs,
 		GFLOP: EncoderFLOP(cfg, in) / 1e9,
 	}
 	if c, ok := be.(nn.CPU); ok {
-		res.Kernels = kernels.Version()
+		k := c.Kernels()
+		res.Threads, res.Kernels = k.Threads(), k.Config().Version
 		if c.BF16Weights {
 			res.DType = "BF16"
-			res.Kernels = kernels.BF16Version()
+			res.Kernels = k.Config().BF16Version
 		}
-	} else {
-		res.Threads = runtime.GOMAXPROCS(0)
 	}
 	res.SeqPerS = float64(o.Batch) / res.MsPerBatch * 1e3
 	res.TokensPerS = float64(tokens) / res.MsPerBatch * 1e3

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"math"
 	"sort"
 	"sync"
 )
@@ -30,7 +31,9 @@ func AttentionRef(out, qkv []float32, seqs []int32, hidden, heads int, scale flo
 					scores[i*n+j] = float32(s)
 				}
 			}
-			SoftmaxRef(scores, n, n, scale, nil, n)
+			for i := 0; i < n; i++ {
+				softmaxRef(scores[i*n:(i+1)*n], scale)
+			}
 			for i := 0; i < n; i++ {
 				o := out[(lo+i)*hidden+h*dh : (lo+i)*hidden+h*dh+dh]
 				for d := range o {
@@ -45,33 +48,49 @@ func AttentionRef(out, qkv []float32, seqs []int32, hidden, heads int, scale flo
 	}
 }
 
+// softmaxRef sets x = softmax(scale*x).
+func softmaxRef(x []float32, scale float32) {
+	maxv := math.Inf(-1)
+	for _, v := range x {
+		maxv = math.Max(maxv, float64(scale*v))
+	}
+	var sum float64
+	for _, v := range x {
+		sum += math.Exp(float64(scale*v) - maxv)
+	}
+	for j, v := range x {
+		x[j] = float32(math.Exp(float64(scale*v)-maxv) / sum)
+	}
+}
+
 // attnRows is how many query rows of one head a score tile holds: the
 // tile (attnRows x sequence length) stays in L2 between the two products.
 const attnRows = 96
 
-// Attention is the fast version of AttentionRef. Tasks are (sequence,
+// Attention is the fast AttentionRef. Tasks are (sequence,
 // head) pairs, or parts of a head's queries when there are too few pairs
 // to keep every core busy. A task packs the head's keys and values once,
 // then for each block of attnRows queries computes the score tile with
 // the SGEMM micro-kernel, turns it into probabilities with the vector
 // softmax and multiplies by the values: no more than one tile of scores
 // per core exists.
-func Attention(out, qkv []float32, seqs []int32, hidden, heads int, scale float32) {
+func (e *Engine) Attention(out, qkv []float32, seqs []int32, hidden, heads int, scale float32) {
 	if len(seqs) < 2 || seqs[len(seqs)-1] == seqs[0] {
 		return
 	}
+	threads := e.Threads()
 	t := attentionTasks.Get().(*attentionTask)
 	*t = attentionTask{out: out, qkv: qkv, seqs: seqs, hidden: hidden, heads: heads, scale: scale,
-		kern: active.Load(), vec: activeVec.Load(), first: t.first[:0], split: 1}
-	if pairs := (len(seqs) - 1) * heads; pairs < 4*Threads() {
-		t.split = (4*Threads() + pairs - 1) / pairs
+		kern: e.gemm, vec: e.vec, first: t.first[:0], split: 1}
+	if pairs := (len(seqs) - 1) * heads; pairs < 4*threads {
+		t.split = (4*threads + pairs - 1) / pairs
 	}
 	total := 0
 	for b := 0; b+1 < len(seqs); b++ {
 		t.first = append(t.first, total)
 		total += heads * t.parts(int(seqs[b+1]-seqs[b]))
 	}
-	parallel(total, t)
+	parallel(threads, total, t)
 	first := t.first
 	*t = attentionTask{first: first}
 	attentionTasks.Put(t)
@@ -130,15 +149,12 @@ func (t *attentionTask) run(i int, s *scratch) {
 	}
 }
 
-// gemmSerial is C = A*op(B) on the calling goroutine, op(B) packed by
-// packB, for products that are themselves part of a task of a parallel
-// kernel.
-func gemmSerial(kern *microKernel, m, n, k int, a []float32, lda int, bp []float32, c []float32, ldc int, s *scratch) {
-	g := gemmTask{kern: kern, m: m, n: n, k: k, kElems: k, alpha: 1, a: a, lda: lda, bp: bp, c: c, ldc: ldc}
-	g.mc = (kern.mc + kern.mr - 1) / kern.mr * kern.mr
-	g.mBlocks = (m + g.mc - 1) / g.mc
-	g.panelsPerChunk = (n + kern.nr - 1) / kern.nr
-	for i := 0; i < g.mBlocks; i++ {
-		g.run(i, s)
+// softmaxRow sets x = softmax(scale*x) with the primitives v.
+func softmaxRow(v *vecOps, x []float32, scale float32) {
+	if len(x) == 0 {
+		return
 	}
+	m := v.max(x)
+	s := v.expSum(x, scale, scale*m)
+	v.scale(x, 1/s)
 }

@@ -2,14 +2,40 @@ package kernels
 
 import (
 	"fmt"
-	"os"
 	"sync"
-	"sync/atomic"
 
 	"gonum.org/v1/gonum/blas"
-	"gonum.org/v1/gonum/blas/blas32"
 	"gonum.org/v1/gonum/blas/gonum"
 )
+
+// GemmRef computes C = alpha*op(A)*op(B) + beta*C for row-major matrices,
+// where op(X) is X or its transpose. op(A) is m x k, op(B) is k x n.
+func GemmRef(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+	for i := 0; i < m; i++ {
+		for j := 0; j < n; j++ {
+			var sum float64
+			for p := 0; p < k; p++ {
+				var av, bv float32
+				if transA {
+					av = a[p*lda+i]
+				} else {
+					av = a[i*lda+p]
+				}
+				if transB {
+					bv = b[j*ldb+p]
+				} else {
+					bv = b[p*ldb+j]
+				}
+				sum += float64(av) * float64(bv)
+			}
+			prev := float32(0)
+			if beta != 0 {
+				prev = beta * c[i*ldc+j]
+			}
+			c[i*ldc+j] = alpha*float32(sum) + prev
+		}
+	}
+}
 
 // SGEMM in the GotoBLAS/BLIS style: op(B) is packed into panels of nr
 // columns (k x nr, row after row), op(A) into panels of mr rows, one block
@@ -99,91 +125,26 @@ func kernelGo4x4(k int, a, b, c []float32, ldc int, add bool) {
 	r3[0], r3[1], r3[2], r3[3] = c30, c31, c32, c33
 }
 
-// version is one implementation level of the kernels: an SGEMM
-// micro-kernel and the vector primitives for one instruction set.
-type version struct {
-	name string
-	gemm *microKernel
-	vec  *vecOps
-}
-
-// versionList is every version this build has that this CPU can run,
-// fastest first; the portable Go version is always last.
-func versionList() []version {
-	return append(asmVersions(), version{"go", goKernel, goVec})
-}
-
-// Versions names the kernel versions this CPU can run, fastest first
-// ("avx512", "avx2", "go").
-func Versions() []string {
-	var names []string
-	for _, v := range versionList() {
-		names = append(names, v.name)
-	}
-	return names
-}
-
-var (
-	active    atomic.Pointer[microKernel]
-	activeVec atomic.Pointer[vecOps]
-	activeIdx atomic.Int32
-)
-
-func init() {
-	v := versionList()[0]
-	active.Store(v.gemm)
-	activeVec.Store(v.vec)
-	if os.Getenv("BERTSTREAM_BLAS") != "gonum" {
-		UseNative()
-	}
-}
-
-// SetVersion selects the kernel version (SGEMM micro-kernel and vector
-// primitives) by name. Weights prepared for another version are repacked
-// on first use.
-func SetVersion(name string) error {
-	for i, v := range versionList() {
-		if v.name == name {
-			active.Store(v.gemm)
-			activeVec.Store(v.vec)
-			activeIdx.Store(int32(i))
-			return nil
-		}
-	}
-	return fmt.Errorf("no kernel version %q on this CPU (have %v)", name, Versions())
-}
-
-// Version names the kernel version in use.
-func Version() string { return versionList()[activeIdx.Load()].name }
-
-// Implementation is bertstream's blas.Float32: Sgemm is native, the other
-// routines are gonum's.
-type Implementation struct{ gonum.Implementation }
-
-var native atomic.Bool
-
-// UseNative makes bertstream's SGEMM the blas32 implementation (the
-// default unless the environment sets BERTSTREAM_BLAS=gonum).
-func UseNative() {
-	blas32.Use(Implementation{})
-	native.Store(true)
-}
-
-// UseGonum makes gonum's pure-Go BLAS the blas32 implementation, for
-// comparison.
-func UseGonum() {
-	blas32.Use(gonum.Implementation{})
-	native.Store(false)
+// Implementation is bertstream's blas.Float32, for users who plug it into
+// gonum's blas32: Sgemm is the native SGEMM of Engine (Default when nil)
+// on its version and goroutines, the other routines are gonum's.
+type Implementation struct {
+	gonum.Implementation
+	Engine *Engine
 }
 
 // Sgemm computes C = alpha*op(A)*op(B) + beta*C for row-major matrices, as
-// blas.Float32 specifies, with the active micro-kernel.
-func (Implementation) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// blas.Float32 specifies.
+func (im Implementation) Sgemm(tA, tB blas.Transpose, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	ta, tb := tA == blas.Trans || tA == blas.ConjTrans, tB == blas.Trans || tB == blas.ConjTrans
 	if err := checkGemm(tA, tB, ta, tb, m, n, k, len(a), lda, len(b), ldb, len(c), ldc); err != nil {
 		panic(err.Error()) // blas.Float32 reports misuse by panicking, as gonum does
 	}
-	sgemmWith(active.Load(), ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
+	e := im.Engine
+	if e == nil {
+		e = Default()
+	}
+	e.sgemm(ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc)
 }
 
 func checkGemm(tA, tB blas.Transpose, ta, tb bool, m, n, k, la, lda, lb, ldb, lc, ldc int) error {
@@ -218,8 +179,9 @@ func checkGemm(tA, tB blas.Transpose, ta, tb bool, m, n, k, la, lda, lb, ldb, lc
 // weight.
 var bufPool = sync.Pool{New: func() any { return new([]float32) }}
 
-// sgemmWith is SGEMM on micro-kernel kern, arguments already checked.
-func sgemmWith(kern *microKernel, transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
+// sgemm is the native SGEMM on e's micro-kernel, arguments already
+// checked.
+func (e *Engine) sgemm(transA, transB bool, m, n, k int, alpha float32, a []float32, lda int, b []float32, ldb int, beta float32, c []float32, ldc int) {
 	if m == 0 || n == 0 {
 		return
 	}
@@ -228,9 +190,9 @@ func sgemmWith(kern *microKernel, transA, transB bool, m, n, k int, alpha float3
 		return
 	}
 	bufp := bufPool.Get().(*[]float32)
-	bp := grow(bufp, packedLen(kern, n, k))
-	packB(kern, bp, transB, n, k, b, ldb)
-	gemmPacked(kern, transA, m, n, k, alpha, a, lda, bp, beta, c, ldc, nil, ActNone)
+	bp := grow(bufp, packedLen(e.gemm, n, k))
+	packB(e.gemm, bp, transB, n, k, b, ldb)
+	gemmPacked(e.gemm, e.vec, e.Threads(), transA, m, n, k, alpha, a, lda, bp, beta, c, ldc, nil, ActNone)
 	bufPool.Put(bufp)
 }
 
@@ -339,6 +301,7 @@ var gemmNC = 512
 // applies bias and act to each finished tile column while it is in cache.
 type gemmTask struct {
 	kern           *microKernel
+	vec            *vecOps // for bias and act
 	transA         bool
 	m, n, k        int // k in packed words (see kWords)
 	kElems         int // k in values
@@ -356,15 +319,15 @@ type gemmTask struct {
 
 var gemmTasks = sync.Pool{New: func() any { return new(gemmTask) }}
 
-// gemmPacked runs the blocked product over all cores. bias (n values, may
-// be nil) and act are applied to the result.
-func gemmPacked(kern *microKernel, transA bool, m, n, k int, alpha float32, a []float32, lda int, bp []float32, beta float32, c []float32, ldc int, bias []float32, act Act) {
+// gemmPacked runs the blocked product on up to threads goroutines. bias (n
+// values, may be nil) and act are applied to the result with vec.
+func gemmPacked(kern *microKernel, vec *vecOps, threads int, transA bool, m, n, k int, alpha float32, a []float32, lda int, bp []float32, beta float32, c []float32, ldc int, bias []float32, act Act) {
 	if beta != 0 && beta != 1 {
 		scaleC(beta, m, n, c, ldc)
 		beta = 1
 	}
 	g := gemmTasks.Get().(*gemmTask)
-	*g = gemmTask{kern: kern, transA: transA, m: m, n: n, k: kWords(kern, k), kElems: k, alpha: alpha, beta: beta,
+	*g = gemmTask{kern: kern, vec: vec, transA: transA, m: m, n: n, k: kWords(kern, k), kElems: k, alpha: alpha, beta: beta,
 		a: a, lda: lda, bp: bp, c: c, ldc: ldc, bias: bias, act: act}
 	// Balance the row blocks: as many as kern.mc requires, of equal size.
 	// A product of few rows (a small batch) takes blocks of up to twice
@@ -378,7 +341,7 @@ func gemmPacked(kern *microKernel, transA bool, m, n, k int, alpha float32, a []
 	g.mc = ((m+g.mBlocks-1)/g.mBlocks + mr - 1) / mr * mr
 	g.mBlocks = (m + g.mc - 1) / g.mc
 	nPanels := (n + kern.nr - 1) / kern.nr
-	w := Threads()
+	w := threads
 	if float64(m)*float64(n)*float64(k) < 1<<17 {
 		w = 1 // too small to pay for waking another core
 	}
@@ -407,7 +370,7 @@ func gemmPacked(kern *microKernel, transA bool, m, n, k int, alpha float32, a []
 		}
 		scratches.Put(s)
 	} else {
-		parallel(g.mBlocks*chunks, g)
+		parallel(w, g.mBlocks*chunks, g)
 	}
 	*g = gemmTask{}
 	gemmTasks.Put(g)
@@ -519,7 +482,20 @@ func (g *gemmTask) run(t int, s *scratch) {
 			bias = g.bias[j0:j1]
 		}
 		for r := i0; r < i1; r++ {
-			biasAct(g.c[r*g.ldc+j0:r*g.ldc+j1], bias, g.act)
+			biasAct(g.vec, g.c[r*g.ldc+j0:r*g.ldc+j1], bias, g.act)
 		}
+	}
+}
+
+// gemmSerial is C = A*op(B) on the calling goroutine, op(B) packed by
+// packB, for products that are themselves part of a task of a parallel
+// kernel.
+func gemmSerial(kern *microKernel, m, n, k int, a []float32, lda int, bp []float32, c []float32, ldc int, s *scratch) {
+	g := gemmTask{kern: kern, m: m, n: n, k: k, kElems: k, alpha: 1, a: a, lda: lda, bp: bp, c: c, ldc: ldc}
+	g.mc = (kern.mc + kern.mr - 1) / kern.mr * kern.mr
+	g.mBlocks = (m + g.mc - 1) / g.mc
+	g.panelsPerChunk = (n + kern.nr - 1) / kern.nr
+	for i := 0; i < g.mBlocks; i++ {
+		g.run(i, s)
 	}
 }

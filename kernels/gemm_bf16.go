@@ -1,7 +1,6 @@
 package kernels
 
 import (
-	"fmt"
 	"math"
 	"unsafe"
 )
@@ -116,43 +115,3 @@ func kernelGoBF16(k int, a, b, c []float32, ldc int, add bool) {
 		}
 	}
 }
-
-// BF16Versions names the BF16 micro-kernels this CPU runs, fastest first.
-func BF16Versions() []string {
-	var names []string
-	for _, k := range bf16Kernels() {
-		names = append(names, k.name)
-	}
-	return names
-}
-
-func bf16Kernels() []*microKernel {
-	return append(asmBF16Kernels(), goBF16Kernel)
-}
-
-// bf16Kernel is the BF16 micro-kernel PrepareWeightBF16 packs for.
-var bf16Kernel = bf16Kernels()[0]
-
-// SetBF16Version selects the BF16 micro-kernel; weights prepared for
-// another are repacked on first use.
-func SetBF16Version(name string) error {
-	for _, k := range bf16Kernels() {
-		if k.name == name {
-			bf16Kernel = k
-			return nil
-		}
-	}
-	return fmt.Errorf("no BF16 kernel version %q on this CPU (have %v)", name, BF16Versions())
-}
-
-// PrepareWeightBF16 packs w (n x k, row-major) for Linear as BF16: the
-// products of the layer then use weights and activations rounded to
-// bfloat16, accumulated in float32.
-func PrepareWeightBF16(w []float32, n, k int) *Weight {
-	pw := &Weight{N: n, K: k, Data: w, bf16: true}
-	pw.pack(bf16Kernel)
-	return pw
-}
-
-// BF16Version names the BF16 micro-kernel in use.
-func BF16Version() string { return bf16Kernel.name }

@@ -85,30 +85,12 @@ const helperSpin = 500 * time.Microsecond
 var (
 	batches = sync.Pool{New: func() any { return new(batch) }}
 
-	threads    atomic.Int64 // 0: GOMAXPROCS
 	helpersMu  sync.Mutex
 	helpersRun int
 	current    atomic.Pointer[batch]
 	parked     atomic.Int64
 	wake       = make(chan struct{}, 1024)
 )
-
-// SetThreads caps the goroutines a kernel call uses; n <= 0 means
-// GOMAXPROCS.
-func SetThreads(n int) {
-	if n < 0 {
-		n = 0
-	}
-	threads.Store(int64(n))
-}
-
-// Threads is the number of goroutines a kernel call may use.
-func Threads() int {
-	if n := int(threads.Load()); n > 0 {
-		return n
-	}
-	return runtime.GOMAXPROCS(0)
-}
 
 // ensureHelpers starts helper goroutines until n are running.
 func ensureHelpers(n int) {
@@ -147,11 +129,11 @@ func findWork() *batch {
 	}
 }
 
-// parallel runs t for every index in [0, n) on up to Threads goroutines,
+// parallel runs t for every index in [0, n) on up to threads goroutines,
 // the caller's included, and returns when all are done. Tasks must not
 // call parallel themselves: helpers would wait on each other.
-func parallel(n int, t task) {
-	w := min(Threads(), n)
+func parallel(threads, n int, t task) {
+	w := min(threads, n)
 	if w <= 1 {
 		s := scratches.Get().(*scratch)
 		for i := 0; i < n; i++ {
@@ -182,4 +164,35 @@ func parallel(n int, t task) {
 	current.CompareAndSwap(b, nil)
 	b.t = nil
 	batches.Put(b)
+}
+
+// rowTask runs a row kernel (LayerNorm, the embeddings) over blocks of
+// rows on all cores.
+type rowTask struct {
+	fn        func(t *rowTask, lo, hi int)
+	rows, per int
+	vec       *vecOps
+
+	out, x, res, gamma, beta []float32
+	cols                     int
+	eps                      float32
+	ids, types, positions    []int32
+	word, pos, typ           []float32
+}
+
+var rowTasks = sync.Pool{New: func() any { return new(rowTask) }}
+
+func (t *rowTask) run(i int, _ *scratch) {
+	lo := i * t.per
+	t.fn(t, lo, min(lo+t.per, t.rows))
+}
+
+// runRows runs t.fn over t.rows rows of t.cols values on up to threads
+// goroutines, in blocks of about 16K values: enough to pay for handing a
+// block to another core. It gives t back to rowTasks.
+func runRows(threads int, t *rowTask) {
+	t.per = max(1, (1<<14)/max(t.cols, 1))
+	parallel(threads, (t.rows+t.per-1)/t.per, t)
+	*t = rowTask{}
+	rowTasks.Put(t)
 }

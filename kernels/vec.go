@@ -2,10 +2,11 @@ package kernels
 
 import "math"
 
-// Vector primitives of the element-wise kernels (softmax, GELU, bias). Each
-// has a portable Go version and, on amd64, AVX2 and AVX-512 versions in
-// vec_amd64.s; the active set follows the version chosen with SetVersion,
-// like the SGEMM micro-kernel.
+// Vector primitives of the element-wise kernels (attention's softmax, GELU,
+// bias, LayerNorm), shared by several ops. Each has a portable Go version
+// and, on amd64, AVX2 and AVX-512 versions in vec_amd64.s; a kernel
+// version (see version.go) pairs one set with its SGEMM micro-kernel. The
+// Go GELU, geluBiasGo, is in gelu.go.
 
 // vecOps is one implementation of the primitives.
 type vecOps struct {
@@ -101,25 +102,6 @@ func addGo(x, y []float32) {
 	for i := range x {
 		x[i] += y[i]
 	}
-}
-
-func geluBiasGo(x, bias []float32) {
-	if bias != nil {
-		addGo(x, bias)
-	}
-	for i, v := range x {
-		x[i] = gelu(v)
-	}
-}
-
-// softmaxRow sets x = softmax(scale*x) with the active primitives.
-func softmaxRow(v *vecOps, x []float32, scale float32) {
-	if len(x) == 0 {
-		return
-	}
-	m := v.max(x)
-	s := v.expSum(x, scale, scale*m)
-	v.scale(x, 1/s)
 }
 
 var negInf = float32(math.Inf(-1))

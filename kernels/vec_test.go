@@ -9,7 +9,7 @@ import (
 // withVec runs f once per kernel version this CPU supports, with that
 // version's vector primitives.
 func withVec(t *testing.T, f func(t *testing.T, v *vecOps)) {
-	withVersion(t, func(t *testing.T) { f(t, activeVec.Load()) })
+	forVersions(t, func(t *testing.T, e *Engine) { f(t, e.vec) })
 }
 
 var vecSizes = []int{0, 1, 3, 7, 8, 9, 15, 16, 17, 31, 33, 65, 129, 1000}
@@ -110,77 +110,4 @@ func TestVecSoftmaxSaturates(t *testing.T) {
 			}
 		}
 	})
-}
-
-// TestVecGELU checks the vector GELU (with and without bias) against the
-// float64 reference over BERT's range and beyond, where erfc underflows.
-func TestVecGELU(t *testing.T) {
-	withVec(t, func(t *testing.T, v *vecOps) {
-		rng := rand.New(rand.NewSource(3))
-		for _, n := range vecSizes {
-			x := make([]float32, n)
-			bias := make([]float32, n)
-			for i := range x {
-				x[i] = 16 * (rng.Float32() - 0.5)
-				bias[i] = rng.Float32() - 0.5
-			}
-			for i, s := range []float32{0, -0.0, 1e-30, -12, 12, -40, 40, -1e4, 1e4} {
-				if i < n {
-					x[i], bias[i] = s, 0
-				}
-			}
-			for _, withBias := range []bool{false, true} {
-				got := append([]float32(nil), x...)
-				var b []float32
-				if withBias {
-					b = bias
-				}
-				v.gelu(got, b)
-				worst := 0.0
-				for i := range x {
-					in := x[i]
-					if withBias {
-						in += bias[i]
-					}
-					want := float64(ActivationRef(ActGELU, in))
-					d := math.Abs(float64(got[i]) - want)
-					if lim := 3e-7 * math.Max(1, math.Abs(float64(in))); !(d <= lim) {
-						t.Fatalf("gelu n=%d bias=%v: gelu(%g) = %g, want %g", n, withBias, in, got[i], want)
-					}
-					worst = max(worst, d)
-				}
-			}
-		}
-	})
-}
-
-func BenchmarkVec(b *testing.B) {
-	x := make([]float32, 3072)
-	for i := range x {
-		x[i] = float32(i%200)/25 - 4
-	}
-	y := append([]float32(nil), x...)
-	for _, name := range Versions() {
-		if err := SetVersion(name); err != nil {
-			b.Fatal(err)
-		}
-		v := activeVec.Load()
-		b.Run("gelu/"+name, func(b *testing.B) {
-			b.SetBytes(int64(4 * len(x)))
-			for b.Loop() {
-				copy(y, x)
-				v.gelu(y, nil)
-			}
-		})
-		b.Run("softmax/"+name, func(b *testing.B) {
-			b.SetBytes(int64(4 * len(x)))
-			for b.Loop() {
-				copy(y, x)
-				softmaxRow(v, y, 0.125)
-			}
-		})
-	}
-	if err := SetVersion(Versions()[0]); err != nil {
-		b.Fatal(err)
-	}
 }

@@ -106,6 +106,13 @@ type Options struct {
 	Compute DType
 	// Threads caps the CPU threads used; zero means all.
 	Threads int
+	// Kernels names the CPU kernel version (kernels.Versions: "avx512",
+	// "avx2", "go") and BF16Kernels the CPU's BF16 micro-kernel
+	// (kernels.BF16Versions); empty means the fastest this CPU runs.
+	Kernels, BF16Kernels string
+	// BLAS is the SGEMM of the CPU's F32 linear layers: "native" or
+	// "gonum"; empty means the environment's BERTSTREAM_BLAS, else native.
+	BLAS string
 }
 
 var (

@@ -2,36 +2,61 @@ package nn
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/bertstream/bertstream/kernels"
 )
 
 func init() {
 	Register("cpu", func(opts Options) (Backend, error) {
-		var c CPU
-		switch opts.Compute {
-		case 0, F32:
-		case BF16:
-			c.BF16Weights = true
-		default:
-			return nil, fmt.Errorf("the CPU backend computes in F32 (or with BF16 weights), not %s", opts.Compute)
-		}
-		// The kernels' thread count is process-wide: the last backend
-		// opened with a limit sets it.
-		if opts.Threads > 0 {
-			kernels.SetThreads(opts.Threads)
+		c, err := NewCPU(opts)
+		if err != nil {
+			return nil, err
 		}
 		return c, nil
 	})
 }
 
 // CPU is the pure-Go backend: host memory, F32 compute, the kernels
-// package's fastest versions for this processor.
+// package's versions of its configuration. The zero value runs the
+// fastest versions on all cores (kernels.Default).
 type CPU struct {
 	// BF16Weights makes the linear layers compute with weights and
 	// activations rounded to bfloat16 and float32 sums (AVX512_BF16 where
 	// the CPU has it); everything else stays F32.
 	BF16Weights bool
+	k           *kernels.Engine
+}
+
+// NewCPU opens a CPU backend configured by opts: Compute (F32, or BF16
+// for BF16 weights), Threads, Kernels, BF16Kernels and BLAS.
+func NewCPU(opts Options) (CPU, error) {
+	var c CPU
+	switch opts.Compute {
+	case 0, F32:
+	case BF16:
+		c.BF16Weights = true
+	default:
+		return CPU{}, fmt.Errorf("the CPU backend computes in F32 (or with BF16 weights), not %s", opts.Compute)
+	}
+	blas := opts.BLAS
+	if blas == "" {
+		blas = os.Getenv("BERTSTREAM_BLAS")
+	}
+	k, err := kernels.New(kernels.Config{Version: opts.Kernels, BF16Version: opts.BF16Kernels, Threads: opts.Threads, BLAS: blas})
+	if err != nil {
+		return CPU{}, fmt.Errorf("cpu kernels: %w", err)
+	}
+	c.k = k
+	return c, nil
+}
+
+// Kernels is the kernels engine c runs.
+func (c CPU) Kernels() *kernels.Engine {
+	if c.k == nil {
+		return kernels.Default()
+	}
+	return c.k
 }
 
 func (CPU) Name() string   { return "cpu" }
@@ -113,9 +138,9 @@ func (c CPU) PrepareWeight(w *Tensor) error {
 	}
 	h := w.st.(*HostStorage)
 	if c.BF16Weights {
-		h.Prepared = kernels.PrepareWeightBF16(w.F32(), w.shape[0], w.shape[1])
+		h.Prepared = c.Kernels().PrepareWeightBF16(w.F32(), w.shape[0], w.shape[1])
 	} else {
-		h.Prepared = kernels.PrepareWeight(w.F32(), w.shape[0], w.shape[1])
+		h.Prepared = c.Kernels().PrepareWeight(w.F32(), w.shape[0], w.shape[1])
 	}
 	return nil
 }
@@ -136,11 +161,11 @@ func (c CPU) Linear(out, x, w, bias *Tensor, act Act) error {
 		}
 		pw = w.st.(*HostStorage).Prepared.(*kernels.Weight)
 	}
-	kernels.Linear(out.F32(), x.F32(), m, pw, b, act)
+	c.Kernels().Linear(out.F32(), x.F32(), m, pw, b, act)
 	return nil
 }
 
-func (CPU) LayerNorm(out, x, res, gamma, beta *Tensor, eps float32) error {
+func (c CPU) LayerNorm(out, x, res, gamma, beta *Tensor, eps float32) error {
 	rows, cols, err := cpuArgs.LayerNorm(out, x, res, gamma, beta)
 	if err != nil {
 		return err
@@ -149,25 +174,25 @@ func (CPU) LayerNorm(out, x, res, gamma, beta *Tensor, eps float32) error {
 	if res != nil {
 		r = res.F32()
 	}
-	kernels.LayerNorm(out.F32(), x.F32(), r, rows, cols, gamma.F32(), beta.F32(), eps)
+	c.Kernels().LayerNorm(out.F32(), x.F32(), r, rows, cols, gamma.F32(), beta.F32(), eps)
 	return nil
 }
 
-func (CPU) Attention(out, qkv, seqs *Tensor, maxLen, heads int, scale float32) error {
+func (c CPU) Attention(out, qkv, seqs *Tensor, maxLen, heads int, scale float32) error {
 	s, h, _, err := cpuArgs.Attention(out, qkv, seqs, maxLen, heads)
 	if err != nil {
 		return err
 	}
-	kernels.Attention(out.F32(), qkv.F32(), s, h, heads, scale)
+	c.Kernels().Attention(out.F32(), qkv.F32(), s, h, heads, scale)
 	return nil
 }
 
-func (CPU) Embed(out, ids, types, positions, word, pos, typ, gamma, beta *Tensor, eps float32) error {
+func (c CPU) Embed(out, ids, types, positions, word, pos, typ, gamma, beta *Tensor, eps float32) error {
 	ix, h, err := cpuArgs.Embed(out, ids, types, positions, word, pos, typ, gamma, beta)
 	if err != nil {
 		return err
 	}
-	if err := kernels.EmbedLayerNorm(out.F32(), ix.IDs, ix.Types, ix.Positions, h, word.F32(), pos.F32(), typ.F32(), gamma.F32(), beta.F32(), eps); err != nil {
+	if err := c.Kernels().EmbedLayerNorm(out.F32(), ix.IDs, ix.Types, ix.Positions, h, word.F32(), pos.F32(), typ.F32(), gamma.F32(), beta.F32(), eps); err != nil {
 		return fmt.Errorf("embed: %w", err)
 	}
 	return nil
@@ -200,11 +225,11 @@ func (CPU) Scatter(out, x, idx *Tensor) error {
 	return nil
 }
 
-func (CPU) Pool(out, x, seqs *Tensor, p Pooling) error {
+func (c CPU) Pool(out, x, seqs *Tensor, p Pooling) error {
 	s, err := cpuArgs.Pool(out, x, seqs)
 	if err != nil {
 		return err
 	}
-	kernels.Pool(out.F32(), x.F32(), s, x.Cols(), p)
+	c.Kernels().Pool(out.F32(), x.F32(), s, x.Cols(), p)
 	return nil
 }

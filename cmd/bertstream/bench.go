@@ -44,11 +44,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *version != "" {
-		if err := kernels.SetVersion(*version); err != nil {
-			return fmt.Errorf("--kernel-version: %w", err)
-		}
-	}
+	bf.kernels = *version
 	be, err := bf.open()
 	if err != nil {
 		return err
@@ -77,11 +73,15 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if *kernelList != "all" {
 			fams = strings.Split(*kernelList, ",")
 		}
-		peak, err := bench.MeasurePeak(kernels.Threads(), time.Second)
+		threads := bf.threads
+		if threads <= 0 {
+			threads = runtime.GOMAXPROCS(0)
+		}
+		peak, err := bench.MeasurePeak(threads, time.Second)
 		if err != nil {
 			fmt.Fprintf(stderr, "bertstream bench: no FMA peak, %% of peak left out: %v\n", err)
 		}
-		res, err := bench.RunKernels(fams, peak.GFLOPS, 300*time.Millisecond)
+		res, err := bench.RunKernels(fams, threads, peak.GFLOPS, 300*time.Millisecond)
 		if err != nil {
 			return err
 		}

@@ -13,6 +13,9 @@ type backendFlags struct {
 	dtype   string
 	threads int
 	gpu     int
+	// kernels is the CPU kernel version (bench's --kernel-version); empty:
+	// the fastest.
+	kernels string
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
@@ -23,7 +26,7 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 }
 
 func (b *backendFlags) open() (nn.Backend, error) {
-	opts := nn.Options{Device: b.gpu, Threads: b.threads}
+	opts := nn.Options{Device: b.gpu, Threads: b.threads, Kernels: b.kernels}
 	if b.dtype != "" {
 		dt, err := nn.ParseDType(b.dtype)
 		if err != nil {

@@ -1,9 +1,85 @@
 package kernels
 
 import (
+	"fmt"
 	"math"
 	"sync"
 )
+
+// Act names an element-wise activation.
+type Act uint8
+
+const (
+	ActNone     Act = iota
+	ActGELU         // exact: x/2 * (1 + erf(x/sqrt 2)), HF "gelu"
+	ActGELUTanh     // tanh approximation, HF "gelu_new" / "gelu_pytorch_tanh"
+	ActReLU
+	ActTanh
+)
+
+func (a Act) String() string {
+	switch a {
+	case ActNone:
+		return "none"
+	case ActGELU:
+		return "gelu"
+	case ActGELUTanh:
+		return "gelu_tanh"
+	case ActReLU:
+		return "relu"
+	case ActTanh:
+		return "tanh"
+	}
+	return fmt.Sprintf("Act(%d)", uint8(a))
+}
+
+// The references compute in float64, so that they are as exact as the
+// formula.
+
+// GELURef is x/2 * (1 + erf(x/sqrt 2)).
+func GELURef(x float32) float32 {
+	v := float64(x)
+	return float32(0.5 * v * (1 + math.Erf(v/math.Sqrt2)))
+}
+
+// GELUTanhRef is GELU's tanh approximation.
+func GELUTanhRef(x float32) float32 {
+	v := float64(x)
+	return float32(0.5 * v * (1 + math.Tanh(math.Sqrt(2/math.Pi)*(v+0.044715*v*v*v))))
+}
+
+// actRef applies a to one value.
+func actRef(a Act, x float32) float32 {
+	switch a {
+	case ActGELU:
+		return GELURef(x)
+	case ActGELUTanh:
+		return GELUTanhRef(x)
+	case ActReLU:
+		if x < 0 {
+			return 0
+		}
+		return x
+	case ActTanh:
+		return float32(math.Tanh(float64(x)))
+	}
+	return x
+}
+
+// BiasActRef adds bias (length cols, may be nil) to every row of x and
+// applies a, in place.
+func BiasActRef(x []float32, rows, cols int, bias []float32, a Act) {
+	for r := 0; r < rows; r++ {
+		row := x[r*cols : (r+1)*cols]
+		for j := range row {
+			v := row[j]
+			if bias != nil {
+				v += bias[j]
+			}
+			row[j] = actRef(a, v)
+		}
+	}
+}
 
 // Fast activations: float32 polynomial approximations instead of the
 // float64 math package calls of the references, accurate to a few ulps of
@@ -81,9 +157,20 @@ func geluTanh(x float32) float32 {
 	return 0.5 * x * (1 + tanhf(0.7978845608028654*(x+0.044715*x*x*x)))
 }
 
-// biasAct adds bias (len(row) values, may be nil) to row and applies a.
-func biasAct(row, bias []float32, a Act) {
-	v := activeVec.Load()
+// geluBiasGo is the portable vector GELU (vecOps.gelu): x = gelu(x +
+// bias), bias may be nil.
+func geluBiasGo(x, bias []float32) {
+	if bias != nil {
+		addGo(x, bias)
+	}
+	for i, v := range x {
+		x[i] = gelu(v)
+	}
+}
+
+// biasAct adds bias (len(row) values, may be nil) to row and applies a
+// with the primitives v.
+func biasAct(v *vecOps, row, bias []float32, a Act) {
 	if a == ActGELU {
 		v.gelu(row, bias)
 		return
@@ -109,12 +196,12 @@ func biasAct(row, bias []float32, a Act) {
 
 // BiasAct adds bias (cols values, may be nil) to every row of x (rows x
 // cols) and applies a, in place, across cores: the fast BiasActRef.
-func BiasAct(x []float32, rows, cols int, bias []float32, a Act) {
+func (e *Engine) BiasAct(x []float32, rows, cols int, bias []float32, a Act) {
 	if (bias == nil && a == ActNone) || rows*cols == 0 {
 		return
 	}
 	t := biasActTasks.Get().(*biasActTask)
-	*t = biasActTask{x: x[:rows*cols], cols: cols, bias: bias, act: a}
+	*t = biasActTask{x: x[:rows*cols], cols: cols, bias: bias, act: a, vec: e.vec}
 	if bias == nil {
 		// Without a bias the rows are one vector: cut it anywhere.
 		t.cols = min(rows*cols, 1<<14)
@@ -123,7 +210,7 @@ func BiasAct(x []float32, rows, cols int, bias []float32, a Act) {
 	// Tasks of about 16K values: enough to pay for the hand-over, small
 	// enough to balance the cores.
 	t.per = max(1, (1<<14)/t.cols)
-	parallel((rows+t.per-1)/t.per, t)
+	parallel(e.Threads(), (rows+t.per-1)/t.per, t)
 	*t = biasActTask{}
 	biasActTasks.Put(t)
 }
@@ -133,6 +220,7 @@ type biasActTask struct {
 	cols, per int
 	bias      []float32
 	act       Act
+	vec       *vecOps
 }
 
 var biasActTasks = sync.Pool{New: func() any { return new(biasActTask) }}
@@ -141,6 +229,6 @@ func (t *biasActTask) run(i int, _ *scratch) {
 	lo := i * t.per * t.cols
 	hi := min(lo+t.per*t.cols, len(t.x))
 	for r := lo; r < hi; r += t.cols {
-		biasAct(t.x[r:min(r+t.cols, hi)], t.bias, t.act)
+		biasAct(t.vec, t.x[r:min(r+t.cols, hi)], t.bias, t.act)
 	}
 }

@@ -1,0 +1,93 @@
+package kernels
+
+import (
+	"gonum.org/v1/gonum/blas"
+	"gonum.org/v1/gonum/blas/gonum"
+)
+
+// LinearRef computes out = act(x * w^T + bias) for x of m x k and w of
+// n x k (PyTorch's layout); out is m x n and bias (n values) may be nil.
+func LinearRef(out, x []float32, m int, w []float32, n, k int, bias []float32, a Act) {
+	GemmRef(false, true, m, n, k, 1, x, k, w, k, 0, out, n)
+	BiasActRef(out, m, n, bias, a)
+}
+
+// Weight is a linear layer's weight (PyTorch layout: n outputs x k inputs)
+// prepared once, at load, for the GEMM that multiplies activations by its
+// transpose: packed into the column panels an Engine's micro-kernel reads.
+type Weight struct {
+	N, K int
+	Data []float32 // row-major n x k, as loaded
+	// packed is Data^T in panels of kern.nr columns (see packB), or BF16
+	// pairs when bf16 (see packBBF16).
+	packed []float32
+	kern   *microKernel
+	bf16   bool
+}
+
+// PrepareWeight packs w (n x k, row-major) for e.Linear. w is kept, not
+// copied: the caller must not change it afterwards.
+func (e *Engine) PrepareWeight(w []float32, n, k int) *Weight {
+	pw := &Weight{N: n, K: k, Data: w}
+	pw.pack(e.gemm)
+	return pw
+}
+
+// PrepareWeightBF16 packs w (n x k, row-major) for e.Linear as BF16: the
+// products of the layer then use weights and activations rounded to
+// bfloat16, accumulated in float32.
+func (e *Engine) PrepareWeightBF16(w []float32, n, k int) *Weight {
+	pw := &Weight{N: n, K: k, Data: w, bf16: true}
+	pw.pack(e.bf16)
+	return pw
+}
+
+func (w *Weight) pack(kern *microKernel) {
+	w.packed = make([]float32, packedLen(kern, w.N, w.K))
+	adviseHuge(w.packed)
+	if kern.pairs {
+		packBBF16(kern, w.packed, true, w.N, w.K, w.Data, w.K)
+	} else {
+		packB(kern, w.packed, true, w.N, w.K, w.Data, w.K)
+	}
+	w.kern = kern
+}
+
+// BF16 reports whether w computes with BF16 weights and activations.
+func (w *Weight) BF16() bool { return w.bf16 }
+
+// PackedFor names the micro-kernel w is packed for: a name of Versions,
+// or of BF16Versions for a BF16 weight.
+func (w *Weight) PackedFor() string { return w.kern.name }
+
+// Linear computes out = act(x * w^T + bias) for x of m x w.K; out is m x w.N
+// and bias (w.N values) may be nil. With the native SGEMM, bias and act
+// are applied to each tile as it is finished, while it is in cache. A
+// weight packed for another micro-kernel than e's is repacked first, so
+// engines of different versions must not share a Weight concurrently.
+func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Act) {
+	if m == 0 || w.N == 0 {
+		return
+	}
+	var kern *microKernel
+	switch {
+	case w.bf16 && w.K > 0:
+		kern = e.bf16
+	case e.gonum || w.K == 0:
+		if e.gonum {
+			gonum.Implementation{}.Sgemm(blas.NoTrans, blas.Trans, m, w.N, w.K, 1, x, w.K, w.Data, w.K, 0, out, w.N)
+		} else {
+			e.sgemm(false, true, m, w.N, w.K, 1, x, w.K, w.Data, w.K, 0, out, w.N)
+		}
+		if bias != nil || a != ActNone {
+			e.BiasAct(out, m, w.N, bias, a)
+		}
+		return
+	default:
+		kern = e.gemm
+	}
+	if w.kern != kern {
+		w.pack(kern)
+	}
+	gemmPacked(kern, e.vec, e.Threads(), false, m, w.N, w.K, 1, x, w.K, w.packed, 0, out, w.N, bias, a)
+}

@@ -1,0 +1,146 @@
+package kernels
+
+import (
+	"fmt"
+	"runtime"
+)
+
+// Version selection: which micro-kernels and vector primitives, how many
+// goroutines and which SGEMM one user of the package runs. Every choice is
+// a field of an Engine, so that two backends in one process may differ;
+// the kernels receive what they need from the Engine and read no state of
+// their own.
+
+// version is one implementation level of the kernels: an SGEMM
+// micro-kernel and the vector primitives for one instruction set.
+type version struct {
+	name string
+	gemm *microKernel
+	vec  *vecOps
+}
+
+// versionList is every version this build has that this CPU can run,
+// fastest first; the portable Go version is always last.
+func versionList() []version {
+	return append(asmVersions(), version{"go", goKernel, goVec})
+}
+
+// Versions names the kernel versions this CPU can run, fastest first
+// ("avx512", "avx2", "go").
+func Versions() []string {
+	var names []string
+	for _, v := range versionList() {
+		names = append(names, v.name)
+	}
+	return names
+}
+
+func bf16Kernels() []*microKernel {
+	return append(asmBF16Kernels(), goBF16Kernel)
+}
+
+// BF16Versions names the BF16 micro-kernels this CPU runs, fastest first
+// ("avx512bf16", "go-bf16").
+func BF16Versions() []string {
+	var names []string
+	for _, k := range bf16Kernels() {
+		names = append(names, k.name)
+	}
+	return names
+}
+
+// BLAS choices for the linear layers of F32 weights.
+const (
+	BLASNative = "native" // the package's own SGEMM, bias and activation fused
+	BLASGonum  = "gonum"  // gonum's pure-Go SGEMM, for comparison
+)
+
+// Config chooses the kernels. The zero value is the fastest versions this
+// CPU runs, on every core, with the native SGEMM.
+type Config struct {
+	// Version names the kernel version (see Versions); empty: the fastest.
+	Version string
+	// BF16Version names the micro-kernel of BF16 weights (see
+	// BF16Versions); empty: the fastest.
+	BF16Version string
+	// Threads caps the goroutines one kernel call uses; 0 or less:
+	// GOMAXPROCS at the time of the call.
+	Threads int
+	// BLAS is BLASNative (or empty) or BLASGonum.
+	BLAS string
+}
+
+// Engine runs the kernels of one Config. It holds no mutable state: one
+// Engine may be used from any number of goroutines, and engines of
+// different configurations side by side.
+type Engine struct {
+	cfg   Config // names resolved
+	gemm  *microKernel
+	vec   *vecOps
+	bf16  *microKernel
+	gonum bool
+}
+
+// New resolves c into an Engine, or reports the name this CPU has no
+// kernel for.
+func New(c Config) (*Engine, error) {
+	vs := versionList()
+	e := &Engine{cfg: c}
+	if c.Version == "" {
+		e.cfg.Version = vs[0].name
+	}
+	for _, v := range vs {
+		if v.name == e.cfg.Version {
+			e.gemm, e.vec = v.gemm, v.vec
+		}
+	}
+	if e.gemm == nil {
+		return nil, fmt.Errorf("no kernel version %q on this CPU (have %v)", c.Version, Versions())
+	}
+	bs := bf16Kernels()
+	if c.BF16Version == "" {
+		e.cfg.BF16Version = bs[0].name
+	}
+	for _, k := range bs {
+		if k.name == e.cfg.BF16Version {
+			e.bf16 = k
+		}
+	}
+	if e.bf16 == nil {
+		return nil, fmt.Errorf("no BF16 kernel version %q on this CPU (have %v)", c.BF16Version, BF16Versions())
+	}
+	switch c.BLAS {
+	case "", BLASNative:
+		e.cfg.BLAS = BLASNative
+	case BLASGonum:
+		e.gonum = true
+	default:
+		return nil, fmt.Errorf("no BLAS %q (have %s, %s)", c.BLAS, BLASNative, BLASGonum)
+	}
+	return e, nil
+}
+
+var defaultEngine = mustNew(Config{})
+
+func mustNew(c Config) *Engine {
+	e, err := New(c)
+	if err != nil {
+		panic(err) // only for configurations that always resolve
+	}
+	return e
+}
+
+// Default is the Engine of the zero Config.
+func Default() *Engine { return defaultEngine }
+
+// Config is e's configuration with the names of the versions and BLAS it
+// resolved to.
+func (e *Engine) Config() Config { return e.cfg }
+
+// Threads is the number of goroutines a kernel call of e may use.
+func (e *Engine) Threads() int {
+	if e.cfg.Threads > 0 {
+		return e.cfg.Threads
+	}
+	return runtime.GOMAXPROCS(0)
+}
