@@ -452,7 +452,12 @@ def make_ner(vocab):
             y[CONLL.index(tag)] = 2.0
             ys.append(y)
     X, Y = torch.stack(xs).double(), torch.stack(ys).double()
-    W = torch.linalg.lstsq(X, Y).solution.float()  # [H+1, labels]
+    # Ridge, not plain least squares: the hidden states are nearly
+    # collinear, and an unregularised fit has weights so large that the
+    # logits become differences of huge terms, all F32 rounding.
+    A = X.t() @ X + 1.0 * torch.eye(X.shape[1], dtype=X.dtype)
+    W = torch.linalg.solve(A, X.t() @ Y).float()  # [H+1, labels]
+    assert W.abs().max() < 20, "classifier weights up to %g" % W.abs().max()
     sd["classifier.weight"] = W[:-1].t().contiguous()
     sd["classifier.bias"] = W[-1].contiguous()
     make_shapes.st_write(os.path.join(d, "model.safetensors"), sd, {"format": "pt"})
