@@ -1,9 +1,9 @@
 package pipeline_test
 
 import (
-	"reflect"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
