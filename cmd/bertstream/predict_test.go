@@ -164,3 +164,22 @@ func TestPredictEmbedSentenceTransformers(t *testing.T) {
 		}
 	}
 }
+
+// TestInspectSentenceTransformers: inspect reports what the
+// sentence-transformers files set, and dump --help lists its outputs.
+func TestInspectSentenceTransformers(t *testing.T) {
+	out, _ := run(t, "inspect", "--model", filepath.Join(tasksFixtures, "st-cls"), "--json")
+	var r inspectReport
+	if err := json.Unmarshal([]byte(out), &r); err != nil {
+		t.Fatal(err)
+	}
+	if st := r.Sentence; st == nil || st.Pooling != "cls" || !st.Normalize || st.MaxSeqLength != 12 || !st.Lowercase || len(st.Modules) != 3 {
+		t.Errorf("sentence-transformers: %+v", r.Sentence)
+	}
+	_, _, help := runCode("dump", "--help")
+	for _, name := range []string{"embeddings", "hidden.N", "pooled", "mlm_logits", "nsp_logits", "logits", "token_logits"} {
+		if !strings.Contains(help, "  "+name+" [") {
+			t.Errorf("dump --help does not list %s:\n%s", name, help)
+		}
+	}
+}
