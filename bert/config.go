@@ -35,6 +35,33 @@ type Config struct {
 	// ID2Label maps class index to name; JSON keys are decimal strings.
 	ID2Label  map[string]string `json:"id2label"`
 	NumLabels int               `json:"num_labels"`
+	// ProblemType is transformers' problem_type: "regression",
+	// "single_label_classification", "multi_label_classification" or
+	// absent. With the number of labels it decides the function that
+	// turns a sequence classifier's logits into scores.
+	ProblemType string `json:"problem_type,omitempty"`
+}
+
+// The functions that turn a sequence classifier's logits into scores, as
+// transformers' text-classification pipeline names them.
+const (
+	FuncSoftmax = "softmax"
+	FuncSigmoid = "sigmoid"
+	FuncNone    = "none"
+)
+
+// ClassifyFunction is the function transformers' text-classification
+// pipeline applies to the logits of a model with this config and n
+// labels: none for regression, a sigmoid per label for multi-label models
+// and for one label (a cross-encoder's relevance), else softmax.
+func (c *Config) ClassifyFunction(n int) string {
+	switch {
+	case c.ProblemType == "regression":
+		return FuncNone
+	case c.ProblemType == "multi_label_classification" || n == 1:
+		return FuncSigmoid
+	}
+	return FuncSoftmax
 }
 
 // Limits on sizes read from config files, far above any real BERT but low
@@ -129,6 +156,11 @@ func (c *Config) Validate() error {
 	}
 	if _, err := c.Labels(); err != nil {
 		return err
+	}
+	switch c.ProblemType {
+	case "", "regression", "single_label_classification", "multi_label_classification":
+	default:
+		return fmt.Errorf("config: problem_type %q is not regression, single_label_classification or multi_label_classification", c.ProblemType)
 	}
 	return nil
 }

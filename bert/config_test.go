@@ -85,3 +85,27 @@ func TestPresets(t *testing.T) {
 		t.Error("unknown preset accepted")
 	}
 }
+
+// TestClassifyFunction: transformers' text-classification pipeline's
+// choice of function by problem_type and number of labels.
+func TestClassifyFunction(t *testing.T) {
+	for _, c := range []struct {
+		problem string
+		labels  int
+		want    string
+	}{
+		{"", 1, bert.FuncSigmoid},
+		{"", 3, bert.FuncSoftmax},
+		{"regression", 1, bert.FuncNone},
+		{"multi_label_classification", 3, bert.FuncSigmoid},
+		{"single_label_classification", 2, bert.FuncSoftmax},
+	} {
+		cfg := bert.Config{ProblemType: c.problem}
+		if got := cfg.ClassifyFunction(c.labels); got != c.want {
+			t.Errorf("problem_type %q, %d labels: %s, want %s", c.problem, c.labels, got, c.want)
+		}
+	}
+	if _, err := bert.ParseConfig([]byte(`{"problem_type":"ranking"}`)); err == nil || !strings.Contains(err.Error(), "problem_type") {
+		t.Errorf("unknown problem_type: %v", err)
+	}
+}

@@ -104,16 +104,27 @@ type tensorSet struct {
 
 func (ts *tensorSet) has(name string) bool { return ts.src[name] != nil }
 
+// TensorError is a tensor of the checkpoint that is missing or does not
+// fit the config. Name is the model's name for it, which a loader that
+// renames tensors may set back to the file's.
+type TensorError struct {
+	Name string
+	// Problem follows the name: "has shape [..], the config implies [..]".
+	Problem string
+}
+
+func (e *TensorError) Error() string { return "tensor " + e.Name + " " + e.Problem }
+
 func (ts *tensorSet) get(name string, shape ...int) (*nn.Tensor, error) {
 	t := ts.src[name]
 	if t == nil {
-		return nil, fmt.Errorf("tensor %s %v is missing", name, shape)
+		return nil, &TensorError{name, fmt.Sprintf("%v is missing", shape)}
 	}
 	if !nn.SameShape(t.Shape(), shape) {
-		return nil, fmt.Errorf("tensor %s has shape %v, the config implies %v", name, t.Shape(), shape)
+		return nil, &TensorError{name, fmt.Sprintf("has shape %v, the config implies %v", t.Shape(), shape)}
 	}
 	if t.DType() != nn.F32 {
-		return nil, fmt.Errorf("tensor %s is %s; the model is built from F32 host tensors", name, t.DType())
+		return nil, &TensorError{name, fmt.Sprintf("is %s; the model is built from F32 host tensors", t.DType())}
 	}
 	ts.used[name] = true
 	return t, nil

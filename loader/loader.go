@@ -266,7 +266,7 @@ func Load(dir string, opts Options) (*Model, error) {
 	}
 	cfg, err := bert.ReadConfig(cfgPath)
 	if err != nil {
-		return nil, err
+		return nil, explainLFS(filepath.Dir(cfgPath), err)
 	}
 	weights := opts.Weights
 	if weights == "" {
@@ -276,7 +276,7 @@ func Load(dir string, opts Options) (*Model, error) {
 	}
 	ck, err := ReadCheckpoint(weights)
 	if err != nil {
-		return nil, err
+		return nil, explainLFS(filepath.Dir(weights), err)
 	}
 	defer ck.Close()
 	host := nn.NewScope("host-weights")
@@ -287,7 +287,7 @@ func Load(dir string, opts Options) (*Model, error) {
 	}
 	m, err := bert.New(cfg, be, ts)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", weights, err)
+		return nil, fmt.Errorf("%s: %w", weights, ck.fileNames(err))
 	}
 	for _, t := range ck.Tensors {
 		if !isFloat(t.DType) {

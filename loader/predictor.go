@@ -8,13 +8,26 @@ import (
 )
 
 // LoadPredictor loads a model directory and its tokenizer files into a
-// task predictor named after the directory.
+// task predictor named after the directory. A sentence-transformers
+// directory (modules.json) sets embed's defaults, unless popts.Sentence is
+// set already.
 func LoadPredictor(dir string, opts Options, popts bert.PredictorOptions) (*bert.Predictor, error) {
-	tok, err := tokenize.Load(dir)
+	sd, err := ReadSentenceDir(dir)
 	if err != nil {
-		return nil, err
+		return nil, explainLFS(dir, err)
 	}
-	m, err := Load(dir, opts)
+	modelDir := dir
+	if sd != nil {
+		modelDir = sd.ModelDir
+		if popts.Sentence == nil {
+			popts.Sentence = &sd.Config
+		}
+	}
+	tok, err := tokenize.Load(modelDir)
+	if err != nil {
+		return nil, explainLFS(modelDir, err)
+	}
+	m, err := Load(modelDir, opts)
 	if err != nil {
 		return nil, err
 	}
@@ -27,5 +40,6 @@ func LoadPredictor(dir string, opts Options, popts bert.PredictorOptions) (*bert
 		m.Close()
 		return nil, err
 	}
+	p.Dir = dir
 	return p, nil
 }

@@ -89,6 +89,12 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 		TopK      *int    `json:"top_k"`
 		Pooling   *string `json:"pooling"`
 		Normalize *bool   `json:"normalize"`
+		// rerank
+		Query      *string  `json:"query"`
+		Passages   []string `json:"passages"`
+		ReturnText *bool    `json:"return_text"`
+		// ner
+		Aggregation *string `json:"aggregation"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(value))
 	if err := dec.Decode(&raw); err != nil {
@@ -108,9 +114,15 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 	if raw.Task == nil || *raw.Task == "" {
 		return r, inputErr(ReasonUnknownTask, "field \"task\" is missing or empty")
 	}
-	r.Task = *raw.Task
+	r.Task = task.Canonical(*raw.Task)
 	if !tasks[r.Task] {
-		return r, inputErr(ReasonUnknownTask, "task %q is not served by this model", r.Task)
+		return r, inputErr(ReasonUnknownTask, "task %q is not served by this model", *raw.Task)
+	}
+	if r.Task == task.Rerank {
+		return parseRerank(r, raw.Query, raw.Passages, raw.ReturnText, maxTextBytes)
+	}
+	if raw.Aggregation != nil {
+		r.Aggregation = *raw.Aggregation
 	}
 	// Whitespace alone tokenizes to nothing: the model would answer for an
 	// empty input.
@@ -137,7 +149,33 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 		r.Pooling = *raw.Pooling
 	}
 	if raw.Normalize != nil {
-		r.Normalize = *raw.Normalize
+		r.Normalize, r.HasNormalize = *raw.Normalize, true
+	}
+	return r, nil
+}
+
+// parseRerank reads a rerank request: a query and the passages to rank by
+// it, each one of the (query, passage) pairs the model scores.
+func parseRerank(r Request, query *string, passages []string, returnText *bool, maxTextBytes int) (Request, error) {
+	if query == nil || strings.TrimSpace(*query) == "" {
+		return r, inputErr(ReasonMissingText, "field \"query\" is missing or empty")
+	}
+	if len(passages) == 0 {
+		return r, inputErr(ReasonMissingText, "field \"passages\" is missing or empty")
+	}
+	n := len(*query)
+	for i, p := range passages {
+		if strings.TrimSpace(p) == "" {
+			return r, inputErr(ReasonMissingText, "passage %d is empty", i)
+		}
+		n += len(p)
+	}
+	if maxTextBytes > 0 && n > maxTextBytes {
+		return r, inputErr(ReasonTooLong, "query and passages are %d bytes, the limit is %d", n, maxTextBytes)
+	}
+	r.Query, r.Passages = *query, passages
+	if returnText != nil {
+		r.ReturnText = *returnText
 	}
 	return r, nil
 }

@@ -3,6 +3,7 @@ package pipeline_test
 import (
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -12,7 +13,7 @@ import (
 )
 
 func TestParseRequest(t *testing.T) {
-	tasks := map[string]bool{"classify": true, "nsp": true}
+	tasks := map[string]bool{"classify": true, "nsp": true, "embed": true, "rerank": true, "ner": true}
 	for _, tc := range []struct {
 		in     string
 		want   pipeline.Request
@@ -20,12 +21,19 @@ func TestParseRequest(t *testing.T) {
 	}{
 		{in: `{"id":"a","task":"classify","text":"hi"}`, want: req("a", task.Request{Task: "classify", Text: "hi"})},
 		{in: `{"v":1,"id":"a","task":"nsp","text":"hi","text_pair":"there"}`, want: req("a", task.Request{Task: "nsp", Text: "hi", TextPair: "there", HasPair: true})},
-		{in: `{"id":"a","task":"classify","text":"hi","top_k":3,"pooling":"cls","normalize":true,"extra":1}`, want: req("a", task.Request{Task: "classify", Text: "hi", TopK: 3, Pooling: "cls", Normalize: true})},
+		{in: `{"id":"a","task":"classify","text":"hi","top_k":3,"pooling":"cls","normalize":true,"extra":1}`, want: req("a", task.Request{Task: "classify", Text: "hi", TopK: 3, Pooling: "cls", Normalize: true, HasNormalize: true})},
+		{in: `{"id":"a","task":"embed","text":"hi","normalize":false}`, want: req("a", task.Request{Task: "embed", Text: "hi", HasNormalize: true})},
+		{in: `{"id":"r","task":"rerank","query":"q","passages":["a","b c"],"return_text":true}`, want: req("r", task.Request{Task: "rerank", Query: "q", Passages: []string{"a", "b c"}, ReturnText: true})},
+		{in: `{"id":"n","task":"token-classification","text":"Ada Lovelace","aggregation":"simple"}`, want: req("n", task.Request{Task: "ner", Text: "Ada Lovelace", Aggregation: "simple"})},
 		{in: `{"id":"a","task":"classify","text":"héllo \u00e9"}`, want: req("a", task.Request{Task: "classify", Text: "héllo é"})},
 		{in: `null`, reason: pipeline.ReasonMissingID},
 		{in: `{"id":"","task":"classify","text":"hi"}`, reason: pipeline.ReasonMissingID},
 		{in: `{"v":0,"id":"a","task":"classify","text":"hi"}`, reason: pipeline.ReasonVersion},
-		{in: `{"id":"a","task":"embed","text":"hi"}`, reason: pipeline.ReasonUnknownTask},
+		{in: `{"id":"a","task":"fill-mask","text":"hi"}`, reason: pipeline.ReasonUnknownTask},
+		{in: `{"id":"r","task":"rerank","text":"q","passages":["a"]}`, reason: pipeline.ReasonMissingText},
+		{in: `{"id":"r","task":"rerank","query":"q","passages":[]}`, reason: pipeline.ReasonMissingText},
+		{in: `{"id":"r","task":"rerank","query":"q","passages":["a"," "]}`, reason: pipeline.ReasonMissingText},
+		{in: `{"id":"r","task":"rerank","query":"q","passages":"a"}`, reason: pipeline.ReasonMalformed},
 		{in: `{"id":"a","task":"classify","text":null}`, reason: pipeline.ReasonMissingText},
 		{in: `{"id":"a","task":"classify","text":"` + string(make([]byte, 33)) + `"}`, reason: pipeline.ReasonMalformed},
 		{in: `{"id":"a","task":"classify","text":"123456789012345678901234567890123"}`, reason: pipeline.ReasonTooLong},
@@ -43,7 +51,7 @@ func TestParseRequest(t *testing.T) {
 			t.Errorf("%s: %v", tc.in, err)
 			continue
 		}
-		if r != tc.want {
+		if !reflect.DeepEqual(r, tc.want) {
 			t.Errorf("%s: got %+v, want %+v", tc.in, r, tc.want)
 		}
 	}
@@ -52,13 +60,15 @@ func TestParseRequest(t *testing.T) {
 // TestRequestJSON: a Request marshals to the request message of the
 // schema, field for field, and ParseRequest reads back what it wrote.
 func TestRequestJSON(t *testing.T) {
-	tasks := map[string]bool{"classify": true, "nsp": true}
+	tasks := map[string]bool{"classify": true, "nsp": true, "rerank": true}
 	for _, tc := range []struct {
 		r    pipeline.Request
 		want string
 	}{
+		{req("r", task.Request{Task: "rerank", Query: "q", Passages: []string{"a", "b"}, ReturnText: true}),
+			`{"v":1,"id":"r","task":"rerank","query":"q","passages":["a","b"],"return_text":true}`},
 		{req("a", task.Request{Task: "classify", Text: "hi"}), `{"v":1,"id":"a","task":"classify","text":"hi"}`},
-		{req("b", task.Request{Task: "nsp", Text: "hi", TextPair: "there", HasPair: true, TopK: 3, Pooling: "cls", Normalize: true}),
+		{req("b", task.Request{Task: "nsp", Text: "hi", TextPair: "there", HasPair: true, TopK: 3, Pooling: "cls", Normalize: true, HasNormalize: true}),
 			`{"v":1,"id":"b","task":"nsp","text":"hi","text_pair":"there","top_k":3,"pooling":"cls","normalize":true}`},
 	} {
 		b, err := json.Marshal(tc.r)
@@ -69,7 +79,7 @@ func TestRequestJSON(t *testing.T) {
 			t.Errorf("%+v marshals to %s, want %s", tc.r, b, tc.want)
 		}
 		back, err := pipeline.ParseRequest(b, tasks, 0)
-		if err != nil || back != tc.r {
+		if err != nil || !reflect.DeepEqual(back, tc.r) {
 			t.Errorf("%s reads back as %+v, %v", b, back, err)
 		}
 	}

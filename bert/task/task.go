@@ -20,13 +20,30 @@ const (
 	FillMask = "fill-mask"
 	NSP      = "nsp"
 	Embed    = "embed"
+	Rerank   = "rerank"
+	NER      = "ner"
 )
+
+// aliases are other names of tasks, as transformers' pipelines call them.
+var aliases = map[string]string{
+	"token-classification": NER,
+	"text-classification":  Classify,
+}
+
+// Canonical returns the task a name stands for: an alias
+// ("token-classification") gives its task ("ner"), any other name itself.
+func Canonical(name string) string {
+	if t, ok := aliases[name]; ok {
+		return t
+	}
+	return name
+}
 
 // Request is one input to a task. Its JSON form is the body of a request
 // message of the pipeline's schema (DESIGN.md), without the envelope.
 type Request struct {
 	Task     string `json:"task"`
-	Text     string `json:"text"`
+	Text     string `json:"text,omitempty"`
 	TextPair string `json:"text_pair,omitempty"`
 	// HasPair tells an absent TextPair from an empty one, which is an
 	// error: a pair task needs a second text. JSON carries it as the
@@ -34,9 +51,25 @@ type Request struct {
 	HasPair bool `json:"-"`
 	// TopK is how many tokens fill-mask returns per [MASK] (default 5).
 	TopK int `json:"top_k,omitempty"`
-	// Pooling is embed's pooling: "cls", "mean" (default) or "max".
+	// Pooling is embed's pooling: "cls", "mean", "max" or
+	// "mean_sqrt_len"; "" is the model's own (a sentence-transformers
+	// directory's 1_Pooling), else "mean".
 	Pooling   string `json:"pooling,omitempty"`
 	Normalize bool   `json:"normalize,omitempty"`
+	// HasNormalize tells an explicit normalize false, which turns off a
+	// sentence-transformers Normalize module, from an absent one, which
+	// leaves normalisation to the model. Normalize true normalises always.
+	HasNormalize bool `json:"-"`
+	// Query and Passages are rerank's input: every passage is scored as
+	// the pair (query, passage).
+	Query    string   `json:"query,omitempty"`
+	Passages []string `json:"passages,omitempty"`
+	// ReturnText makes rerank echo each passage beside its score.
+	ReturnText bool `json:"return_text,omitempty"`
+	// Aggregation is how ner groups tokens: "none" (default), "simple",
+	// "first", "average" or "max", as transformers'
+	// aggregation_strategy.
+	Aggregation string `json:"aggregation,omitempty"`
 }
 
 // Result is one request's answer: Value marshals to the task's JSON

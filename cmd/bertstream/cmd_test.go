@@ -170,7 +170,11 @@ func TestPredictFillMaskMatchesReference(t *testing.T) {
 func TestPredictBadLinesKeepGoing(t *testing.T) {
 	in := filepath.Join(t.TempDir(), "in.jsonl")
 	writeFile(t, in, "{\"text\":\"hello world\"}\nnot json\n{\"nope\":1}\n{\"text\":\"\"}\n{\"text\":\"a b c\"}\n")
-	out, _ := run(t, "predict", "--model", filepath.Join(fixtures, "bert-classifier"), "--task", "classify", "--input", in)
+	// Every line is answered; the exit status says that some failed.
+	code, out, errs := runCode("predict", "--model", filepath.Join(fixtures, "bert-classifier"), "--task", "classify", "--input", in)
+	if code != 1 || !strings.Contains(errs, "3 of 5 inputs failed") {
+		t.Errorf("exit %d, stderr %q; want 1 and the count of failed inputs", code, errs)
+	}
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	if len(lines) != 5 {
 		t.Fatalf("want 5 lines, got %d:\n%s", len(lines), out)

@@ -16,7 +16,16 @@ func init() {
 }
 
 func runDump(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("dump", "dump --model DIR --inputs IN.safetensors --out OUT.safetensors [--device cpu|cuda]", stderr)
+	fs := newFlags("dump", "dump --model DIR --inputs IN.safetensors --out OUT.safetensors [--device cpu|cuda]\n\n"+
+		"OUT holds F32 tensors, each only where the model has the part that computes it:\n"+
+		"  embeddings [B,T,H]    output of the embedding LayerNorm\n"+
+		"  hidden.N [B,T,H]      output of encoder layer N\n"+
+		"  pooled [B,H]          tanh pooler on the first token\n"+
+		"  mlm_logits [B,T,V]    masked-LM head\n"+
+		"  nsp_logits [B,2]      next-sentence head\n"+
+		"  logits [B,labels]     sequence classifier\n"+
+		"  token_logits [B,T,labels]  token classifier\n"+
+		"Values at padded positions (attention_mask 0) are the engine's own.", stderr)
 	model := fs.String("model", "", "model directory (config.json + checkpoint)")
 	inputs := fs.String("inputs", "", "safetensors file with I64 input_ids, token_type_ids, attention_mask [B,T]")
 	out := fs.String("out", "", "safetensors file to write")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/loader"
@@ -33,6 +34,8 @@ type inspectReport struct {
 	Params     int64           `json:"parameters"`
 	Tensors    []inspectTensor `json:"tensors"`
 	Ignored    []string        `json:"ignored,omitempty"`
+	// Sentence is what a sentence-transformers directory sets for embed.
+	Sentence *bert.SentenceConfig `json:"sentence_transformers,omitempty"`
 }
 
 func runInspect(args []string, stdout, stderr io.Writer) error {
@@ -47,10 +50,17 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("--model is required")
 	}
+	sd, err := loader.ReadSentenceDir(*model)
+	if err != nil {
+		return err
+	}
+	modelDir := *model
+	if sd != nil {
+		modelDir = sd.ModelDir
+	}
 	path := *weights
 	if path == "" {
-		var err error
-		if path, _, err = loader.FindWeights(*model); err != nil {
+		if path, _, err = loader.FindWeights(modelDir); err != nil {
 			return err
 		}
 	}
@@ -60,6 +70,9 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	}
 	defer ck.Close()
 	r := inspectReport{Dir: *model, Checkpoint: path, Format: ck.Format}
+	if sd != nil {
+		r.Sentence = &sd.Config
+	}
 	for _, t := range ck.Tensors {
 		r.Tensors = append(r.Tensors, inspectTensor{t.Name, t.DType, t.Shape})
 		if n, err := nn.CheckedElements(t.Shape, 1<<50); err == nil && (t.DType == "F32" || t.DType == "F16" || t.DType == "BF16" || t.DType == "F64") {
@@ -68,7 +81,7 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	}
 	// Building the model checks every tensor against the config; inspect
 	// reports what the loader would say.
-	m, err := loader.Load(*model, loader.Options{Weights: path})
+	m, err := loader.Load(modelDir, loader.Options{Weights: path})
 	if err != nil {
 		return err
 	}
@@ -96,6 +109,13 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintf(stdout, "heads:        %v\n", r.Heads)
 	if len(r.Labels) > 0 {
 		fmt.Fprintf(stdout, "labels:       %v\n", r.Labels)
+	}
+	if c.ProblemType != "" {
+		fmt.Fprintf(stdout, "problem type: %s\n", c.ProblemType)
+	}
+	if st := r.Sentence; st != nil {
+		fmt.Fprintf(stdout, "sentence-transformers: pooling %s, normalize %v, max_seq_length %d, do_lower_case %v (modules %s)\n",
+			st.Pooling, st.Normalize, st.MaxSeqLength, st.Lowercase, strings.Join(st.Modules, ", "))
 	}
 	fmt.Fprintf(stdout, "parameters:   %d (%.1f M)\n", r.Params, float64(r.Params)/1e6)
 	fmt.Fprintf(stdout, "tensors:      %d\n", len(r.Tensors))

@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 
 	"github.com/bertstream/bertstream/bert"
@@ -16,23 +18,35 @@ import (
 )
 
 func init() {
-	register(&command{name: "predict", summary: "run a task (fill-mask, classify, nsp, embed) on texts and print JSON lines", run: runPredict})
+	register(&command{name: "predict", summary: "run a task (classify, rerank, ner, fill-mask, nsp, embed) on texts and print JSON lines", run: runPredict})
 }
 
 // predictInput is one JSON line of --input.
 type predictInput struct {
-	Text     *string `json:"text"`
-	TextPair *string `json:"text_pair"`
+	Text     *string  `json:"text"`
+	TextPair *string  `json:"text_pair"`
+	Query    *string  `json:"query"`
+	Passages []string `json:"passages"`
 }
 
+// errLinesFailed is predict's answer when some inputs got an error line:
+// the output is complete, and the exit status tells a script so.
+var errLinesFailed = errors.New("inputs failed")
+
 func runPredict(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("predict", "predict --model DIR --task fill-mask|classify|nsp|embed [flags] [TEXT...]", stderr)
+	fs := newFlags("predict", "predict --model DIR --task classify|rerank|ner|fill-mask|nsp|embed [flags] [TEXT...]\n\n"+
+		"Prints one JSON line per input; an input that cannot be answered gets a line with \"error\".\n"+
+		"Exit status: 0 all answered, 1 some inputs failed (their lines say why) or the model\n"+
+		"cannot serve the task at all (one line on stderr), 2 bad flags.", stderr)
 	model := fs.String("model", "", "model directory")
-	taskName := fs.String("task", "", "fill-mask, classify, nsp or embed")
+	taskName := fs.String("task", "", "classify, rerank, ner (token-classification), fill-mask, nsp or embed")
 	topK := fs.Int("top-k", 5, "fill-mask: candidates per [MASK]")
-	pooling := fs.String("pooling", "mean", "embed: cls, mean or max")
-	normalize := fs.Bool("normalize", false, "embed: scale vectors to unit length")
-	input := fs.String("input", "", `read JSON lines {"text":..., "text_pair":...} from this file ("-": stdin) instead of arguments`)
+	pooling := fs.String("pooling", "", "embed: "+strings.Join(bert.Poolings, ", ")+" (default: the sentence-transformers 1_Pooling, else mean)")
+	normalize := fs.Bool("normalize", false, "embed: scale vectors to unit length (default: true when modules.json has Normalize)")
+	aggregation := fs.String("aggregation", "none", "ner: "+strings.Join(bert.Aggregations, ", ")+", as transformers' aggregation_strategy")
+	query := fs.String("query", "", "rerank: the query; the TEXT arguments are the passages")
+	returnText := fs.Bool("return-text", false, "rerank: print each passage beside its score")
+	input := fs.String("input", "", `read JSON lines {"text":..., "text_pair":...} (rerank: {"query":..., "passages":[...]}) from this file ("-": stdin) instead of arguments`)
 	sep := fs.String("sep", "|||", "in TEXT arguments, what separates a text from its pair (nsp, or classify of pairs)")
 	batch := fs.Int("batch", 32, "inputs per forward pass")
 	maxLen := fs.Int("max-len", 0, "tokens per input, specials included (0: the model's limit)")
@@ -42,6 +56,8 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	normalizeSet := false
+	fs.Visit(func(f *flag.Flag) { normalizeSet = normalizeSet || f.Name == "normalize" })
 	if *model == "" || *taskName == "" {
 		fs.Usage()
 		return errors.New("--model and --task are required")
@@ -60,19 +76,35 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer p.Model.Close()
+	name := task.Canonical(*taskName)
+	if !slices.Contains(p.Tasks(), name) {
+		return fmt.Errorf("model directory %s cannot serve task %q: it supports %s", *model, *taskName, strings.Join(p.Tasks(), ", "))
+	}
+	rerank := name == task.Rerank
+	if rerank && *input == "" && *query == "" {
+		return errors.New("rerank needs --query (or --input with \"query\" and \"passages\" per line)")
+	}
 
 	type item struct {
 		req     task.Request
 		text    string
 		pair    *string
+		query   *string
 		lineErr error
 	}
 	mk := func(text string, pair *string) item {
-		r := task.Request{Task: *taskName, Text: text, TopK: *topK, Pooling: *pooling, Normalize: *normalize}
+		r := task.Request{Task: name, Text: text, TopK: *topK, Pooling: *pooling, Normalize: *normalize, HasNormalize: normalizeSet,
+			Aggregation: *aggregation, ReturnText: *returnText}
 		if pair != nil {
 			r.TextPair, r.HasPair = *pair, true
 		}
 		return item{req: r, text: text, pair: pair}
+	}
+	mkRerank := func(q string, passages []string) item {
+		it := mk("", nil)
+		it.req.Text, it.req.Query, it.req.Passages = "", q, passages
+		it.query = &q
+		return it
 	}
 	var items []item
 	var next func() (item, bool, error)
@@ -101,6 +133,12 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 				if err := json.Unmarshal(b, &in); err != nil {
 					return item{text: string(b), lineErr: fmt.Errorf("line %d: %v", line, err)}, true, nil
 				}
+				if rerank {
+					if in.Query == nil {
+						return item{text: string(b), lineErr: fmt.Errorf("line %d: no \"query\" field", line)}, true, nil
+					}
+					return mkRerank(*in.Query, in.Passages), true, nil
+				}
 				if in.Text == nil {
 					return item{text: string(b), lineErr: fmt.Errorf("line %d: no \"text\" field", line)}, true, nil
 				}
@@ -114,6 +152,12 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		}
 		rest := fs.Args()
 		total = len(rest)
+		if rerank {
+			// One request: the arguments are the passages of the query.
+			total = 1
+			rest = []string{}
+			items = append(items, mkRerank(*query, fs.Args()))
+		}
 		next = func() (item, bool, error) {
 			if len(rest) == 0 {
 				return item{}, false, nil
@@ -130,6 +174,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 
+	failed, seen := 0, 0
 	enc := json.NewEncoder(stdout)
 	enc.SetEscapeHTML(false)
 	run := startMeter(stderr, "predicting", total)
@@ -153,11 +198,17 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 			if it.pair != nil {
 				obj["text_pair"] = *it.pair
 			}
+			if it.query != nil {
+				delete(obj, "text")
+				obj["query"] = *it.query
+			}
 			switch {
 			case it.lineErr != nil:
 				obj["error"] = it.lineErr.Error()
+				failed++
 			case results[i].Err != nil:
 				obj["error"] = results[i].Err.Error()
+				failed++
 			default:
 				if err := merge(obj, results[i].Value); err != nil {
 					return err
@@ -168,6 +219,7 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 			}
 		}
 		run.add(len(items))
+		seen += len(items)
 		items = items[:0]
 		return nil
 	}
@@ -180,13 +232,19 @@ func runPredict(args []string, stdout, stderr io.Writer) error {
 			break
 		}
 		items = append(items, it)
-		if len(items) == *batch {
+		if len(items) >= *batch {
 			if err := flush(); err != nil {
 				return err
 			}
 		}
 	}
-	return flush()
+	if err := flush(); err != nil {
+		return err
+	}
+	if failed > 0 {
+		return fmt.Errorf("%d of %d %w (see their \"error\")", failed, seen, errLinesFailed)
+	}
+	return nil
 }
 
 // merge adds the fields of a result object to obj, so that a line reads
