@@ -206,12 +206,18 @@ func rows(op string, idx []int32, n int) error {
 	return nil
 }
 
-// Gather checks out [len(idx), H] = rows idx of x [n, H].
-func (a Args) Gather(out, x, idx *Tensor) ([]int32, error) {
+// rowOperands checks the operands Gather and Scatter share: two float
+// tensors and an index.
+func (a Args) rowOperands(out, x, idx *Tensor) ([]int32, error) {
 	if err := a.floats([]string{"out", "x"}, out, x); err != nil {
 		return nil, err
 	}
-	iv, err := a.index("index", idx)
+	return a.index("index", idx)
+}
+
+// Gather checks out [len(idx), H] = rows idx of x [n, H].
+func (a Args) Gather(out, x, idx *Tensor) ([]int32, error) {
+	iv, err := a.rowOperands(out, x, idx)
 	if err != nil {
 		return nil, err
 	}
@@ -226,10 +232,7 @@ func (a Args) Gather(out, x, idx *Tensor) ([]int32, error) {
 // indices must be distinct, since a row named twice would get whichever
 // write came last, which a parallel device does not define.
 func (a Args) Scatter(out, x, idx *Tensor) ([]int32, error) {
-	if err := a.floats([]string{"out", "x"}, out, x); err != nil {
-		return nil, err
-	}
-	iv, err := a.index("index", idx)
+	iv, err := a.rowOperands(out, x, idx)
 	if err != nil {
 		return nil, err
 	}
