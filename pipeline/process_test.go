@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/bertstream/bertstream/pipeline"
+	"github.com/bertstream/bertstream/pipeline/broker"
 )
 
 // workerEnv, set in the environment of this test binary, makes it a worker
@@ -196,7 +197,7 @@ func (c *child) wait(t *testing.T, timeout time.Duration) error {
 
 // sumHighWatermarks is the number of records (and transaction markers) a
 // topic holds.
-func sumHighWatermarks(c *kfake.Cluster, topic string) int64 {
+func sumHighWatermarks(c *broker.Cluster, topic string) int64 {
 	var n int64
 	for _, p := range c.PartitionInfos(topic) {
 		n += p.HighWatermark
@@ -206,7 +207,7 @@ func sumHighWatermarks(c *kfake.Cluster, topic string) int64 {
 
 // committedTotal is the sum of the group's committed offsets on the input
 // topic: how many requests are done for good.
-func committedTotal(c *kfake.Cluster) int64 {
+func committedTotal(c *broker.Cluster) int64 {
 	gi := c.GroupInfo(group)
 	if gi == nil {
 		return 0
