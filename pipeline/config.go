@@ -49,6 +49,11 @@ type Config struct {
 	// predictor's to enforce (by truncating or refusing).
 	MaxTextBytes int
 
+	// MaxAge, when set, bounds the age of a request by its record's Kafka
+	// timestamp: an older one is dead-lettered as expired before it costs
+	// model time, like one past its own "deadline".
+	MaxAge time.Duration
+
 	// ExactlyOnce produces answers and commits offsets in one Kafka
 	// transaction per batch and reads the input read_committed.
 	ExactlyOnce bool

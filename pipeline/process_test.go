@@ -44,6 +44,7 @@ type workerSpec struct {
 	Delay           time.Duration
 	SessionTimeout  time.Duration
 	DrainTimeout    time.Duration
+	InstanceID      string
 }
 
 func (s workerSpec) config() pipeline.Config {
@@ -58,6 +59,7 @@ func (s workerSpec) config() pipeline.Config {
 	if s.DrainTimeout > 0 {
 		cfg.DrainTimeout = s.DrainTimeout
 	}
+	cfg.InstanceID = s.InstanceID
 	return cfg
 }
 

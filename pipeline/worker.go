@@ -420,6 +420,9 @@ func (w *Worker) prepare(st *session, msg *sarama.ConsumerMessage) *item {
 	w.m.Consumed.Inc()
 	it := &item{w: w, st: st, msg: msg, at: time.Now()}
 	it.req, it.err = ParseRequest(msg.Value, w.tasks, w.cfg.MaxTextBytes)
+	if it.err == nil {
+		it.err = w.expired(it, it.at)
+	}
 	if it.err != nil || w.cfg.MaxTokens == 0 {
 		return it
 	}
@@ -437,4 +440,19 @@ func (w *Worker) prepare(st *session, msg *sarama.ConsumerMessage) *item {
 	}
 	it.tokens = n
 	return it
+}
+
+// expired is the error of a request past its deadline or older than
+// MaxAge at now, or nil.
+func (w *Worker) expired(it *item, now time.Time) error {
+	if d := it.req.Deadline; !d.IsZero() && now.After(d) {
+		return inputErr(ReasonExpired, "the deadline %s passed %v before the model got to the request", d.Format(time.RFC3339Nano), now.Sub(d).Round(time.Millisecond))
+	}
+	// A record without a timestamp (before Kafka 0.10) has no age.
+	if ts := it.msg.Timestamp; w.cfg.MaxAge > 0 && !ts.IsZero() && ts.Unix() > 0 {
+		if age := now.Sub(ts); age > w.cfg.MaxAge {
+			return inputErr(ReasonExpired, "the request is %v old, over the worker's maximum age %v", age.Round(time.Millisecond), w.cfg.MaxAge)
+		}
+	}
+	return nil
 }

@@ -53,6 +53,7 @@ func (p *pipelineFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxTokens, "max-tokens", 0, "tokens per model batch (0: no limit)")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 0, "requests consumed and not yet committed, at most (0: 4 x max-batch)")
 	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 64<<10, "longest text (plus text_pair) in bytes; longer requests are dead-lettered")
+	fs.DurationVar(&c.MaxAge, "max-age", 0, `oldest request to answer, by its record's timestamp; older ones are dead-lettered as "expired" (0: no limit)`)
 	fs.IntVar(&p.maxLen, "max-len", 0, "tokens per input, specials included (0: the model's limit)")
 	fs.BoolVar(&p.truncate, "truncate", true, "cut inputs over --max-len instead of dead-lettering them")
 }
