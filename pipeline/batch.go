@@ -77,7 +77,13 @@ func (w *Worker) process(ctx context.Context, batch []*item) {
 		served []*item
 		tokens int
 	)
+	now := time.Now()
 	for _, it := range live {
+		// A request may have waited for its batch, or behind a paused
+		// partition, since it was consumed.
+		if it.err == nil {
+			it.err = w.expired(it, now)
+		}
 		if it.err == nil {
 			reqs = append(reqs, it.req.Request)
 			served = append(served, it)
@@ -104,7 +110,7 @@ func (w *Worker) process(ctx context.Context, batch []*item) {
 				var v []byte
 				v, out.Err = encodeResponse(it.req, out.Value, w.pred.Name())
 				if out.Err == nil {
-					it.out = &sarama.ProducerMessage{Topic: w.cfg.OutTopic, Key: answerKey(it), Value: sarama.ByteEncoder(v)}
+					it.out = &sarama.ProducerMessage{Topic: w.cfg.OutTopic, Key: answerKey(it), Value: sarama.ByteEncoder(v), Headers: traceHeaders(it.msg)}
 				}
 			}
 			if out.Err != nil {
@@ -138,6 +144,28 @@ func answerKey(it *item) sarama.Encoder {
 		return sarama.ByteEncoder(it.msg.Key)
 	}
 	return sarama.StringEncoder(it.req.ID)
+}
+
+// W3C trace context headers: an answer carries its request's, so that a
+// client's trace runs on through the worker. Dead letters carry all of the
+// request's headers.
+const (
+	HeaderTraceparent = "traceparent"
+	HeaderTracestate  = "tracestate"
+)
+
+// traceHeaders are the trace context headers of a request.
+func traceHeaders(m *sarama.ConsumerMessage) []sarama.RecordHeader {
+	var hs []sarama.RecordHeader
+	for _, h := range m.Headers {
+		if h == nil {
+			continue
+		}
+		if k := string(h.Key); k == HeaderTraceparent || k == HeaderTracestate {
+			hs = append(hs, *h)
+		}
+	}
+	return hs
 }
 
 // Dead-letter headers.

@@ -18,6 +18,14 @@ type Config struct {
 	OutTopic string
 	DLQTopic string
 	Group    string
+	// InstanceID makes this worker a static member of the group
+	// (group.instance.id, KIP-345): restarted with the same id within the
+	// session timeout, it takes its partitions back without a rebalance.
+	// A static member does not leave the group when it stops, so its
+	// partitions move only after the session timeout. Each replica needs
+	// its own: a worker that joins with another's id replaces it. Empty:
+	// a dynamic member, which leaves the group when it stops.
+	InstanceID string
 	// ClientID names this worker to the brokers; default "bertstream".
 	ClientID string
 	// KafkaVersion is the protocol version to speak; default 3.0.0, which
@@ -41,6 +49,11 @@ type Config struct {
 	// predictor's to enforce (by truncating or refusing).
 	MaxTextBytes int
 
+	// MaxAge, when set, bounds the age of a request by its record's Kafka
+	// timestamp: an older one is dead-lettered as expired before it costs
+	// model time, like one past its own "deadline".
+	MaxAge time.Duration
+
 	// ExactlyOnce produces answers and commits offsets in one Kafka
 	// transaction per batch and reads the input read_committed.
 	ExactlyOnce bool
@@ -48,7 +61,7 @@ type Config struct {
 	// needs its own: a worker that starts with another's id fences it. It
 	// should be stable across restarts of one replica, so that a restarted
 	// worker aborts its predecessor's open transaction at once. Default
-	// Group + "-" + the host name.
+	// Group + "-" + InstanceID, or + the host name without one.
 	TransactionalID string
 	// TransactionTimeout is how long the broker keeps an abandoned
 	// transaction open; default 10s.
@@ -105,11 +118,15 @@ func (c *Config) setDefaults() error {
 		c.MaxTextBytes = 64 << 10
 	}
 	if c.TransactionalID == "" {
-		host, err := os.Hostname()
-		if err != nil {
-			return fmt.Errorf("default transactional id: %w", err)
+		name := c.InstanceID
+		if name == "" {
+			host, err := os.Hostname()
+			if err != nil {
+				return fmt.Errorf("default transactional id: %w", err)
+			}
+			name = host
 		}
-		c.TransactionalID = c.Group + "-" + host
+		c.TransactionalID = c.Group + "-" + name
 	}
 	if c.TransactionTimeout <= 0 {
 		c.TransactionTimeout = 10 * time.Second
@@ -123,10 +140,21 @@ func (c *Config) setDefaults() error {
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = time.Second
 	}
+	// A member that misses two heartbeats in a row must still be in the
+	// group: Kafka's own advice, and what its clients enforce.
+	if 3*c.HeartbeatInterval > c.SessionTimeout {
+		return fmt.Errorf("heartbeat interval %v is over a third of the session timeout %v", c.HeartbeatInterval, c.SessionTimeout)
+	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}
 	return nil
+}
+
+// rebalanceTimeout is how long the group waits for a member to drain,
+// commit and rejoin.
+func (c *Config) rebalanceTimeout() time.Duration {
+	return c.DrainTimeout + commitGrace + 2*time.Second
 }
 
 // saramaConfigs are the client configurations of one worker's consumer
@@ -163,9 +191,18 @@ func (c *Config) saramaConfigs() (consumer, producer *sarama.Config, err error) 
 	cc.Consumer.Offsets.AutoCommit.Enable = false
 	cc.Consumer.Group.Session.Timeout = c.SessionTimeout
 	cc.Consumer.Group.Heartbeat.Interval = c.HeartbeatInterval
+	cc.Consumer.Group.InstanceId = c.InstanceID
 	// The group waits this long for a member to drain and commit before it
 	// rebalances without it.
-	cc.Consumer.Group.Rebalance.Timeout = c.DrainTimeout + commitGrace + 2*time.Second
+	cc.Consumer.Group.Rebalance.Timeout = c.rebalanceTimeout()
+	// The coordinator holds a JoinGroup (and a SyncGroup) until every
+	// member has rejoined, up to the rebalance timeout, and Sarama reads
+	// its answer under Net.ReadTimeout. Were that shorter, a worker would
+	// give up on a join the coordinator still counts, and join again as a
+	// new member: the group then waits a rebalance timeout for the one it
+	// left behind, longer than the next join waits, and so on for good.
+	// Kafka's Java client waits the rebalance timeout plus 5s for a join.
+	cc.Net.ReadTimeout = cc.Consumer.Group.Rebalance.Timeout + 5*time.Second
 	cc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
 	cc.Consumer.MaxWaitTime = 100 * time.Millisecond
 	// Sarama waits 2s before fetching again after a failed fetch; a worker

@@ -111,7 +111,7 @@ func testLogger(testing.TB) *slog.Logger {
 
 // newCluster starts a one-broker kfake cluster on loopback with the
 // pipeline's three topics, three partitions each.
-func newCluster(t testing.TB, opts ...kfake.Opt) (*kfake.Cluster, string) {
+func newCluster(t testing.TB, opts ...kfake.Opt) (*broker.Cluster, string) {
 	t.Helper()
 	c, err := broker.Start(broker.Config{Topics: []string{inTopic, outTopic, dlqTopic}}, opts...)
 	if err != nil {
@@ -371,7 +371,7 @@ func checkAllAnswered(t *testing.T, ids []string, count map[string]int) int {
 
 // waitCommitted waits until the group's committed offsets reach the end of
 // every input partition.
-func waitCommitted(t *testing.T, c *kfake.Cluster, timeout time.Duration) {
+func waitCommitted(t *testing.T, c *broker.Cluster, timeout time.Duration) {
 	t.Helper()
 	deadline := time.Now().Add(timeout)
 	for {
@@ -387,7 +387,7 @@ func waitCommitted(t *testing.T, c *kfake.Cluster, timeout time.Duration) {
 	}
 }
 
-func committedLag(c *kfake.Cluster) int64 {
+func committedLag(c *broker.Cluster) int64 {
 	gi := c.GroupInfo(group)
 	var lag int64
 	for _, pi := range c.PartitionInfos(inTopic) {

@@ -19,6 +19,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kmsg"
 
 	"github.com/bertstream/bertstream/pipeline"
+	"github.com/bertstream/bertstream/pipeline/broker"
 )
 
 // workerEnv, set in the environment of this test binary, makes it a worker
@@ -43,6 +44,7 @@ type workerSpec struct {
 	Delay           time.Duration
 	SessionTimeout  time.Duration
 	DrainTimeout    time.Duration
+	InstanceID      string
 }
 
 func (s workerSpec) config() pipeline.Config {
@@ -57,6 +59,7 @@ func (s workerSpec) config() pipeline.Config {
 	if s.DrainTimeout > 0 {
 		cfg.DrainTimeout = s.DrainTimeout
 	}
+	cfg.InstanceID = s.InstanceID
 	return cfg
 }
 
@@ -196,7 +199,7 @@ func (c *child) wait(t *testing.T, timeout time.Duration) error {
 
 // sumHighWatermarks is the number of records (and transaction markers) a
 // topic holds.
-func sumHighWatermarks(c *kfake.Cluster, topic string) int64 {
+func sumHighWatermarks(c *broker.Cluster, topic string) int64 {
 	var n int64
 	for _, p := range c.PartitionInfos(topic) {
 		n += p.HighWatermark
@@ -206,7 +209,7 @@ func sumHighWatermarks(c *kfake.Cluster, topic string) int64 {
 
 // committedTotal is the sum of the group's committed offsets on the input
 // topic: how many requests are done for good.
-func committedTotal(c *kfake.Cluster) int64 {
+func committedTotal(c *broker.Cluster) int64 {
 	gi := c.GroupInfo(group)
 	if gi == nil {
 		return 0

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 	"unicode/utf8"
 
 	"github.com/bertstream/bertstream/bert/task"
@@ -23,6 +24,10 @@ type Request struct {
 	V  int    `json:"v,omitempty"`
 	ID string `json:"id"`
 	task.Request
+	// Deadline, when set, is when the answer stops being of use: a worker
+	// that gets to the request later dead-letters it as expired instead of
+	// running the model on it.
+	Deadline time.Time `json:"deadline,omitzero"`
 }
 
 // Response is the answer to one request on the output topic. Error is
@@ -53,6 +58,9 @@ const (
 	ReasonTooLong     Reason = "too_long"
 	ReasonBadRequest  Reason = "bad_request"
 	ReasonModel       Reason = "model_error"
+	// ReasonExpired: the request's deadline, or the worker's --max-age,
+	// passed before the model got to it.
+	ReasonExpired Reason = "expired"
 )
 
 // InputError is why one message could not be answered. It goes to the
@@ -95,6 +103,7 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 		ReturnText *bool    `json:"return_text"`
 		// ner
 		Aggregation *string `json:"aggregation"`
+		Deadline    *string `json:"deadline"`
 	}
 	dec := json.NewDecoder(bytes.NewReader(value))
 	if err := dec.Decode(&raw); err != nil {
@@ -150,6 +159,13 @@ func ParseRequest(value []byte, tasks map[string]bool, maxTextBytes int) (Reques
 	}
 	if raw.Normalize != nil {
 		r.Normalize, r.HasNormalize = *raw.Normalize, true
+	}
+	if raw.Deadline != nil {
+		d, err := time.Parse(time.RFC3339Nano, *raw.Deadline)
+		if err != nil {
+			return r, inputErr(ReasonBadRequest, "field \"deadline\" is not an RFC 3339 time: %v", err)
+		}
+		r.Deadline = d
 	}
 	return r, nil
 }

@@ -215,6 +215,10 @@ func isFatal(err error) bool {
 		sarama.ErrClusterAuthorizationFailed, sarama.ErrTransactionalIDAuthorizationFailed,
 		sarama.ErrSASLAuthenticationFailed, sarama.ErrUnsupportedSASLMechanism,
 		sarama.ErrIllegalSASLState,
+		// Settings the brokers refuse, and a replica that another one
+		// with its instance id replaced.
+		sarama.ErrInvalidSessionTimeout, sarama.ErrInvalidTransactionTimeout,
+		sarama.ErrFencedInstancedId,
 	} {
 		if errors.Is(err, e) {
 			return true
@@ -254,6 +258,12 @@ func (w *Worker) explain(err error) error {
 	case errors.Is(err, sarama.ErrTopicAuthorizationFailed), errors.Is(err, sarama.ErrGroupAuthorizationFailed),
 		errors.Is(err, sarama.ErrClusterAuthorizationFailed), errors.Is(err, sarama.ErrTransactionalIDAuthorizationFailed):
 		return fmt.Errorf("not authorized: the worker needs read on the input topic and group, write on the output and dead-letter topics, and idempotent write on the cluster (or write on its transactional id): %w", err)
+	case errors.Is(err, sarama.ErrInvalidSessionTimeout):
+		return fmt.Errorf("the brokers refuse the session timeout %v: it must lie within their group.min.session.timeout.ms and group.max.session.timeout.ms (6s to 30m by default; 6s to 5m on the embedded broker): %w", w.cfg.SessionTimeout, err)
+	case errors.Is(err, sarama.ErrInvalidTransactionTimeout):
+		return fmt.Errorf("the brokers refuse the transaction timeout %v: it must not exceed their transaction.max.timeout.ms (15m by default): %w", w.cfg.TransactionTimeout, err)
+	case errors.Is(err, sarama.ErrFencedInstancedId):
+		return fmt.Errorf("another worker joined the group with instance id %q and replaced this one: each replica needs its own: %w", w.cfg.InstanceID, err)
 	case fenced(err):
 		return fmt.Errorf("another worker took over transactional id %q and fenced this one: %w", w.cfg.TransactionalID, err)
 	case tlsRefused(err):
@@ -410,6 +420,9 @@ func (w *Worker) prepare(st *session, msg *sarama.ConsumerMessage) *item {
 	w.m.Consumed.Inc()
 	it := &item{w: w, st: st, msg: msg, at: time.Now()}
 	it.req, it.err = ParseRequest(msg.Value, w.tasks, w.cfg.MaxTextBytes)
+	if it.err == nil {
+		it.err = w.expired(it, it.at)
+	}
 	if it.err != nil || w.cfg.MaxTokens == 0 {
 		return it
 	}
@@ -427,4 +440,19 @@ func (w *Worker) prepare(st *session, msg *sarama.ConsumerMessage) *item {
 	}
 	it.tokens = n
 	return it
+}
+
+// expired is the error of a request past its deadline or older than
+// MaxAge at now, or nil.
+func (w *Worker) expired(it *item, now time.Time) error {
+	if d := it.req.Deadline; !d.IsZero() && now.After(d) {
+		return inputErr(ReasonExpired, "the deadline %s passed %v before the model got to the request", d.Format(time.RFC3339Nano), now.Sub(d).Round(time.Millisecond))
+	}
+	// A record without a timestamp (before Kafka 0.10) has no age.
+	if ts := it.msg.Timestamp; w.cfg.MaxAge > 0 && !ts.IsZero() && ts.Unix() > 0 {
+		if age := now.Sub(ts); age > w.cfg.MaxAge {
+			return inputErr(ReasonExpired, "the request is %v old, over the worker's maximum age %v", age.Round(time.Millisecond), w.cfg.MaxAge)
+		}
+	}
+	return nil
 }

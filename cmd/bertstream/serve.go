@@ -53,6 +53,7 @@ func (p *pipelineFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxTokens, "max-tokens", 0, "tokens per model batch (0: no limit)")
 	fs.IntVar(&c.MaxInFlight, "max-in-flight", 0, "requests consumed and not yet committed, at most (0: 4 x max-batch)")
 	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 64<<10, "longest text (plus text_pair) in bytes; longer requests are dead-lettered")
+	fs.DurationVar(&c.MaxAge, "max-age", 0, `oldest request to answer, by its record's timestamp; older ones are dead-lettered as "expired" (0: no limit)`)
 	fs.IntVar(&p.maxLen, "max-len", 0, "tokens per input, specials included (0: the model's limit)")
 	fs.BoolVar(&p.truncate, "truncate", true, "cut inputs over --max-len instead of dead-lettering them")
 }
@@ -129,6 +130,16 @@ func envFlags(fs *flag.FlagSet) error {
 	return errors.Join(errs...)
 }
 
+// hostname is the default instance id: stable across restarts of a pod
+// of a StatefulSet, and unique among them.
+func hostname() string {
+	h, err := os.Hostname()
+	if err != nil {
+		return ""
+	}
+	return h
+}
+
 func runServe(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", "serve --brokers HOST:PORT[,...] --model DIR [flags]", stderr)
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated")
@@ -140,11 +151,12 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	pf.register(fs)
 	c := &pf.cfg
 	fs.BoolVar(&c.ExactlyOnce, "exactly-once", false, "produce answers and commit offsets in Kafka transactions")
-	fs.StringVar(&c.TransactionalID, "transactional-id", "", "transactional id of this replica with --exactly-once (default GROUP-HOSTNAME)")
+	fs.StringVar(&c.TransactionalID, "transactional-id", "", "transactional id of this replica with --exactly-once (default GROUP-INSTANCEID, or GROUP-HOSTNAME)")
 	fs.DurationVar(&c.TransactionTimeout, "transaction-timeout", 10*time.Second, "how long the brokers keep an abandoned transaction open")
 	fs.DurationVar(&c.DrainTimeout, "drain-timeout", 10*time.Second, "how long a rebalance or shutdown waits for the requests in flight")
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how soon a dead worker's partitions move")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", time.Second, "consumer group heartbeat interval")
+	fs.StringVar(&c.InstanceID, "instance-id", hostname(), `static group membership id of this replica, unique per replica (a StatefulSet pod's name): restarted within the session timeout it keeps its partitions without a rebalance ("": a dynamic member)`)
 	fs.StringVar(&c.ClientID, "client-id", "bertstream", "client id the brokers see")
 	fs.StringVar(&c.KafkaVersion, "kafka-version", "3.0.0", "Kafka protocol version to speak")
 	s := &c.Security

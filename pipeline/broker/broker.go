@@ -34,10 +34,22 @@ type Config struct {
 	Topics []string
 }
 
+// Cluster is the running broker.
+type Cluster struct {
+	*kfake.Cluster
+	keeper *keeper
+}
+
+// Close stops the broker.
+func (c *Cluster) Close() {
+	c.keeper.close()
+	c.Cluster.Close()
+}
+
 // Start runs franz-go's kfake cluster in-process as a one-node Kafka
 // broker. extra options (TLS, SASL users, ACLs) are passed through to
 // kfake. Close the cluster to stop it.
-func Start(cfg Config, extra ...kfake.Opt) (*kfake.Cluster, error) {
+func Start(cfg Config, extra ...kfake.Opt) (*Cluster, error) {
 	if cfg.Listen == "" {
 		cfg.Listen = "127.0.0.1:0"
 	}
@@ -47,7 +59,12 @@ func Start(cfg Config, extra ...kfake.Opt) (*kfake.Cluster, error) {
 	if _, _, err := net.SplitHostPort(cfg.Listen); err != nil {
 		return nil, fmt.Errorf("broker listen address %q: %w", cfg.Listen, err)
 	}
-	var adv net.Addr
+	var (
+		adv net.Addr
+		// The keeper dials the listener itself, which may be on an
+		// address no client is told of.
+		local string
+	)
 	if cfg.Advertise != "" {
 		_, port, err := net.SplitHostPort(cfg.Advertise)
 		if err == nil {
@@ -64,8 +81,12 @@ func Start(cfg Config, extra ...kfake.Opt) (*kfake.Cluster, error) {
 		// kfake listens on loopback; this listens where we were asked to.
 		kfake.ListenFn(func(network, _ string) (net.Listener, error) {
 			ln, err := net.Listen(network, cfg.Listen)
-			if err != nil || adv == nil {
-				return ln, err
+			if err != nil {
+				return nil, err
+			}
+			local = dialable(ln.Addr())
+			if adv == nil {
+				return ln, nil
 			}
 			return advertised{ln, adv}, nil
 		}),
@@ -83,7 +104,19 @@ func Start(cfg Config, extra ...kfake.Opt) (*kfake.Cluster, error) {
 	if err != nil {
 		return nil, fmt.Errorf("starting the embedded broker on %s: %w", cfg.Listen, err)
 	}
-	return c, nil
+	k := newKeeper(local)
+	k.install(c)
+	return &Cluster{Cluster: c, keeper: k}, nil
+}
+
+// dialable is the address to reach a listener at from this host: a
+// listener on all interfaces is reached on loopback.
+func dialable(a net.Addr) string {
+	ta, ok := a.(*net.TCPAddr)
+	if !ok || !ta.IP.IsUnspecified() {
+		return a.String()
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(ta.Port))
 }
 
 // advertised is a listener that names another address: kfake advertises
