@@ -14,11 +14,13 @@ import (
 // the result dequantized with both scales, bias and activation in the
 // epilogue. Attention and LayerNorm stay float32.
 //
-// VPDPBUSD multiplies unsigned bytes by signed bytes, so activations are
-// stored shifted by 128 (u = q + 128, in [1, 255]). The products then
-// carry 128 * (the sum of the column's weights), which packing computes
-// once (int8Weight.corr) and the epilogue subtracts: the integers are
-// exactly those of the signed products, on every version.
+// VPDPBUSD multiplies unsigned bytes by signed bytes, and only the signed
+// operand can be broadcast from memory inside the instruction, which the
+// activations are: so the weights are packed shifted by 128 (u = q + 128,
+// in [1, 255]). The products then carry 128 * (the sum of the row's
+// quantized activations), which quantization computes along the way and
+// the epilogue subtracts: the integers are exactly those of the signed
+// products, on every version.
 
 // Int8Versions names the INT8 micro-kernels this CPU runs, fastest first
 // ("avx512vnni", "go-int8").
@@ -108,16 +110,17 @@ type int8Kernel struct {
 	mr, nr int
 	kc, mc int // quads of a k block, rows of a row block
 	// run computes the mr x nr int32 tile c (row stride ldc) = [c +] a*b
-	// over kq quads: a holds mr rows of shifted activations (row stride
+	// over kq quads: a holds mr rows of signed activations (row stride
 	// lda bytes), b a kq-quad slice of a weight panel (for each quad, nr
-	// columns of 4 bytes). kq >= 1.
+	// columns of 4 shifted weights). kq >= 1.
 	run func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool)
-	// maxAbs returns max|x|; quant writes u[j] = quantize(x[j], inv)+128.
+	// maxAbs returns max|x|; quant writes q[j] = quantize(x[j], inv) and
+	// returns their sum.
 	maxAbs func(x []float32) float32
-	quant  func(u []byte, x []float32, inv float32)
-	// dequant sets c[j] = dequant(int32(c[j]) - corr[j], rowScale,
+	quant  func(q []byte, x []float32, inv float32) int32
+	// dequant sets c[j] = dequant(int32(c[j]) - corr, rowScale,
 	// colScale[j], bias[j]) in place (bias may be nil: 0).
-	dequant func(c []float32, corr []int32, rowScale float32, colScale, bias []float32)
+	dequant func(c []float32, corr int32, rowScale float32, colScale, bias []float32)
 }
 
 // int8Weight is a weight quantized and packed for one int8Kernel.
@@ -126,10 +129,10 @@ type int8Weight struct {
 	kq    int
 	words []float32 // backing store of packed (for adviseHuge)
 	// packed holds panels of nr columns: for each quad, nr columns of 4
-	// signed bytes; the last panel and quad are padded with zeros.
+	// weights shifted by 128; the last panel and quad are padded with
+	// (shifted) zeros.
 	packed []byte
 	scale  []float32 // per output channel
-	corr   []int32   // 128 * the sum of each column's quantized weights
 }
 
 // PrepareWeightInt8 quantizes w (n x k, row-major) per output channel and
@@ -146,21 +149,21 @@ func packInt8(kern *int8Kernel, w []float32, n, k int) *int8Weight {
 	QuantizeRowsRef(q, scale, w, n, k)
 	nr, kq := kern.nr, (k+3)/4
 	panels := (n + nr - 1) / nr
-	pw := &int8Weight{kern: kern, kq: kq, scale: scale, corr: make([]int32, n)}
+	pw := &int8Weight{kern: kern, kq: kq, scale: scale}
 	pw.words = make([]float32, panels*nr*kq)
 	adviseHuge(pw.words)
 	if len(pw.words) > 0 {
 		pw.packed = unsafe.Slice((*byte)(unsafe.Pointer(&pw.words[0])), 4*len(pw.words))
 	}
+	for i := range pw.packed {
+		pw.packed[i] = 128
+	}
 	for j := 0; j < n; j++ {
 		panel := pw.packed[j/nr*nr*kq*4:]
 		jj := j % nr
-		var sum int32
 		for p, v := range q[j*k : j*k+k] {
-			panel[(p/4*nr+jj)*4+p%4] = byte(v)
-			sum += int32(v)
+			panel[(p/4*nr+jj)*4+p%4] = byte(int32(v) + 128)
 		}
-		pw.corr[j] = 128 * sum
 	}
 	return pw
 }
@@ -174,6 +177,7 @@ type int8Bufs struct {
 	words []uint32 // backing store of q, 4-byte aligned
 	q     []byte
 	scale []float32
+	corr  []int32 // 128 * the sum of each row's q
 }
 
 var int8BufPool = sync.Pool{New: func() any { return new(int8Bufs) }}
@@ -191,6 +195,7 @@ type int8Task struct {
 	q              []byte // rows of kq*4 bytes, rows padded to a multiple of mr
 	lda            int
 	xs             []float32 // row scales
+	corr           []int32   // the rows' correction for the shifted weights
 	out            []float32
 	bias           []float32
 	act            Act
@@ -221,11 +226,15 @@ func (e *Engine) linearInt8(out, x []float32, m int, w *Weight, bias []float32, 
 	// depend on old contents.
 	clear(bufs.q[m*lda:])
 	bufs.scale = grow(&bufs.scale, m)
+	if cap(bufs.corr) < m {
+		bufs.corr = make([]int32, m)
+	}
+	bufs.corr = bufs.corr[:m]
 
 	threads := e.Threads()
 	g := int8Tasks.Get().(*int8Task)
 	*g = int8Task{quantizing: true, kern: kern, vec: e.vec, m: m, n: w.N, k: w.K, x: x, w: pw,
-		q: bufs.q, lda: lda, xs: bufs.scale, out: out, bias: bias, act: a}
+		q: bufs.q, lda: lda, xs: bufs.scale, corr: bufs.corr, out: out, bias: bias, act: a}
 	g.rowsPerTask = max(1, (1<<14)/max(w.K, 1))
 	parallel(threads, (m+g.rowsPerTask-1)/g.rowsPerTask, g)
 
@@ -316,23 +325,23 @@ func (g *int8Task) run(t int, s *scratch) {
 	}
 	for r := i0; r < i1; r++ {
 		row := g.out[r*g.n+j0 : r*g.n+j1]
-		kern.dequant(row, pw.corr[j0:j1], g.xs[r], pw.scale[j0:j1], bias)
+		kern.dequant(row, g.corr[r], g.xs[r], pw.scale[j0:j1], bias)
 		if g.act != ActNone {
 			biasAct(g.vec, row, nil, g.act)
 		}
 	}
 }
 
-// quantizeRows writes task t's rows of x, quantized and shifted, into q.
+// quantizeRows writes task t's rows of x, quantized, into q.
 func (g *int8Task) quantizeRows(t int) {
 	r0 := t * g.rowsPerTask
 	for r := r0; r < min(r0+g.rowsPerTask, g.m); r++ {
 		x := g.x[r*g.k : r*g.k+g.k]
 		s, inv := quantScale(g.kern.maxAbs(x))
 		g.xs[r] = s
-		u := g.q[r*g.lda : r*g.lda+g.lda]
-		g.kern.quant(u, x, inv)
-		clear(u[g.k:])
+		q := g.q[r*g.lda : r*g.lda+g.lda]
+		g.corr[r] = 128 * g.kern.quant(q, x, inv)
+		clear(q[g.k:])
 	}
 }
 
@@ -356,11 +365,11 @@ func kernelGoInt8(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add b
 	for i := 0; i < 4; i++ {
 		row := a[i*lda : i*lda+kq*4]
 		for p := 0; p < kq; p++ {
-			u0, u1, u2, u3 := int32(row[4*p]), int32(row[4*p+1]), int32(row[4*p+2]), int32(row[4*p+3])
+			q0, q1, q2, q3 := int32(int8(row[4*p])), int32(int8(row[4*p+1])), int32(int8(row[4*p+2])), int32(int8(row[4*p+3]))
 			bq := b[p*32 : p*32+32]
 			for j := 0; j < 8; j++ {
 				w := bq[4*j : 4*j+4]
-				acc[i][j] += u0*int32(int8(w[0])) + u1*int32(int8(w[1])) + u2*int32(int8(w[2])) + u3*int32(int8(w[3]))
+				acc[i][j] += q0*int32(w[0]) + q1*int32(w[1]) + q2*int32(w[2]) + q3*int32(w[3])
 			}
 		}
 	}
@@ -384,19 +393,23 @@ func maxAbsGo(x []float32) float32 {
 	return m
 }
 
-func quantGo(u []byte, x []float32, inv float32) {
+func quantGo(q []byte, x []float32, inv float32) int32 {
+	var sum int32
 	for j, v := range x {
-		u[j] = byte(quantize(v, inv) + 128)
+		v := quantize(v, inv)
+		q[j] = byte(v)
+		sum += v
 	}
+	return sum
 }
 
-func dequantGo(c []float32, corr []int32, rowScale float32, colScale, bias []float32) {
+func dequantGo(c []float32, corr int32, rowScale float32, colScale, bias []float32) {
 	ci := int32s(c)
 	for j := range c {
 		var b float32
 		if bias != nil {
 			b = bias[j]
 		}
-		c[j] = dequant(ci[j]-corr[j], rowScale, colScale[j], b)
+		c[j] = dequant(ci[j]-corr, rowScale, colScale[j], b)
 	}
 }

@@ -8,8 +8,8 @@ import (
 )
 
 // TestInt8Kernels checks each INT8 micro-kernel's integers against plain
-// loops over the same bytes, with and without accumulation, on every
-// byte value (a includes 0 and 255, b -128 and 127).
+// loops over the same bytes (signed activations, unsigned shifted
+// weights), with and without accumulation, on every byte value.
 func TestInt8Kernels(t *testing.T) {
 	rng := rand.New(rand.NewSource(21))
 	for _, kern := range int8Kernels() {
@@ -19,7 +19,7 @@ func TestInt8Kernels(t *testing.T) {
 			b := make([]byte, kern.nr*4*kq)
 			rng.Read(a)
 			rng.Read(b)
-			a[0], a[1], b[0], b[1] = 255, 0, 0x80, 0x7f
+			a[0], a[1], b[0], b[1] = 0x80, 0x7f, 255, 0
 			ldc := kern.nr + 5
 			c := make([]int32, kern.mr*ldc)
 			prev := make([]int32, len(c))
@@ -36,7 +36,7 @@ func TestInt8Kernels(t *testing.T) {
 							want = prev[i*ldc+j]
 						}
 						for p := 0; p < 4*kq; p++ {
-							want += int32(a[i*lda+p]) * int32(int8(b[(p/4*kern.nr+j)*4+p%4]))
+							want += int32(int8(a[i*lda+p])) * int32(b[(p/4*kern.nr+j)*4+p%4])
 						}
 						if c[i*ldc+j] != want {
 							t.Fatalf("%s kq=%d add=%v: c[%d][%d] = %d, want %d", kern.name, kq, add, i, j, c[i*ldc+j], want)
@@ -74,11 +74,16 @@ func TestInt8Quantize(t *testing.T) {
 					t.Fatalf("%s n=%d %s: scale %g, want %g", kern.name, n, kind, scale, s[0])
 				}
 				u := make([]byte, n)
-				kern.quant(u, x, inv)
+				sum := kern.quant(u, x, inv)
+				var want int32
 				for j := range q {
-					if int(u[j])-128 != int(q[j]) {
-						t.Fatalf("%s n=%d %s: x[%d]=%g quantized to %d, want %d", kern.name, n, kind, j, x[j], int(u[j])-128, q[j])
+					if int8(u[j]) != q[j] {
+						t.Fatalf("%s n=%d %s: x[%d]=%g quantized to %d, want %d", kern.name, n, kind, j, x[j], int8(u[j]), q[j])
 					}
+					want += int32(q[j])
+				}
+				if sum != want {
+					t.Fatalf("%s n=%d %s: sum %d, want %d", kern.name, n, kind, sum, want)
 				}
 			}
 		}
@@ -208,5 +213,21 @@ func BenchmarkLinearInt8(b *testing.B) {
 				b.ReportMetric(2*float64(s.m*s.n*s.k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOPS")
 			})
 		}
+	}
+}
+
+// BenchmarkInt8Kernel times each INT8 micro-kernel alone on one core,
+// its panels in L1 and L2: the ceiling of the INT8 linear layers.
+func BenchmarkInt8Kernel(b *testing.B) {
+	for _, kern := range int8Kernels() {
+		const kq = 192 // k = 768
+		a, bp := make([]byte, kern.mr*4*kq), make([]byte, kern.nr*4*kq)
+		c := make([]int32, kern.mr*kern.nr)
+		b.Run(kern.name, func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				kern.run(kq, a, 4*kq, bp, c, kern.nr, false)
+			}
+			b.ReportMetric(2*float64(kern.mr*kern.nr*4*kq)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOPS")
+		})
 	}
 }
