@@ -157,6 +157,10 @@ func RunModel(be nn.Backend, o ModelOptions) (ModelResult, error) {
 			res.DType = "BF16"
 			res.Kernels = k.Config().BF16Version
 		}
+		if c.Int8Weights {
+			res.DType = "INT8"
+			res.Kernels = k.Config().Int8Version
+		}
 	}
 	res.SeqPerS = float64(o.Batch) / res.MsPerBatch * 1e3
 	res.TokensPerS = float64(tokens) / res.MsPerBatch * 1e3

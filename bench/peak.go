@@ -6,7 +6,9 @@ import (
 	"time"
 )
 
-// Peak is the float32 FMA throughput measured on this machine.
+// Peak is the float32 FMA throughput measured on this machine (or the
+// INT8 dot-product throughput, MeasurePeakInt8: operations, a multiply-add
+// counting two, per second).
 type Peak struct {
 	ISA     string  `json:"isa"`
 	Threads int     `json:"threads"`
@@ -21,6 +23,20 @@ func MeasurePeak(threads int, d time.Duration) (Peak, error) {
 	if loop == nil {
 		return Peak{}, errors.New("no FMA probe for this CPU (needs AVX2+FMA or AVX-512 and a build without noasm)")
 	}
+	return measure(isa, loop, perIter, threads, d), nil
+}
+
+// MeasurePeakInt8 is MeasurePeak for the INT8 dot products of the INT8
+// linear layers (VPDPBUSD): the ceiling of their GOP/s.
+func MeasurePeakInt8(threads int, d time.Duration) (Peak, error) {
+	isa, loop, perIter := vnniProbe()
+	if loop == nil {
+		return Peak{}, errors.New("no INT8 dot-product probe for this CPU (needs AVX512-VNNI and a build without noasm)")
+	}
+	return measure(isa, loop, perIter, threads, d), nil
+}
+
+func measure(isa string, loop func(n int), perIter float64, threads int, d time.Duration) Peak {
 	const iters = 1 << 20
 	best := 0.0
 	for round := 0; round < 5; round++ {
@@ -47,5 +63,5 @@ func MeasurePeak(threads int, d time.Duration) (Peak, error) {
 			best = r
 		}
 	}
-	return Peak{ISA: isa, Threads: threads, GFLOPS: best}, nil
+	return Peak{ISA: isa, Threads: threads, GFLOPS: best}
 }

@@ -6,3 +6,7 @@ package bench
 func fmaProbe() (name string, loop func(n int), flopsPerIter float64) {
 	return "", nil, 0
 }
+
+func vnniProbe() (name string, loop func(n int), opsPerIter float64) {
+	return "", nil, 0
+}

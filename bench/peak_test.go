@@ -16,3 +16,15 @@ func TestMeasurePeak(t *testing.T) {
 	}
 	t.Logf("FMA peak, 1 thread: %.1f GFLOP/s (%s)", p.GFLOPS, p.ISA)
 }
+
+func TestMeasurePeakInt8(t *testing.T) {
+	p, err := MeasurePeakInt8(1, 100*time.Millisecond)
+	if err != nil {
+		t.Skip(err)
+	}
+	// 64 multiply-adds per instruction: well over the FMA floor above.
+	if p.GFLOPS < 16 || p.GFLOPS > 1e5 {
+		t.Errorf("INT8 peak %.1f GOP/s on %s is not plausible", p.GFLOPS, p.ISA)
+	}
+	t.Logf("INT8 dot-product peak, 1 thread: %.1f GOP/s (%s)", p.GFLOPS, p.ISA)
+}

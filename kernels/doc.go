@@ -12,7 +12,11 @@
 //	gemm.go       GemmRef; the blocked SGEMM, packing, the Go micro-kernel,
 //	              Implementation (a blas.Float32); gemm_amd64.{go,s} the
 //	              AVX2 and AVX-512 micro-kernels; gemm_bf16.go and
-//	              gemm_bf16_amd64.s the BF16 ones
+//	              gemm_bf16_amd64.s the BF16 ones; gemm_int8.go
+//	              LinearInt8Ref, QuantizeRowsRef, Engine.PrepareWeightInt8,
+//	              the INT8 path (per-channel weights, per-token
+//	              activations, int32 sums) and its Go kernel,
+//	              gemm_int8_amd64.{go,s} the AVX512-VNNI one
 //	layernorm.go  LayerNormRef, Engine.LayerNorm (residual add fused)
 //	embed.go      EmbedLayerNormRef, CheckEmbedIndexes, Engine.EmbedLayerNorm
 //	attention.go  AttentionRef, Engine.Attention, its row softmax
@@ -27,8 +31,8 @@
 // offsets.
 //
 // version.go is the only place a version is chosen: a Config (kernel
-// version, BF16 kernel, goroutines per call, BLAS) resolves to an Engine,
-// whose methods are the fast ops. Nothing in the package is configured
+// version, BF16 kernel, INT8 kernel, goroutines per call, BLAS) resolves
+// to an Engine, whose methods are the fast ops. Nothing in the package is configured
 // process-wide, so engines of different configurations run side by side.
 //
 // Layout conventions: matrices are row-major; a "rows x cols" activation

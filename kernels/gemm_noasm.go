@@ -6,3 +6,5 @@ package kernels
 func asmVersions() []version { return nil }
 
 func asmBF16Kernels() []*microKernel { return nil }
+
+func asmInt8Kernels() []*int8Kernel { return nil }

@@ -23,6 +23,7 @@ type Weight struct {
 	packed []float32
 	kern   *microKernel
 	bf16   bool
+	i8     *int8Weight // not nil for INT8 weights (see PrepareWeightInt8)
 }
 
 // PrepareWeight packs w (n x k, row-major) for e.Linear. w is kept, not
@@ -57,8 +58,13 @@ func (w *Weight) pack(kern *microKernel) {
 func (w *Weight) BF16() bool { return w.bf16 }
 
 // PackedFor names the micro-kernel w is packed for: a name of Versions,
-// or of BF16Versions for a BF16 weight.
-func (w *Weight) PackedFor() string { return w.kern.name }
+// or of BF16Versions for a BF16 weight, or of Int8Versions for an INT8 one.
+func (w *Weight) PackedFor() string {
+	if w.i8 != nil {
+		return w.i8.kern.name
+	}
+	return w.kern.name
+}
 
 // Linear computes out = act(x * w^T + bias) for x of m x w.K; out is m x w.N
 // and bias (w.N values) may be nil. With the native SGEMM, bias and act
@@ -71,6 +77,9 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 	}
 	var kern *microKernel
 	switch {
+	case w.i8 != nil && w.K > 0:
+		e.linearInt8(out, x, m, w, bias, a)
+		return
 	case w.bf16 && w.K > 0:
 		kern = e.bf16
 	case e.gonum || w.K == 0:

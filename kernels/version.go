@@ -63,6 +63,9 @@ type Config struct {
 	// BF16Version names the micro-kernel of BF16 weights (see
 	// BF16Versions); empty: the fastest.
 	BF16Version string
+	// Int8Version names the micro-kernel of INT8 weights (see
+	// Int8Versions); empty: the fastest.
+	Int8Version string
 	// Threads caps the goroutines one kernel call uses; 0 or less:
 	// GOMAXPROCS at the time of the call.
 	Threads int
@@ -78,6 +81,7 @@ type Engine struct {
 	gemm  *microKernel
 	vec   *vecOps
 	bf16  *microKernel
+	int8  *int8Kernel
 	gonum bool
 }
 
@@ -108,6 +112,18 @@ func New(c Config) (*Engine, error) {
 	}
 	if e.bf16 == nil {
 		return nil, fmt.Errorf("no BF16 kernel version %q on this CPU (have %v)", c.BF16Version, BF16Versions())
+	}
+	is := int8Kernels()
+	if c.Int8Version == "" {
+		e.cfg.Int8Version = is[0].name
+	}
+	for _, k := range is {
+		if k.name == e.cfg.Int8Version {
+			e.int8 = k
+		}
+	}
+	if e.int8 == nil {
+		return nil, fmt.Errorf("no INT8 kernel version %q on this CPU (have %v)", c.Int8Version, Int8Versions())
 	}
 	switch c.BLAS {
 	case "", BLASNative:

@@ -110,6 +110,12 @@ type Options struct {
 	// "avx2", "go") and BF16Kernels the CPU's BF16 micro-kernel
 	// (kernels.BF16Versions); empty means the fastest this CPU runs.
 	Kernels, BF16Kernels string
+	// Int8 quantizes the linear layers to INT8: weights per output
+	// channel at load, activations per token at run time, int32 sums (the
+	// CPU backend; Int8Kernels names its micro-kernel, kernels.Int8Versions).
+	// Other backends refuse it.
+	Int8        bool
+	Int8Kernels string
 	// BLAS is the SGEMM of the CPU's F32 linear layers: "native" or
 	// "gonum"; empty means the environment's BERTSTREAM_BLAS, else native.
 	BLAS string
@@ -149,6 +155,9 @@ func Open(name string, opts Options) (Backend, error) {
 	registryMu.Unlock()
 	if !ok {
 		return nil, fmt.Errorf("no backend %q (have %s)", name, strings.Join(Backends(), ", "))
+	}
+	if opts.Int8 && name != "cpu" {
+		return nil, fmt.Errorf("open backend %q: INT8 linear layers are a CPU backend option", name)
 	}
 	b, err := f(opts)
 	if err != nil {

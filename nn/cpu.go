@@ -25,16 +25,25 @@ type CPU struct {
 	// activations rounded to bfloat16 and float32 sums (AVX512_BF16 where
 	// the CPU has it); everything else stays F32.
 	BF16Weights bool
+	// Int8Weights makes the linear layers compute in INT8: weights
+	// quantized per output channel at load, activations per token at run
+	// time, int32 sums (AVX512-VNNI where the CPU has it), dequantized with
+	// bias and activation; everything else stays F32.
+	Int8Weights bool
 	k           *kernels.Engine
 }
 
 // NewCPU opens a CPU backend configured by opts: Compute (F32, or BF16
-// for BF16 weights), Threads, Kernels, BF16Kernels and BLAS.
+// for BF16 weights), Int8, Threads, Kernels, BF16Kernels, Int8Kernels and
+// BLAS.
 func NewCPU(opts Options) (CPU, error) {
-	var c CPU
+	c := CPU{Int8Weights: opts.Int8}
 	switch opts.Compute {
 	case 0, F32:
 	case BF16:
+		if opts.Int8 {
+			return CPU{}, fmt.Errorf("INT8 linear layers compute in F32 around them, not %s", opts.Compute)
+		}
 		c.BF16Weights = true
 	default:
 		return CPU{}, fmt.Errorf("the CPU backend computes in F32 (or with BF16 weights), not %s", opts.Compute)
@@ -43,7 +52,7 @@ func NewCPU(opts Options) (CPU, error) {
 	if blas == "" {
 		blas = os.Getenv("BERTSTREAM_BLAS")
 	}
-	k, err := kernels.New(kernels.Config{Version: opts.Kernels, BF16Version: opts.BF16Kernels, Threads: opts.Threads, BLAS: blas})
+	k, err := kernels.New(kernels.Config{Version: opts.Kernels, BF16Version: opts.BF16Kernels, Int8Version: opts.Int8Kernels, Threads: opts.Threads, BLAS: blas})
 	if err != nil {
 		return CPU{}, fmt.Errorf("cpu kernels: %w", err)
 	}
@@ -137,9 +146,12 @@ func (c CPU) PrepareWeight(w *Tensor) error {
 		return err
 	}
 	h := w.st.(*HostStorage)
-	if c.BF16Weights {
+	switch {
+	case c.Int8Weights:
+		h.Prepared = c.Kernels().PrepareWeightInt8(w.F32(), w.shape[0], w.shape[1])
+	case c.BF16Weights:
 		h.Prepared = c.Kernels().PrepareWeightBF16(w.F32(), w.shape[0], w.shape[1])
-	} else {
+	default:
 		h.Prepared = c.Kernels().PrepareWeight(w.F32(), w.shape[0], w.shape[1])
 	}
 	return nil
@@ -155,7 +167,7 @@ func (c CPU) Linear(out, x, w, bias *Tensor, act Act) error {
 		b = bias.F32()
 	}
 	pw, _ := w.st.(*HostStorage).Prepared.(*kernels.Weight)
-	if pw == nil || pw.BF16() != c.BF16Weights {
+	if pw == nil || pw.BF16() != c.BF16Weights || pw.Int8() != c.Int8Weights {
 		if err := c.PrepareWeight(w); err != nil {
 			return err
 		}

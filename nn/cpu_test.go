@@ -31,7 +31,7 @@ func TestCPUConformance(t *testing.T) {
 }
 
 func TestCPUOptions(t *testing.T) {
-	for _, bad := range []nn.Options{{Kernels: "sse1"}, {Compute: nn.BF16, BF16Kernels: "fp8"}, {BLAS: "mkl"}, {Compute: nn.F16}} {
+	for _, bad := range []nn.Options{{Kernels: "sse1"}, {Compute: nn.BF16, BF16Kernels: "fp8"}, {BLAS: "mkl"}, {Compute: nn.F16}, {Int8: true, Int8Kernels: "int4"}, {Int8: true, Compute: nn.BF16}} {
 		if _, err := nn.Open("cpu", bad); err == nil {
 			t.Errorf("options %+v accepted", bad)
 		}
@@ -55,8 +55,10 @@ func TestCPUOptions(t *testing.T) {
 // results (which differ between versions in the last bits), whatever the
 // others run meanwhile.
 func TestCPUBackendsSideBySide(t *testing.T) {
-	vs, bvs := kernels.Versions(), kernels.BF16Versions()
+	vs, bvs, ivs := kernels.Versions(), kernels.BF16Versions(), kernels.Int8Versions()
 	opts := []nn.Options{
+		{Int8: true, Int8Kernels: ivs[0], Threads: 2},
+		{Int8: true, Int8Kernels: ivs[len(ivs)-1], Kernels: vs[len(vs)-1], Threads: 1},
 		{Kernels: vs[0], Threads: 1},
 		{Kernels: vs[len(vs)-1], Threads: 2},
 		{Compute: nn.BF16, BF16Kernels: bvs[0], Threads: 2},
@@ -107,7 +109,7 @@ func TestCPUBackendsSideBySide(t *testing.T) {
 		}
 		// The expected results: the same configuration's kernels, called
 		// directly, before anything runs concurrently.
-		e, err := kernels.New(kernels.Config{Version: o.Kernels, BF16Version: o.BF16Kernels, Threads: o.Threads})
+		e, err := kernels.New(kernels.Config{Version: o.Kernels, BF16Version: o.BF16Kernels, Int8Version: o.Int8Kernels, Threads: o.Threads})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,6 +117,9 @@ func TestCPUBackendsSideBySide(t *testing.T) {
 		pw, r.wantPack = e.PrepareWeight(wv, n, k), e.Config().Version
 		if o.Compute == nn.BF16 {
 			pw, r.wantPack = e.PrepareWeightBF16(wv, n, k), e.Config().BF16Version
+		}
+		if o.Int8 {
+			pw, r.wantPack = e.PrepareWeightInt8(wv, n, k), e.Config().Int8Version
 		}
 		r.wantLin, r.wantAtt = make([]float32, m*n), make([]float32, m*hidden)
 		e.Linear(r.wantLin, xv, m, pw, bv, nn.ActGELU)
