@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/kernels"
@@ -84,33 +85,39 @@ func formatOf(path string) (Format, error) {
 }
 
 // RawTensor is a checkpoint tensor as stored: its original name, dtype,
-// shape and little-endian bytes.
+// shape and little-endian bytes, which alias the mapped file where the
+// format allows.
 type RawTensor struct {
 	Name  string
 	DType string
 	Shape []int
 	Data  []byte
+	// backing owns Data: the mapped file, whose pages host tensors view.
+	backing *nn.Backing
 }
 
 // Checkpoint is the tensors of a checkpoint file (all shards).
 type Checkpoint struct {
-	Path    string
-	Format  Format
-	Tensors []RawTensor
-	closers []func() error
+	Path     string
+	Format   Format
+	Tensors  []RawTensor
+	backings []*nn.Backing
 }
 
-// Close releases memory-mapped files.
+// Close releases the checkpoint's hold on its mapped files. Host tensors
+// that view them (HostTensors, and the weights a CPU model shares with
+// them) keep them mapped until they are freed.
 func (c *Checkpoint) Close() error {
 	var errs []error
-	for _, f := range c.closers {
-		errs = append(errs, f())
+	for _, b := range c.backings {
+		errs = append(errs, b.Release())
 	}
-	c.closers = nil
+	c.backings = nil
 	return errors.Join(errs...)
 }
 
-// ReadCheckpoint reads every tensor of a checkpoint file.
+// ReadCheckpoint reads the index of every tensor of a checkpoint file;
+// the data stays in the mapped file until it is used.
 func ReadCheckpoint(path string) (*Checkpoint, error) {
 	format, err := formatOf(path)
 	if err != nil {
@@ -147,20 +154,23 @@ func (c *Checkpoint) addSafetensors(path string) error {
 	if err != nil {
 		return err
 	}
-	c.closers = append(c.closers, f.Close)
+	b := nn.NewBacking(f.Close, f.Evict)
+	c.backings = append(c.backings, b)
 	for _, t := range f.Tensors {
-		c.Tensors = append(c.Tensors, RawTensor(t))
+		c.Tensors = append(c.Tensors, RawTensor{t.Name, t.DType, t.Shape, t.Data, b})
 	}
 	return nil
 }
 
 func (c *Checkpoint) addTorch(path string) error {
-	ts, err := torchbin.Open(path)
+	f, err := torchbin.Open(path)
 	if err != nil {
 		return err
 	}
-	for _, t := range ts {
-		c.Tensors = append(c.Tensors, RawTensor(t))
+	b := nn.NewBacking(f.Close, f.Evict)
+	c.backings = append(c.backings, b)
+	for _, t := range f.Tensors {
+		c.Tensors = append(c.Tensors, RawTensor{t.Name, t.DType, t.Shape, t.Data, b})
 	}
 	return nil
 }
@@ -186,9 +196,11 @@ func isFloat(dt string) bool {
 	return dt == "F32" || dt == "F16" || dt == "BF16" || dt == "F64"
 }
 
-// HostTensors converts the checkpoint's float tensors to host F32 tensors
-// owned by s, keyed by canonical name. Integer buffers (position_ids) are
-// skipped: they are not weights.
+// HostTensors gives the checkpoint's float tensors as host F32 tensors
+// owned by s, keyed by canonical name. F32 data is viewed in place in the
+// mapped file (nn.HostView), not copied; F16, BF16 and F64 are converted
+// once into the Go heap. Integer buffers (position_ids) are skipped: they
+// are not weights.
 func (c *Checkpoint) HostTensors(s *nn.Scope) (map[string]*nn.Tensor, error) {
 	out := map[string]*nn.Tensor{}
 	from := map[string]string{}
@@ -219,20 +231,34 @@ func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
 	if n*size != int64(len(t.Data)) {
 		return nil, fmt.Errorf("%s %v needs %d bytes, has %d", t.DType, t.Shape, n*size, len(t.Data))
 	}
-	h := nn.NewHost(s, nn.F32, t.Shape...)
-	dst := h.F32()
+	if t.DType == "F32" && t.backing != nil && aligned(t.Data, 4) {
+		return nn.HostView(s, t.backing, t.Data, nn.F32, t.Shape...)
+	}
+	// Converted (or, misaligned, copied) once into a buffer that the
+	// tensor views like a mapped one, so that the CPU backend's Upload
+	// shares it rather than copying it again.
+	buf := make([]byte, 4*n)
+	dst := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(buf))), n)
 	switch t.DType {
 	case "F32":
-		copy(h.HostBytes(), t.Data)
+		copy(buf, t.Data)
 	case "F16", "BF16":
-		u := make([]uint16, n)
-		for i := range u {
-			u[i] = uint16(t.Data[2*i]) | uint16(t.Data[2*i+1])<<8
+		var u []uint16
+		if aligned(t.Data, 2) {
+			u = unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(t.Data))), n)
+		} else {
+			u = make([]uint16, n)
+			for i := range u {
+				u[i] = uint16(t.Data[2*i]) | uint16(t.Data[2*i+1])<<8
+			}
 		}
 		if t.DType == "F16" {
 			kernels.F16ToF32(dst, u)
 		} else {
 			kernels.BF16ToF32(dst, u)
+		}
+		if t.backing != nil {
+			t.backing.Evict(t.Data)
 		}
 	case "F64":
 		for i := range dst {
@@ -243,7 +269,16 @@ func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
 			dst[i] = float32(math.Float64frombits(bits))
 		}
 	}
-	return h, nil
+	heap := nn.NewBacking(nil, nil)
+	defer heap.Release()
+	return nn.HostView(s, heap, buf, nn.F32, t.Shape...)
+}
+
+// aligned reports whether b starts at a multiple of n bytes, so that it
+// can be viewed as n-byte elements. The machines this runs on are little
+// endian, as the checkpoint formats are.
+func aligned(b []byte, n uintptr) bool {
+	return len(b) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%n == 0
 }
 
 // Model is a loaded model directory.
