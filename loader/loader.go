@@ -234,14 +234,13 @@ func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
 	if t.DType == "F32" && t.backing != nil && aligned(t.Data, 4) {
 		return nn.HostView(s, t.backing, t.Data, nn.F32, t.Shape...)
 	}
-	// Converted (or, misaligned, copied) once into a buffer that the
-	// tensor views like a mapped one, so that the CPU backend's Upload
-	// shares it rather than copying it again.
-	buf := make([]byte, 4*n)
-	dst := unsafe.Slice((*float32)(unsafe.Pointer(unsafe.SliceData(buf))), n)
+	// Converted (or, misaligned, copied) once into a tensor that the CPU
+	// backend's Upload shares rather than copying again.
+	h := nn.NewHostShared(s, nn.F32, t.Shape...)
+	dst := h.F32()
 	switch t.DType {
 	case "F32":
-		copy(buf, t.Data)
+		copy(h.HostBytes(), t.Data)
 	case "F16", "BF16":
 		var u []uint16
 		if aligned(t.Data, 2) {
@@ -269,9 +268,7 @@ func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
 			dst[i] = float32(math.Float64frombits(bits))
 		}
 	}
-	heap := nn.NewBacking(nil, nil)
-	defer heap.Release()
-	return nn.HostView(s, heap, buf, nn.F32, t.Shape...)
+	return h, nil
 }
 
 // aligned reports whether b starts at a multiple of n bytes, so that it

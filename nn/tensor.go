@@ -270,6 +270,22 @@ func HostView(s *Scope, b *Backing, data []byte, dt DType, shape ...int) (*Tenso
 	return NewTensor(s, shareHost(b, data), dt, shape...), nil
 }
 
+// NewHostShared allocates a zeroed host tensor owned by s that, like a
+// HostView, the CPU backend's Upload shares instead of copying: for a
+// weight that is built once on the host (converted, concatenated) and not
+// written after it is uploaded.
+func NewHostShared(s *Scope, dt DType, shape ...int) *Tensor {
+	n := NumElements(shape) * dt.Size()
+	words := make([]uint64, (n+7)/8)
+	var buf []byte
+	if n > 0 {
+		buf = unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), n)
+	}
+	b := NewBacking(nil, nil)
+	defer b.Release()
+	return NewTensor(s, shareHost(b, buf), dt, shape...)
+}
+
 // shareHost is a storage viewing data of b, holding a reference to b.
 func shareHost(b *Backing, data []byte) *HostStorage {
 	if b.refs.Add(1) <= 1 {
