@@ -17,6 +17,7 @@ import (
 
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/kernels"
+	"github.com/bertstream/bertstream/loader/internal/mmap"
 	"github.com/bertstream/bertstream/loader/safetensors"
 	"github.com/bertstream/bertstream/loader/torchbin"
 	"github.com/bertstream/bertstream/nn"
@@ -202,6 +203,12 @@ func isFloat(dt string) bool {
 // once into the Go heap. Integer buffers (position_ids) are skipped: they
 // are not weights.
 func (c *Checkpoint) HostTensors(s *nn.Scope) (map[string]*nn.Tensor, error) {
+	return c.floats(s, toF32)
+}
+
+// floats makes a host tensor with conv for each float tensor, keyed by
+// canonical name.
+func (c *Checkpoint) floats(s *nn.Scope, conv converter) (map[string]*nn.Tensor, error) {
 	out := map[string]*nn.Tensor{}
 	from := map[string]string{}
 	for _, t := range c.Tensors {
@@ -213,7 +220,7 @@ func (c *Checkpoint) HostTensors(s *nn.Scope) (map[string]*nn.Tensor, error) {
 			return nil, fmt.Errorf("%s: tensors %s and %s both map to %s", c.Path, prev, t.Name, name)
 		}
 		from[name] = t.Name
-		h, err := toF32(s, t)
+		h, err := conv(s, t)
 		if err != nil {
 			return nil, fmt.Errorf("%s: tensor %s: %w", c.Path, t.Name, err)
 		}
@@ -222,14 +229,24 @@ func (c *Checkpoint) HostTensors(s *nn.Scope) (map[string]*nn.Tensor, error) {
 	return out, nil
 }
 
-func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
+// checkSize returns the number of elements of t, checking that its data
+// holds them.
+func checkSize(t RawTensor) (int64, error) {
 	n, err := nn.CheckedElements(t.Shape, 1<<40)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	size := map[string]int64{"F32": 4, "F16": 2, "BF16": 2, "F64": 8}[t.DType]
 	if n*size != int64(len(t.Data)) {
-		return nil, fmt.Errorf("%s %v needs %d bytes, has %d", t.DType, t.Shape, n*size, len(t.Data))
+		return 0, fmt.Errorf("%s %v needs %d bytes, has %d", t.DType, t.Shape, n*size, len(t.Data))
+	}
+	return n, nil
+}
+
+func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
+	n, err := checkSize(t)
+	if err != nil {
+		return nil, err
 	}
 	if t.DType == "F32" && t.backing != nil && aligned(t.Data, 4) {
 		return nn.HostView(s, t.backing, t.Data, nn.F32, t.Shape...)
@@ -292,6 +309,82 @@ func Load(dir string, opts Options) (*Model, error) {
 	if be == nil {
 		be = nn.CPU{}
 	}
+	return load(dir, opts, be, func(*Checkpoint) converter { return toF32 })
+}
+
+// converter makes the host tensor of a checkpoint tensor.
+type converter func(*nn.Scope, RawTensor) (*nn.Tensor, error)
+
+// Info is what Inspect finds in a model directory.
+type Info struct {
+	Arch    string
+	Config  bert.Config
+	Labels  []string
+	Heads   []string // of pooler, mlm, nsp, sequence-classifier, token-classifier
+	Ignored []string // checkpoint tensors the model does not use
+	Format  Format
+}
+
+// Inspect checks the model in dir as Load does (the config, every
+// tensor's name, dtype, shape and byte size, the heads) without reading
+// the weights: the model is built from stand-ins of the checkpoint's
+// shapes that view one buffer of zeros, and closed. It costs the
+// checkpoint's header, not its size.
+func Inspect(dir string, opts Options) (*Info, error) {
+	var zeros *nn.Backing
+	defer func() {
+		if zeros != nil {
+			zeros.Release()
+		}
+	}()
+	var zerr error
+	m, err := load(dir, opts, unprepared{}, func(ck *Checkpoint) converter {
+		var most int64
+		for _, t := range ck.Tensors {
+			// Twice the bytes: an F16 tensor's stand-in is F32.
+			most = max(most, 2*int64(len(t.Data)))
+		}
+		z, err := mmap.Zeros(int(most))
+		if err != nil {
+			zerr = err
+			return func(*nn.Scope, RawTensor) (*nn.Tensor, error) { return nil, err }
+		}
+		zeros = nn.NewBacking(z.Close, nil)
+		buf := z.Data
+		return func(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
+			n, err := checkSize(t)
+			if err != nil {
+				return nil, err
+			}
+			return nn.HostView(s, zeros, buf[:4*n], nn.F32, t.Shape...)
+		}
+	})
+	if zerr != nil {
+		return nil, zerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	info := &Info{Arch: m.Arch, Config: m.Config, Labels: m.Labels, Ignored: m.Ignored, Format: m.Format}
+	for _, h := range []struct {
+		name string
+		ok   bool
+	}{{"pooler", m.HasPooler()}, {"mlm", m.HasMLM()}, {"nsp", m.HasNSP()}, {"sequence-classifier", m.HasClassifier()}, {"token-classifier", m.HasTokenClassifier()}} {
+		if h.ok {
+			info.Heads = append(info.Heads, h.name)
+		}
+	}
+	return info, nil
+}
+
+// unprepared is the CPU backend without the packing of weights, for
+// models that only Inspect builds.
+type unprepared struct{ nn.CPU }
+
+func (unprepared) PrepareWeight(*nn.Tensor) error { return nil }
+
+func load(dir string, opts Options, be nn.Backend, conv func(*Checkpoint) converter) (*Model, error) {
 	cfgPath := opts.Config
 	if cfgPath == "" {
 		cfgPath = filepath.Join(dir, "config.json")
@@ -313,7 +406,7 @@ func Load(dir string, opts Options) (*Model, error) {
 	defer ck.Close()
 	host := nn.NewScope("host-weights")
 	defer host.Close()
-	ts, err := ck.HostTensors(host)
+	ts, err := ck.floats(host, conv(ck))
 	if err != nil {
 		return nil, err
 	}

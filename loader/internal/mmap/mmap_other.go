@@ -14,3 +14,6 @@ func Open(path string) (*File, error) {
 }
 
 func evict([]byte) {}
+
+// Zeros allocates n bytes of zeros.
+func Zeros(n int) (*File, error) { return &File{Data: make([]byte, n)}, nil }

@@ -54,3 +54,16 @@ func evict(p []byte) {
 	// Advice only: if the kernel refuses, the pages stay resident.
 	_ = syscall.Madvise(p[a-start:b-start], syscall.MADV_DONTNEED)
 }
+
+// Zeros maps n bytes of zeros, read-only: pages that are read map the
+// kernel's one zero page, so they cost no memory.
+func Zeros(n int) (*File, error) {
+	if n == 0 {
+		return &File{Data: []byte{}}, nil
+	}
+	data, err := syscall.Mmap(-1, 0, n, syscall.PROT_READ, syscall.MAP_PRIVATE|syscall.MAP_ANON)
+	if err != nil {
+		return nil, fmt.Errorf("mmap %d bytes of zeros: %w", n, err)
+	}
+	return &File{Data: data, unmap: func() error { return syscall.Munmap(data) }}, nil
+}
