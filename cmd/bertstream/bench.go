@@ -22,7 +22,7 @@ func init() {
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "bench --preset nano|mini|micro|base|large --batch B --seq T [--threads N] [--device cpu|cuda] [--dtype f32|f16|bf16] [--json]\n       bertstream bench --kernels all|FAMILY,... [--threads N] [--json]", stderr)
+	fs := newFlags("bench", "bench --preset nano|mini|micro|base|large --batch B --seq T [--threads N] [--device cpu|cuda] [--dtype f32|f16|bf16] [--json]\n       bertstream bench --kernels all|FAMILY,... [--threads N] [--json]\n       bertstream bench --load [--model DIR | --preset P [--checkpoint-dtype f32|f16|bf16] [--save DIR]] [--batch 32 --seq 128] [--runs N] [--threads N] [--json]", stderr)
 	presets := fs.String("preset", "base", "model preset(s), comma-separated")
 	batches := fs.String("batch", "8", "batch size(s), comma-separated")
 	seqs := fs.String("seq", "128", "sequence length(s), comma-separated")
