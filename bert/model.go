@@ -352,7 +352,8 @@ func (m *Model) upload(name string, t *nn.Tensor) (*nn.Tensor, error) {
 func (m *Model) fuseQKV(ts *tensorSet, prefix string, H int) (linear, error) {
 	host := nn.NewScope("qkv")
 	defer host.Close()
-	w := nn.NewHost(host, nn.F32, 3*H, H)
+	// Shared: a CPU backend takes it as it is instead of copying it.
+	w := nn.NewHostShared(host, nn.F32, 3*H, H)
 	b := nn.NewHost(host, nn.F32, 3*H)
 	for i, part := range []string{"query", "key", "value"} {
 		pw, err := ts.get(prefix+part+".weight", H, H)

@@ -30,7 +30,7 @@ type Weight struct {
 // copied: the caller must not change it afterwards.
 func (e *Engine) PrepareWeight(w []float32, n, k int) *Weight {
 	pw := &Weight{N: n, K: k, Data: w}
-	pw.pack(e.gemm)
+	pw.pack(e.gemm, e.Threads())
 	return pw
 }
 
@@ -39,19 +39,39 @@ func (e *Engine) PrepareWeight(w []float32, n, k int) *Weight {
 // bfloat16, accumulated in float32.
 func (e *Engine) PrepareWeightBF16(w []float32, n, k int) *Weight {
 	pw := &Weight{N: n, K: k, Data: w, bf16: true}
-	pw.pack(e.bf16)
+	pw.pack(e.bf16, e.Threads())
 	return pw
 }
 
-func (w *Weight) pack(kern *microKernel) {
+func (w *Weight) pack(kern *microKernel, threads int) {
 	w.packed = make([]float32, packedLen(kern, w.N, w.K))
 	adviseHuge(w.packed)
-	if kern.pairs {
-		packBBF16(kern, w.packed, true, w.N, w.K, w.Data, w.K)
-	} else {
-		packB(kern, w.packed, true, w.N, w.K, w.Data, w.K)
-	}
+	// Panels are independent: blocks of them go to all cores. A load
+	// packs every weight of the model once, and with the checkpoint
+	// mapped in place packing is most of what loading costs.
+	t := &packTask{kern: kern, dst: w.packed, n: w.N, k: w.K, src: w.Data}
+	t.per = kern.nr * max(1, (1<<18)/max(kern.nr*w.K, 1))
+	parallel(threads, (w.N+t.per-1)/t.per, t)
 	w.kern = kern
+}
+
+// packTask packs blocks of per rows of a weight (per a multiple of the
+// micro-kernel's nr, so each block is whole panels).
+type packTask struct {
+	kern      *microKernel
+	dst, src  []float32
+	n, k, per int
+}
+
+func (t *packTask) run(i int, _ *scratch) {
+	j0 := i * t.per
+	n := min(t.per, t.n-j0)
+	dst, src := t.dst[j0*kWords(t.kern, t.k):], t.src[j0*t.k:]
+	if t.kern.pairs {
+		packBBF16(t.kern, dst, true, n, t.k, src, t.k)
+	} else {
+		packB(t.kern, dst, true, n, t.k, src, t.k)
+	}
 }
 
 // BF16 reports whether w computes with BF16 weights and activations.
@@ -96,7 +116,7 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 		kern = e.gemm
 	}
 	if w.kern != kern {
-		w.pack(kern)
+		w.pack(kern, e.Threads())
 	}
 	gemmPacked(kern, e.vec, e.Threads(), false, m, w.N, w.K, 1, x, w.K, w.packed, 0, out, w.N, bias, a)
 }

@@ -58,6 +58,10 @@ func TestMisshapedTensorNamedAsInFile(t *testing.T) {
 	writeFileT(t, filepath.Join(dir, "config.json"), strings.Replace(cfg, `"intermediate_size": 72`, `"intermediate_size": 80`, 1))
 	_, err := loader.Load(dir, loader.Options{})
 	want := "tensor encoder.layer.0.intermediate.dense.weight has shape [72 40], the config implies [80 40]"
+	// inspect, which reads no weights, says the same.
+	if _, ierr := loader.Inspect(dir, loader.Options{}); ierr == nil || err == nil || ierr.Error() != err.Error() {
+		t.Errorf("Inspect: %v, Load: %v", ierr, err)
+	}
 	if err == nil || !strings.Contains(err.Error(), want) {
 		t.Errorf("%v, want %q", err, want)
 	}

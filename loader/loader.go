@@ -13,9 +13,11 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"unsafe"
 
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/kernels"
+	"github.com/bertstream/bertstream/loader/internal/mmap"
 	"github.com/bertstream/bertstream/loader/safetensors"
 	"github.com/bertstream/bertstream/loader/torchbin"
 	"github.com/bertstream/bertstream/nn"
@@ -84,33 +86,39 @@ func formatOf(path string) (Format, error) {
 }
 
 // RawTensor is a checkpoint tensor as stored: its original name, dtype,
-// shape and little-endian bytes.
+// shape and little-endian bytes, which alias the mapped file where the
+// format allows.
 type RawTensor struct {
 	Name  string
 	DType string
 	Shape []int
 	Data  []byte
+	// backing owns Data: the mapped file, whose pages host tensors view.
+	backing *nn.Backing
 }
 
 // Checkpoint is the tensors of a checkpoint file (all shards).
 type Checkpoint struct {
-	Path    string
-	Format  Format
-	Tensors []RawTensor
-	closers []func() error
+	Path     string
+	Format   Format
+	Tensors  []RawTensor
+	backings []*nn.Backing
 }
 
-// Close releases memory-mapped files.
+// Close releases the checkpoint's hold on its mapped files. Host tensors
+// that view them (HostTensors, and the weights a CPU model shares with
+// them) keep them mapped until they are freed.
 func (c *Checkpoint) Close() error {
 	var errs []error
-	for _, f := range c.closers {
-		errs = append(errs, f())
+	for _, b := range c.backings {
+		errs = append(errs, b.Release())
 	}
-	c.closers = nil
+	c.backings = nil
 	return errors.Join(errs...)
 }
 
-// ReadCheckpoint reads every tensor of a checkpoint file.
+// ReadCheckpoint reads the index of every tensor of a checkpoint file;
+// the data stays in the mapped file until it is used.
 func ReadCheckpoint(path string) (*Checkpoint, error) {
 	format, err := formatOf(path)
 	if err != nil {
@@ -147,20 +155,23 @@ func (c *Checkpoint) addSafetensors(path string) error {
 	if err != nil {
 		return err
 	}
-	c.closers = append(c.closers, f.Close)
+	b := nn.NewBacking(f.Close, f.Evict)
+	c.backings = append(c.backings, b)
 	for _, t := range f.Tensors {
-		c.Tensors = append(c.Tensors, RawTensor(t))
+		c.Tensors = append(c.Tensors, RawTensor{t.Name, t.DType, t.Shape, t.Data, b})
 	}
 	return nil
 }
 
 func (c *Checkpoint) addTorch(path string) error {
-	ts, err := torchbin.Open(path)
+	f, err := torchbin.Open(path)
 	if err != nil {
 		return err
 	}
-	for _, t := range ts {
-		c.Tensors = append(c.Tensors, RawTensor(t))
+	b := nn.NewBacking(f.Close, f.Evict)
+	c.backings = append(c.backings, b)
+	for _, t := range f.Tensors {
+		c.Tensors = append(c.Tensors, RawTensor{t.Name, t.DType, t.Shape, t.Data, b})
 	}
 	return nil
 }
@@ -186,10 +197,18 @@ func isFloat(dt string) bool {
 	return dt == "F32" || dt == "F16" || dt == "BF16" || dt == "F64"
 }
 
-// HostTensors converts the checkpoint's float tensors to host F32 tensors
-// owned by s, keyed by canonical name. Integer buffers (position_ids) are
-// skipped: they are not weights.
+// HostTensors gives the checkpoint's float tensors as host F32 tensors
+// owned by s, keyed by canonical name. F32 data is viewed in place in the
+// mapped file (nn.HostView), not copied; F16, BF16 and F64 are converted
+// once into the Go heap. Integer buffers (position_ids) are skipped: they
+// are not weights.
 func (c *Checkpoint) HostTensors(s *nn.Scope) (map[string]*nn.Tensor, error) {
+	return c.floats(s, toF32)
+}
+
+// floats makes a host tensor with conv for each float tensor, keyed by
+// canonical name.
+func (c *Checkpoint) floats(s *nn.Scope, conv converter) (map[string]*nn.Tensor, error) {
 	out := map[string]*nn.Tensor{}
 	from := map[string]string{}
 	for _, t := range c.Tensors {
@@ -201,7 +220,7 @@ func (c *Checkpoint) HostTensors(s *nn.Scope) (map[string]*nn.Tensor, error) {
 			return nil, fmt.Errorf("%s: tensors %s and %s both map to %s", c.Path, prev, t.Name, name)
 		}
 		from[name] = t.Name
-		h, err := toF32(s, t)
+		h, err := conv(s, t)
 		if err != nil {
 			return nil, fmt.Errorf("%s: tensor %s: %w", c.Path, t.Name, err)
 		}
@@ -210,29 +229,52 @@ func (c *Checkpoint) HostTensors(s *nn.Scope) (map[string]*nn.Tensor, error) {
 	return out, nil
 }
 
-func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
+// checkSize returns the number of elements of t, checking that its data
+// holds them.
+func checkSize(t RawTensor) (int64, error) {
 	n, err := nn.CheckedElements(t.Shape, 1<<40)
 	if err != nil {
-		return nil, err
+		return 0, err
 	}
 	size := map[string]int64{"F32": 4, "F16": 2, "BF16": 2, "F64": 8}[t.DType]
 	if n*size != int64(len(t.Data)) {
-		return nil, fmt.Errorf("%s %v needs %d bytes, has %d", t.DType, t.Shape, n*size, len(t.Data))
+		return 0, fmt.Errorf("%s %v needs %d bytes, has %d", t.DType, t.Shape, n*size, len(t.Data))
 	}
-	h := nn.NewHost(s, nn.F32, t.Shape...)
+	return n, nil
+}
+
+func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
+	n, err := checkSize(t)
+	if err != nil {
+		return nil, err
+	}
+	if t.DType == "F32" && t.backing != nil && aligned(t.Data, 4) {
+		return nn.HostView(s, t.backing, t.Data, nn.F32, t.Shape...)
+	}
+	// Converted (or, misaligned, copied) once into a tensor that the CPU
+	// backend's Upload shares rather than copying again.
+	h := nn.NewHostShared(s, nn.F32, t.Shape...)
 	dst := h.F32()
 	switch t.DType {
 	case "F32":
 		copy(h.HostBytes(), t.Data)
 	case "F16", "BF16":
-		u := make([]uint16, n)
-		for i := range u {
-			u[i] = uint16(t.Data[2*i]) | uint16(t.Data[2*i+1])<<8
+		var u []uint16
+		if aligned(t.Data, 2) {
+			u = unsafe.Slice((*uint16)(unsafe.Pointer(unsafe.SliceData(t.Data))), n)
+		} else {
+			u = make([]uint16, n)
+			for i := range u {
+				u[i] = uint16(t.Data[2*i]) | uint16(t.Data[2*i+1])<<8
+			}
 		}
 		if t.DType == "F16" {
 			kernels.F16ToF32(dst, u)
 		} else {
 			kernels.BF16ToF32(dst, u)
+		}
+		if t.backing != nil {
+			t.backing.Evict(t.Data)
 		}
 	case "F64":
 		for i := range dst {
@@ -244,6 +286,13 @@ func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
 		}
 	}
 	return h, nil
+}
+
+// aligned reports whether b starts at a multiple of n bytes, so that it
+// can be viewed as n-byte elements. The machines this runs on are little
+// endian, as the checkpoint formats are.
+func aligned(b []byte, n uintptr) bool {
+	return len(b) == 0 || uintptr(unsafe.Pointer(unsafe.SliceData(b)))%n == 0
 }
 
 // Model is a loaded model directory.
@@ -260,6 +309,82 @@ func Load(dir string, opts Options) (*Model, error) {
 	if be == nil {
 		be = nn.CPU{}
 	}
+	return load(dir, opts, be, func(*Checkpoint) converter { return toF32 })
+}
+
+// converter makes the host tensor of a checkpoint tensor.
+type converter func(*nn.Scope, RawTensor) (*nn.Tensor, error)
+
+// Info is what Inspect finds in a model directory.
+type Info struct {
+	Arch    string
+	Config  bert.Config
+	Labels  []string
+	Heads   []string // of pooler, mlm, nsp, sequence-classifier, token-classifier
+	Ignored []string // checkpoint tensors the model does not use
+	Format  Format
+}
+
+// Inspect checks the model in dir as Load does (the config, every
+// tensor's name, dtype, shape and byte size, the heads) without reading
+// the weights: the model is built from stand-ins of the checkpoint's
+// shapes that view one buffer of zeros, and closed. It costs the
+// checkpoint's header, not its size.
+func Inspect(dir string, opts Options) (*Info, error) {
+	var zeros *nn.Backing
+	defer func() {
+		if zeros != nil {
+			zeros.Release()
+		}
+	}()
+	var zerr error
+	m, err := load(dir, opts, unprepared{}, func(ck *Checkpoint) converter {
+		var most int64
+		for _, t := range ck.Tensors {
+			// Twice the bytes: an F16 tensor's stand-in is F32.
+			most = max(most, 2*int64(len(t.Data)))
+		}
+		z, err := mmap.Zeros(int(most))
+		if err != nil {
+			zerr = err
+			return func(*nn.Scope, RawTensor) (*nn.Tensor, error) { return nil, err }
+		}
+		zeros = nn.NewBacking(z.Close, nil)
+		buf := z.Data
+		return func(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
+			n, err := checkSize(t)
+			if err != nil {
+				return nil, err
+			}
+			return nn.HostView(s, zeros, buf[:4*n], nn.F32, t.Shape...)
+		}
+	})
+	if zerr != nil {
+		return nil, zerr
+	}
+	if err != nil {
+		return nil, err
+	}
+	defer m.Close()
+	info := &Info{Arch: m.Arch, Config: m.Config, Labels: m.Labels, Ignored: m.Ignored, Format: m.Format}
+	for _, h := range []struct {
+		name string
+		ok   bool
+	}{{"pooler", m.HasPooler()}, {"mlm", m.HasMLM()}, {"nsp", m.HasNSP()}, {"sequence-classifier", m.HasClassifier()}, {"token-classifier", m.HasTokenClassifier()}} {
+		if h.ok {
+			info.Heads = append(info.Heads, h.name)
+		}
+	}
+	return info, nil
+}
+
+// unprepared is the CPU backend without the packing of weights, for
+// models that only Inspect builds.
+type unprepared struct{ nn.CPU }
+
+func (unprepared) PrepareWeight(*nn.Tensor) error { return nil }
+
+func load(dir string, opts Options, be nn.Backend, conv func(*Checkpoint) converter) (*Model, error) {
 	cfgPath := opts.Config
 	if cfgPath == "" {
 		cfgPath = filepath.Join(dir, "config.json")
@@ -281,7 +406,7 @@ func Load(dir string, opts Options) (*Model, error) {
 	defer ck.Close()
 	host := nn.NewScope("host-weights")
 	defer host.Close()
-	ts, err := ck.HostTensors(host)
+	ts, err := ck.floats(host, conv(ck))
 	if err != nil {
 		return nil, err
 	}

@@ -31,10 +31,12 @@ func TestShardedBin(t *testing.T) {
 	if ck.Format != loader.TorchBinSharded {
 		t.Errorf("format %q", ck.Format)
 	}
-	want, err := torchbin.Open("torchbin/testdata/dtypes.bin")
+	wf, err := torchbin.Open("torchbin/testdata/dtypes.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer wf.Close()
+	want := wf.Tensors
 	got := map[string]loader.RawTensor{}
 	for _, x := range ck.Tensors {
 		got[x.Name] = x

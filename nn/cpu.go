@@ -75,7 +75,14 @@ func (CPU) Sync() error    { return nil }
 
 func (CPU) New(s *Scope, dt DType, shape ...int) *Tensor { return newHostUninit(s, dt, shape...) }
 
+// Upload copies src, except a read-only view (HostView: a mapped
+// checkpoint's weights) of the same dtype, which it shares: loading F32
+// weights then copies nothing, and the weights that the model keeps in
+// their row-major layout (embeddings) stay pages of the file.
 func (c CPU) Upload(s *Scope, src *Tensor, dt DType) (*Tensor, error) {
+	if h, ok := src.st.(*HostStorage); ok && h.backing != nil && src.dtype == dt {
+		return NewTensor(s, shareHost(h.backing, hostBytes(src)), dt, src.shape...), nil
+	}
 	return convertHost(s, src, dt)
 }
 
@@ -153,6 +160,12 @@ func (c CPU) PrepareWeight(w *Tensor) error {
 		h.Prepared = c.Kernels().PrepareWeightBF16(w.F32(), w.shape[0], w.shape[1])
 	default:
 		h.Prepared = c.Kernels().PrepareWeight(w.F32(), w.shape[0], w.shape[1])
+	}
+	// Linear reads the packed copy; the row-major bytes of a mapped
+	// weight leave memory and are read back from the file only if asked
+	// for (gonum's SGEMM, a repack for another kernel, an embedding).
+	if h.backing != nil {
+		h.backing.Evict(h.buf)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"math"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"unsafe"
 )
 
@@ -204,8 +205,93 @@ type HostStorage struct {
 	// (packed GEMM panels of a weight); it is dropped with the storage.
 	Prepared any
 	// words is the pooled allocation behind buf, returned to hostPool on
-	// Free; nil for a storage of no bytes.
+	// Free; nil for a storage of no bytes or a view.
 	words []uint64
+	// backing, when not nil, owns buf: the storage is a read-only view
+	// (HostView) and Free drops its reference.
+	backing *Backing
+}
+
+// Backing is memory that host tensors view in place instead of holding
+// a copy of: a memory-mapped checkpoint, or a buffer the loader filled
+// once. The maker holds one reference and each view one more; the last
+// Release closes it (unmaps the file), so a model that keeps viewing a
+// mapped checkpoint keeps it mapped and nothing else does.
+type Backing struct {
+	refs  atomic.Int64
+	close func() error
+	evict func([]byte)
+}
+
+// NewBacking returns a backing holding its maker's reference. close
+// (which may be nil) runs when the last reference is released; evict
+// (which may be nil) drops the pages of a range from memory without
+// losing their contents, as madvise(MADV_DONTNEED) does on a mapped
+// file, which reads them back if they are touched again.
+func NewBacking(close func() error, evict func([]byte)) *Backing {
+	b := &Backing{close: close, evict: evict}
+	b.refs.Store(1)
+	return b
+}
+
+// Release drops one reference; the last closes the backing.
+func (b *Backing) Release() error {
+	switch n := b.refs.Add(-1); {
+	case n == 0 && b.close != nil:
+		return b.close()
+	case n < 0:
+		panic("nn: Backing released more often than acquired")
+	}
+	return nil
+}
+
+// Evict tells the backing that p, a part of it, is not needed for now:
+// a mapped file's pages leave the process's resident set. Reading p again
+// is still correct (it faults the pages back in); for memory that cannot
+// be read back it does nothing.
+func (b *Backing) Evict(p []byte) {
+	if b.evict != nil && len(p) > 0 {
+		b.evict(p)
+	}
+}
+
+// HostView makes a host tensor owned by s that views data, a part of b,
+// in place: no copy. data must hold exactly the tensor's bytes, aligned to
+// its element size, and nobody may write to it (a mapped checkpoint is
+// read-only). The CPU backend's Upload shares a view's bytes instead of
+// copying them.
+func HostView(s *Scope, b *Backing, data []byte, dt DType, shape ...int) (*Tensor, error) {
+	if n := NumElements(shape) * dt.Size(); n != len(data) {
+		return nil, fmt.Errorf("%s %v needs %d bytes, the view has %d", dt, shape, n, len(data))
+	}
+	if len(data) > 0 && uintptr(unsafe.Pointer(&data[0]))%uintptr(dt.Size()) != 0 {
+		return nil, fmt.Errorf("%s %v: data is not aligned to %d bytes", dt, shape, dt.Size())
+	}
+	return NewTensor(s, shareHost(b, data), dt, shape...), nil
+}
+
+// NewHostShared allocates a zeroed host tensor owned by s that, like a
+// HostView, the CPU backend's Upload shares instead of copying: for a
+// weight that is built once on the host (converted, concatenated) and not
+// written after it is uploaded.
+func NewHostShared(s *Scope, dt DType, shape ...int) *Tensor {
+	n := NumElements(shape) * dt.Size()
+	words := make([]uint64, (n+7)/8)
+	var buf []byte
+	if n > 0 {
+		buf = unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), n)
+	}
+	b := NewBacking(nil, nil)
+	defer b.Release()
+	return NewTensor(s, shareHost(b, buf), dt, shape...)
+}
+
+// shareHost is a storage viewing data of b, holding a reference to b.
+func shareHost(b *Backing, data []byte) *HostStorage {
+	if b.refs.Add(1) <= 1 {
+		panic("nn: view of a released Backing")
+	}
+	return &HostStorage{buf: data, backing: b}
 }
 
 // hostPool keeps the buffers of freed host tensors by size. A forward pass
@@ -270,7 +356,11 @@ func (h *HostStorage) Free() {
 	if h.words != nil {
 		putWords(h.words)
 	}
-	h.buf, h.words = nil, nil
+	if h.backing != nil {
+		// Unmapping fails only on a bad address, which a view cannot hold.
+		_ = h.backing.Release()
+	}
+	h.buf, h.words, h.backing = nil, nil, nil
 	h.Prepared = nil
 }
 

@@ -22,7 +22,7 @@ func init() {
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "bench --preset nano|mini|micro|base|large --batch B --seq T [--threads N] [--device cpu|cuda] [--dtype f32|f16|bf16|int8] [--json]\n       bertstream bench --kernels all|FAMILY,... [--threads N] [--json]", stderr)
+	fs := newFlags("bench", "bench --preset nano|mini|micro|base|large --batch B --seq T [--threads N] [--device cpu|cuda] [--dtype f32|f16|bf16|int8] [--json]\n       bertstream bench --kernels all|FAMILY,... [--threads N] [--json]\n       bertstream bench --load [--model DIR | --preset P [--checkpoint-dtype f32|f16|bf16] [--save DIR]] [--batch 32 --seq 128] [--runs N] [--threads N] [--json]", stderr)
 	presets := fs.String("preset", "base", "model preset(s), comma-separated")
 	batches := fs.String("batch", "8", "batch size(s), comma-separated")
 	seqs := fs.String("seq", "128", "sequence length(s), comma-separated")
@@ -34,6 +34,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile (pprof) of the timed runs to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile (pprof) after the runs to this file")
 	kernelList := fs.String("kernels", "", "instead of a model: validate and time kernel families ("+strings.Join(bench.KernelFamilies, ", ")+", or all)")
+	load := fs.Bool("load", false, "instead of throughput: time start-up (predict, inspect, load, first answer) and measure peak and serving RSS of --model, or of a random --preset model")
+	modelDir := fs.String("model", "", "--load: the model directory (default: a random model of --preset)")
+	ckDType := fs.String("checkpoint-dtype", "f32", "--load of a random model: its checkpoint's dtype, f32, f16 or bf16")
+	save := fs.String("save", "", "--load of a random model: write it to this directory and keep it")
+	loadChild := fs.String("load-child", "", "internal to --load: the serving child's model directory")
 	version := fs.String("kernel-version", "", "CPU kernel version to use ("+strings.Join(kernels.Versions(), ", ")+"; default the fastest)")
 	var bf backendFlags
 	bf.register(fs)
@@ -45,6 +50,17 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
 	bf.kernels = *version
+	if *load {
+		bs, err := intList("--batch", *batches)
+		if err != nil {
+			return err
+		}
+		ts, err := intList("--seq", *seqs)
+		if err != nil {
+			return err
+		}
+		return runLoadBench(*modelDir, *presets, *ckDType, *save, *runs, bf.threads, bs[0], ts[0], *asJSON, stdout, stderr)
+	}
 	be, err := bf.open()
 	if err != nil {
 		return err
@@ -66,6 +82,18 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 				fmt.Fprintf(stderr, "bertstream bench: --memprofile: %v\n", err)
 			}
 		}()
+	}
+
+	if *loadChild != "" {
+		bs, err := intList("--batch", *batches)
+		if err != nil {
+			return err
+		}
+		ts, err := intList("--seq", *seqs)
+		if err != nil {
+			return err
+		}
+		return runLoadChild(*loadChild, be, bs[0], ts[0], stdout)
 	}
 
 	if *kernelList != "" {

@@ -80,21 +80,12 @@ func runInspect(args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	// Building the model checks every tensor against the config; inspect
-	// reports what the loader would say.
-	m, err := loader.Load(modelDir, loader.Options{Weights: path})
+	// reports what the loader would say, without reading the weights.
+	m, err := loader.Inspect(modelDir, loader.Options{Weights: path})
 	if err != nil {
 		return err
 	}
-	defer m.Close()
-	r.Arch, r.Config, r.Labels, r.Ignored = m.Arch, m.Config, m.Labels, m.Ignored
-	for _, h := range []struct {
-		name string
-		ok   bool
-	}{{"pooler", m.HasPooler()}, {"mlm", m.HasMLM()}, {"nsp", m.HasNSP()}, {"sequence-classifier", m.HasClassifier()}, {"token-classifier", m.HasTokenClassifier()}} {
-		if h.ok {
-			r.Heads = append(r.Heads, h.name)
-		}
-	}
+	r.Arch, r.Config, r.Labels, r.Ignored, r.Heads = m.Arch, m.Config, m.Labels, m.Ignored, m.Heads
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
 		enc.SetIndent("", "  ")

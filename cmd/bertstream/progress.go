@@ -12,9 +12,10 @@ import (
 	"golang.org/x/term"
 )
 
-// meter shows progress on stderr while a long step runs — a spinner with
-// the elapsed time, and a bar when the amount of work is known — only when
-// stderr is a terminal, so that pipes and logs stay clean.
+// meter shows progress on stderr once a step has run for quietFor — a
+// spinner with the elapsed time, and a bar when the amount of work is
+// known — only when stderr is a terminal, so that pipes and logs stay
+// clean.
 type meter struct {
 	f     *os.File
 	what  string
@@ -24,6 +25,9 @@ type meter struct {
 	stop  chan struct{}
 	wg    sync.WaitGroup
 }
+
+// quietFor is how long a step runs before its meter shows.
+const quietFor = time.Second
 
 // startMeter begins a meter on w for what, out of total units (0 when
 // unknown). It does nothing unless w is a terminal.
@@ -39,12 +43,21 @@ func startMeter(w io.Writer, what string, total int) *meter {
 		defer m.wg.Done()
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
+		shown := false
 		for i := 0; ; i++ {
 			select {
 			case <-m.stop:
-				fmt.Fprintf(f, "\r\033[K%s: %sdone in %.1fs\n", what, m.count(), time.Since(m.start).Seconds())
+				if shown {
+					fmt.Fprintf(f, "\r\033[K%s: %sdone in %.1fs\n", what, m.count(), time.Since(m.start).Seconds())
+				}
 				return
 			case <-t.C:
+				// A step that ends within quietFor (a mapped model
+				// loads in about that) leaves the terminal alone.
+				if time.Since(m.start) < quietFor {
+					continue
+				}
+				shown = true
 				fmt.Fprintf(f, "\r\033[K%s", m.line(i))
 			}
 		}

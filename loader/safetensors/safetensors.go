@@ -22,6 +22,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/bertstream/bertstream/bert/text"
+	"github.com/bertstream/bertstream/loader/internal/mmap"
 )
 
 // MaxHeader bounds the JSON header; real headers are a few hundred KiB
@@ -45,17 +46,24 @@ type Tensor struct {
 type File struct {
 	Tensors  []Tensor // in file order: by offset, empty tensors at one offset by name
 	Metadata map[string]string
-	release  func() error
+	m        *mmap.File // nil for Parse
 }
 
 // Close releases the file's memory; Tensor data must not be used after.
 func (f *File) Close() error {
-	if f.release == nil {
+	if f.m == nil {
 		return nil
 	}
-	r := f.release
-	f.release = nil
-	return r()
+	return f.m.Close()
+}
+
+// Evict drops the pages of p, part of a tensor's Data, from memory; if
+// they are read again they come back from the file. For a file parsed
+// from memory it does nothing.
+func (f *File) Evict(p []byte) {
+	if f.m != nil {
+		f.m.Evict(p)
+	}
 }
 
 // Get returns the named tensor.
@@ -114,16 +122,16 @@ func byteSize(dtype string, shape []int) (int, error) {
 
 // Open memory-maps path and parses it.
 func Open(path string) (*File, error) {
-	data, release, err := mapFile(path)
+	m, err := mmap.Open(path)
 	if err != nil {
 		return nil, err
 	}
-	f, err := Parse(data)
+	f, err := Parse(m.Data)
 	if err != nil {
-		release()
+		m.Close()
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
-	f.release = release
+	f.m = m
 	return f, nil
 }
 

@@ -19,10 +19,12 @@ import (
 	"fmt"
 	"io"
 	"math/big"
-	"os"
 	"path"
 	"strconv"
 	"strings"
+	"unsafe"
+
+	"github.com/bertstream/bertstream/loader/internal/mmap"
 )
 
 // Tensor is one named tensor of a checkpoint.
@@ -45,12 +47,50 @@ type Tensor struct {
 // 0x1950a86a20f9469cfc6c, protocol version 1001, sys_info pickle, the data
 // pickle with persistent ids, the storage key list pickle, then each storage
 // as 8-byte LE element count + raw bytes).
-func Open(path string) ([]Tensor, error) {
-	data, err := os.ReadFile(path)
+//
+// The file is memory-mapped: torch stores zip entries uncompressed, so the
+// tensors of a zip checkpoint (and the contiguous ones of a legacy file)
+// are read in place, not copied.
+func Open(path string) (*File, error) {
+	m, err := mmap.Open(path)
 	if err != nil {
 		return nil, fmt.Errorf("torchbin: %w", err)
 	}
-	return Read(path, data)
+	ts, err := Read(path, m.Data)
+	if err != nil {
+		m.Close()
+		return nil, err
+	}
+	return &File{Tensors: ts, m: m}, nil
+}
+
+// File is an opened checkpoint file.
+type File struct {
+	Tensors []Tensor
+	m       *mmap.File
+}
+
+// Close releases the file's memory; Tensor data must not be used after.
+func (f *File) Close() error { return f.m.Close() }
+
+// Evict drops the pages of p, part of a tensor's Data, from memory; if
+// they are read again they come back from the file. Data that was copied
+// (decompressed, strided or byte-swapped) lives in the Go heap, where
+// dropping pages would lose it: only ranges of the mapping are evicted.
+func (f *File) Evict(p []byte) {
+	if f.owns(p) {
+		f.m.Evict(p)
+	}
+}
+
+// owns reports whether p lies inside the mapping.
+func (f *File) owns(p []byte) bool {
+	if len(p) == 0 || len(f.m.Data) == 0 {
+		return false
+	}
+	lo := uintptr(unsafe.Pointer(&f.m.Data[0]))
+	at := uintptr(unsafe.Pointer(&p[0]))
+	return at >= lo && at-lo+uintptr(len(p)) <= uintptr(len(f.m.Data))
 }
 
 // Read parses from memory (for fuzzing and tests); name is used in errors.

@@ -26,10 +26,12 @@ func TestFixtureFormats(t *testing.T) {
 		{"legacy", fixtureDir + "legacy/pytorch_model.bin"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			ts, err := Open(tc.path)
+			f, err := Open(tc.path)
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer f.Close()
+			ts := f.Tensors
 			got := map[string]Tensor{}
 			for _, x := range ts {
 				got[x.Name] = x
@@ -119,10 +121,12 @@ func TestTorchWritten(t *testing.T) {
 	want := readExpected(t)
 	for _, file := range []string{"dtypes.bin", "dtypes-legacy.bin"} {
 		t.Run(file, func(t *testing.T) {
-			ts, err := Open(filepath.Join("testdata", file))
+			f, err := Open(filepath.Join("testdata", file))
 			if err != nil {
 				t.Fatal(err)
 			}
+			defer f.Close()
+			ts := f.Tensors
 			checkExpected(t, ts, want, nil)
 			var a, b Tensor
 			for _, x := range ts {
@@ -142,10 +146,12 @@ func TestTorchWritten(t *testing.T) {
 }
 
 func TestWrappedStateDict(t *testing.T) {
-	ts, err := Open("testdata/wrapped.bin")
+	f, err := Open("testdata/wrapped.bin")
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer f.Close()
+	ts := f.Tensors
 	checkExpected(t, ts, readExpected(t), []string{"f32", "i64", "tied.a"})
 }
 
