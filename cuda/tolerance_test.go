@@ -67,10 +67,18 @@ func (r roundingCPU) round(t *nn.Tensor) {
 
 func (r roundingCPU) Upload(s *nn.Scope, src *nn.Tensor, dt nn.DType) (*nn.Tensor, error) {
 	t, err := r.CPU.Upload(s, src, dt)
-	if err == nil && dt == nn.F32 {
-		r.round(t)
+	if err != nil || dt != nn.F32 {
+		return t, err
 	}
-	return t, err
+	// The CPU backend shares a mapped checkpoint's weights instead of
+	// copying them, and those pages are read-only: round a copy.
+	c, err := r.CPU.Download(s, t, nn.F32)
+	t.Release()
+	if err != nil {
+		return nil, err
+	}
+	r.round(c)
+	return c, nil
 }
 
 func (r roundingCPU) Linear(out, x, w, bias *nn.Tensor, act nn.Act) error {

@@ -47,6 +47,8 @@ type Backend interface {
 	New(s *Scope, dt DType, shape ...int) *Tensor
 	// Upload copies a host tensor into a new tensor on the device, owned
 	// by s, converting between float dtypes when dt differs from src's.
+	// A host backend may share a read-only source (a view of a mapped
+	// checkpoint) instead of copying it; the result is then read-only too.
 	Upload(s *Scope, src *Tensor, dt DType) (*Tensor, error)
 	// Download copies a device tensor into a new host tensor owned by s,
 	// converted to dt (F32 for float tensors, usually).
