@@ -88,6 +88,11 @@ func TestBackpressure(t *testing.T) {
 	if err := <-left; err == nil {
 		t.Error("the cancelled request was answered")
 	}
+	// The server sees the client leave when it reads the closed
+	// connection; its handler then returns (499 in the metrics).
+	if err := eventually(func() bool { return left499(t, s) }); err != nil {
+		t.Fatal("the server never saw the client leave")
+	}
 	close(g.gate)
 	if c := <-first; c != 200 {
 		t.Errorf("first request: %d", c)
@@ -162,4 +167,24 @@ func TestAPIKey(t *testing.T) {
 	if code, raw := get(t, s.url+"/metrics", nil, auth...); code != 200 || !strings.Contains(string(raw), "bertstream_http_requests_total") {
 		t.Errorf("/metrics with the key: %d", code)
 	}
+}
+
+func left499(t testing.TB, s *server) bool {
+	mfs, err := s.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "bertstream_http_requests_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "code" && l.GetValue() == "499" {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
