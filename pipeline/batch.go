@@ -2,24 +2,219 @@ package pipeline
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bertstream/bertstream/bert/task"
 )
 
-// batchLoop gathers items into batches, across partitions, and answers
-// them one batch at a time so that the answers of a partition are produced
-// in its order. A batch closes when it holds MaxBatch items, when the next
-// request would take it past MaxTokens, or MaxWait after its first item.
-func (w *Worker) batchLoop(ctx context.Context) {
+// Batcher is the micro-batcher in front of the model: requests from the
+// Kafka worker and from outside Kafka (Submit, for the HTTP API) share its
+// batches. A batch closes when it holds MaxBatch requests, when the next
+// request would take it past MaxTokens, or MaxWait after its first
+// request, whichever source they came from; batches are answered one at a
+// time, so that the answers of a partition are produced in its order.
+//
+// Each source is bounded on its own: the worker by Config.MaxInFlight
+// (pausing partitions), Submit by BatchConfig.MaxQueue (refusing with
+// ErrQueueFull), so that a burst of one source never takes the room of
+// the other and memory stays bounded.
+type Batcher struct {
+	pred task.Predictor
+	cfg  BatchConfig
+	m    *Metrics
+
+	// kafka is the attached worker's queue (nil without one: a nil
+	// channel is never ready); queue is Submit's.
+	w     *Worker
+	kafka chan *item
+	queue chan *call
+
+	mu     sync.Mutex
+	queued int
+
+	started atomic.Bool
+	done    chan struct{}
+}
+
+// BatchConfig are a Batcher's limits. The zero values take the defaults
+// documented on each.
+type BatchConfig struct {
+	// MaxBatch bounds the requests per model call; default 32.
+	MaxBatch int
+	// MaxWait bounds how long the first request of a batch waits for the
+	// batch to fill; default 5ms.
+	MaxWait time.Duration
+	// MaxTokens bounds the sum of the tokens of a batch; default 0, no
+	// bound.
+	MaxTokens int
+	// MaxQueue bounds the requests submitted and not yet answered; past
+	// it Submit refuses with ErrQueueFull. Default 4*MaxBatch.
+	MaxQueue int
+}
+
+func (c *BatchConfig) setDefaults() {
+	if c.MaxBatch <= 0 {
+		c.MaxBatch = 32
+	}
+	if c.MaxWait <= 0 {
+		c.MaxWait = 5 * time.Millisecond
+	}
+	if c.MaxTokens < 0 {
+		c.MaxTokens = 0
+	}
+	if c.MaxQueue <= 0 {
+		c.MaxQueue = 4 * c.MaxBatch
+	}
+}
+
+// NewBatcher prepares a batcher for pred; Run runs it. m receives its
+// metrics (a fresh registry's when nil).
+func NewBatcher(pred task.Predictor, cfg BatchConfig, m *Metrics) *Batcher {
+	cfg.setDefaults()
+	if m == nil {
+		m = NewMetrics(prometheus.NewRegistry())
+	}
+	return &Batcher{pred: pred, cfg: cfg, m: m, queue: make(chan *call, cfg.MaxQueue), done: make(chan struct{})}
+}
+
+// Config returns the batcher's limits, defaults filled in.
+func (b *Batcher) Config() BatchConfig { return b.cfg }
+
+// attach makes w's requests join the batches; it must come before Run.
+func (b *Batcher) attach(w *Worker) error {
+	if b.started.Load() {
+		return errors.New("the shared batcher is already running: create the worker first")
+	}
+	if b.w != nil {
+		return errors.New("the shared batcher already serves a worker")
+	}
+	if b.pred != w.pred {
+		return errors.New("the shared batcher serves another predictor than the worker")
+	}
+	b.w, b.kafka = w, w.items
+	return nil
+}
+
+// Errors of Submit.
+var (
+	// ErrQueueFull: MaxQueue requests are waiting already; retry later.
+	ErrQueueFull = errors.New("the request queue is full")
+	// ErrStopped: the batcher is not running (any more).
+	ErrStopped = errors.New("the batcher has stopped")
+)
+
+// call is one request submitted from outside Kafka, answered through done.
+type call struct {
+	ctx    context.Context
+	req    task.Request
+	tokens int
+	at     time.Time
+	done   chan task.Result
+}
+
+// entry is one request of a batch: a consumed Kafka message or a call.
+type entry struct {
+	it *item
+	c  *call
+}
+
+func (e entry) tokens() int {
+	if e.it != nil {
+		return e.it.tokens
+	}
+	return e.c.tokens
+}
+
+// Submit has reqs answered in the shared batches and waits for their
+// results, in order. All of them are queued or none: with no room for
+// them it returns ErrQueueFull at once. When ctx ends first (the client
+// left), Submit returns ctx's error, and the requests not yet in a batch
+// are dropped before they cost model time. A request the predictor
+// refuses gets its error in its Result, as from Predict.
+func (b *Batcher) Submit(ctx context.Context, reqs []task.Request) ([]task.Result, error) {
+	select {
+	case <-b.done:
+		return nil, ErrStopped
+	default:
+	}
+	if len(reqs) > b.cfg.MaxQueue {
+		return nil, fmt.Errorf("%w: %d requests at once, the queue holds %d", ErrQueueFull, len(reqs), b.cfg.MaxQueue)
+	}
+	b.mu.Lock()
+	if b.queued+len(reqs) > b.cfg.MaxQueue {
+		b.mu.Unlock()
+		b.m.Rejected.Inc()
+		return nil, ErrQueueFull
+	}
+	b.queued += len(reqs)
+	b.mu.Unlock()
+	b.m.Queued.Add(float64(len(reqs)))
+
+	res := make([]task.Result, len(reqs))
+	calls := make([]*call, len(reqs))
+	now := time.Now()
+	for i, r := range reqs {
+		c := &call{ctx: ctx, req: r, at: now, done: make(chan task.Result, 1)}
+		if b.cfg.MaxTokens > 0 {
+			n, err := b.pred.CountTokens(r)
+			if err != nil {
+				res[i].Err = err
+				b.release(1)
+				continue
+			}
+			c.tokens = n
+		}
+		calls[i] = c
+		// The reservation above leaves room for it: this never blocks.
+		b.queue <- c
+	}
+	for i, c := range calls {
+		if c == nil {
+			continue
+		}
+		select {
+		case res[i] = <-c.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-b.done:
+			return nil, ErrStopped
+		}
+	}
+	return res, nil
+}
+
+// release frees the queue room of n calls that are answered or dropped.
+func (b *Batcher) release(n int) {
+	b.mu.Lock()
+	b.queued -= n
+	b.mu.Unlock()
+	b.m.Queued.Sub(float64(n))
+}
+
+// finish answers a call and frees its room.
+func (b *Batcher) finish(c *call, r task.Result) {
+	c.done <- r
+	b.release(1)
+}
+
+// Run batches and answers requests until ctx is done. Calls still queued
+// then get ErrStopped from Submit.
+func (b *Batcher) Run(ctx context.Context) {
+	b.started.Store(true)
+	defer close(b.done)
 	var (
-		batch  []*item
+		batch  []entry
 		tokens int
+		// gen is the group session of the batch's Kafka requests.
+		gen    *session
 		timer  = time.NewTimer(time.Hour)
 		timerC <-chan time.Time
 	)
@@ -28,9 +223,33 @@ func (w *Worker) batchLoop(ctx context.Context) {
 		timer.Stop()
 		timerC = nil
 		if len(batch) > 0 {
-			w.process(ctx, batch)
+			b.process(ctx, batch)
 		}
-		batch, tokens = nil, 0
+		batch, tokens, gen = nil, 0, nil
+	}
+	add := func(e entry) {
+		// One transaction commits offsets for one group generation.
+		if e.it != nil {
+			if b.w.cfg.ExactlyOnce && gen != nil && gen != e.it.st {
+				flush()
+			}
+			gen = e.it.st
+		}
+		failed := e.it != nil && e.it.err != nil
+		if b.cfg.MaxTokens > 0 && !failed && tokens > 0 && tokens+e.tokens() > b.cfg.MaxTokens {
+			flush()
+			if e.it != nil {
+				gen = e.it.st
+			}
+		}
+		batch = append(batch, e)
+		tokens += e.tokens()
+		if len(batch) >= b.cfg.MaxBatch || (b.cfg.MaxTokens > 0 && tokens >= b.cfg.MaxTokens) {
+			flush()
+		} else if timerC == nil {
+			timer.Reset(b.cfg.MaxWait)
+			timerC = timer.C
+		}
 	}
 	for {
 		select {
@@ -38,79 +257,97 @@ func (w *Worker) batchLoop(ctx context.Context) {
 			return
 		case <-timerC:
 			flush()
-		case it := <-w.items:
-			// One transaction commits offsets for one group generation.
-			if w.cfg.ExactlyOnce && len(batch) > 0 && batch[0].st != it.st {
-				flush()
-			}
-			if w.cfg.MaxTokens > 0 && it.err == nil && tokens > 0 && tokens+it.tokens > w.cfg.MaxTokens {
-				flush()
-			}
-			batch = append(batch, it)
-			tokens += it.tokens
-			if len(batch) >= w.cfg.MaxBatch || (w.cfg.MaxTokens > 0 && tokens >= w.cfg.MaxTokens) {
-				flush()
-			} else if timerC == nil {
-				timer.Reset(w.cfg.MaxWait)
-				timerC = timer.C
-			}
+		case it := <-b.kafka:
+			add(entry{it: it})
+		case c := <-b.queue:
+			add(entry{c: c})
 		}
 	}
 }
 
-// process answers one batch: the model runs on the servable requests, and
-// every item gets an answer or a dead letter, which are then produced.
-func (w *Worker) process(ctx context.Context, batch []*item) {
-	live := batch[:0:0]
-	for _, it := range batch {
+// Sources of requests, as metrics label them.
+const (
+	SourceKafka = "kafka"
+	SourceHTTP  = "http"
+)
+
+// process answers one batch: the model runs on the servable requests;
+// every Kafka request gets an answer or a dead letter, which are then
+// produced, and every call its result.
+func (b *Batcher) process(ctx context.Context, batch []entry) {
+	var (
+		reqs   []task.Request
+		served []entry
+		kafka  []*item
+		tokens int
+		n      = map[string]int{}
+	)
+	now := time.Now()
+	for _, e := range batch {
+		if c := e.c; c != nil {
+			// The client left while its request waited: it costs no
+			// model time.
+			if err := c.ctx.Err(); err != nil {
+				b.m.Cancelled.Inc()
+				b.finish(c, task.Result{Err: err})
+				continue
+			}
+			reqs = append(reqs, c.req)
+			served = append(served, e)
+			tokens += c.tokens
+			n[SourceHTTP]++
+			continue
+		}
+		it := e.it
 		if !it.st.live() {
 			it.st.drop(it)
 			continue
 		}
-		live = append(live, it)
-	}
-	if len(live) == 0 {
-		return
-	}
-	var (
-		reqs   []task.Request
-		served []*item
-		tokens int
-	)
-	now := time.Now()
-	for _, it := range live {
+		kafka = append(kafka, it)
 		// A request may have waited for its batch, or behind a paused
 		// partition, since it was consumed.
 		if it.err == nil {
-			it.err = w.expired(it, now)
+			it.err = b.w.expired(it, now)
 		}
 		if it.err == nil {
 			reqs = append(reqs, it.req.Request)
-			served = append(served, it)
+			served = append(served, e)
 			tokens += it.tokens
+			n[SourceKafka]++
 		}
 	}
 	if len(reqs) > 0 {
 		t0 := time.Now()
-		outs := w.pred.Predict(ctx, reqs)
-		w.m.ModelLatency.Observe(time.Since(t0).Seconds())
-		w.m.BatchSize.Observe(float64(len(reqs)))
-		if w.cfg.MaxTokens > 0 {
-			// Requests are sized only when batches have a token budget.
-			w.m.BatchTokens.Observe(float64(tokens))
+		outs := b.pred.Predict(ctx, reqs)
+		t1 := time.Now()
+		b.m.ModelLatency.Observe(t1.Sub(t0).Seconds())
+		b.m.BatchSize.Observe(float64(len(reqs)))
+		for src, k := range n {
+			b.m.BatchRequests.WithLabelValues(src).Observe(float64(k))
 		}
-		for i, it := range served {
+		if b.cfg.MaxTokens > 0 {
+			// Requests are sized only when batches have a token budget.
+			b.m.BatchTokens.Observe(float64(tokens))
+		}
+		for i, e := range served {
 			var out task.Result
 			if len(outs) == len(reqs) {
 				out = outs[i]
 			} else {
 				out.Err = fmt.Errorf("the model returned %d results for %d requests", len(outs), len(reqs))
 			}
+			if c := e.c; c != nil {
+				b.m.AnswerLatency.WithLabelValues(SourceHTTP).Observe(t1.Sub(c.at).Seconds())
+				b.finish(c, out)
+				continue
+			}
+			it := e.it
+			b.m.AnswerLatency.WithLabelValues(SourceKafka).Observe(t1.Sub(it.at).Seconds())
 			if out.Err == nil {
 				var v []byte
-				v, out.Err = encodeResponse(it.req, out.Value, w.pred.Name())
+				v, out.Err = encodeResponse(it.req, out.Value, b.pred.Name())
 				if out.Err == nil {
-					it.out = &sarama.ProducerMessage{Topic: w.cfg.OutTopic, Key: answerKey(it), Value: sarama.ByteEncoder(v), Headers: traceHeaders(it.msg)}
+					it.out = &sarama.ProducerMessage{Topic: b.w.cfg.OutTopic, Key: answerKey(it), Value: sarama.ByteEncoder(v), Headers: traceHeaders(it.msg)}
 				}
 			}
 			if out.Err != nil {
@@ -118,6 +355,13 @@ func (w *Worker) process(ctx context.Context, batch []*item) {
 			}
 		}
 	}
+	if len(kafka) > 0 {
+		b.w.produce(ctx, kafka)
+	}
+}
+
+// produce sends the answers and dead letters of a batch's Kafka requests.
+func (w *Worker) produce(ctx context.Context, live []*item) {
 	for _, it := range live {
 		if it.err != nil {
 			it.out = w.deadLetter(it)

@@ -78,6 +78,12 @@ type Config struct {
 
 	Security Security
 
+	// Batcher, when set, is a batcher shared with requests from outside
+	// Kafka (the HTTP API): the worker's requests join its batches, whose
+	// limits replace MaxBatch, MaxWait and MaxTokens, and its owner runs
+	// it, from before Run until Run has returned.
+	Batcher *Batcher
+
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
 	// Metrics, when set, receives the worker's counters.
@@ -101,6 +107,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.KafkaVersion == "" {
 		c.KafkaVersion = "3.0.0"
+	}
+	if b := c.Batcher; b != nil {
+		c.MaxBatch, c.MaxWait, c.MaxTokens = b.cfg.MaxBatch, b.cfg.MaxWait, b.cfg.MaxTokens
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 32

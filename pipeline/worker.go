@@ -44,6 +44,9 @@ type Worker struct {
 	// items carries prepared requests from the partition consumers to the
 	// batcher. Its capacity equals slots', so a send never blocks.
 	items chan *item
+	// batcher batches the items, with other sources' requests when it is
+	// Config.Batcher.
+	batcher *Batcher
 	// slots holds one token per request consumed and not yet committed.
 	slots chan struct{}
 
@@ -64,6 +67,9 @@ func NewWorker(cfg Config, pred task.Predictor) (*Worker, error) {
 		return nil, err
 	}
 	m := cfg.Metrics
+	if m == nil && cfg.Batcher != nil {
+		m = cfg.Batcher.m
+	}
 	if m == nil {
 		m = NewMetrics(prometheus.NewRegistry())
 	}
@@ -71,7 +77,7 @@ func NewWorker(cfg Config, pred task.Predictor) (*Worker, error) {
 	for _, t := range pred.Tasks() {
 		tasks[t] = true
 	}
-	return &Worker{
+	w := &Worker{
 		cfg:      cfg,
 		ccfg:     ccfg,
 		pcfg:     pcfg,
@@ -82,7 +88,15 @@ func NewWorker(cfg Config, pred task.Predictor) (*Worker, error) {
 		items:    make(chan *item, cfg.MaxInFlight),
 		slots:    make(chan struct{}, cfg.MaxInFlight),
 		fatalErr: make(chan error, 1),
-	}, nil
+	}
+	w.batcher = cfg.Batcher
+	if w.batcher == nil {
+		w.batcher = NewBatcher(pred, BatchConfig{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxTokens: cfg.MaxTokens}, m)
+	}
+	if err := w.batcher.attach(w); err != nil {
+		return nil, err
+	}
+	return w, nil
 }
 
 // Ready reports whether the worker is in a consumer group session, serving
@@ -132,12 +146,15 @@ func (w *Worker) Run(ctx context.Context) error {
 	}()
 
 	// The model side runs on its own context: on shutdown it must keep
-	// answering until the consumer group has drained and committed.
+	// answering until the consumer group has drained and committed. A
+	// shared batcher is its owner's to run and stop.
 	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
 	batchDone := make(chan struct{})
 	go func() {
 		defer close(batchDone)
-		w.batchLoop(workCtx)
+		if w.cfg.Batcher == nil {
+			w.batcher.Run(workCtx)
+		}
 	}()
 
 	consumeCtx, stopConsume := context.WithCancel(ctx)

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -11,7 +12,10 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,10 +25,11 @@ import (
 	"github.com/bertstream/bertstream/loader"
 	"github.com/bertstream/bertstream/nn"
 	"github.com/bertstream/bertstream/pipeline"
+	"github.com/bertstream/bertstream/pipeline/api"
 )
 
 func init() {
-	register(&command{name: "serve", summary: "answer inference requests from a Kafka topic until SIGTERM", run: runServe})
+	register(&command{name: "serve", summary: "answer inference requests from a Kafka topic and/or over HTTP until SIGTERM", run: runServe})
 }
 
 // Topic and group names that serve and demo share by default.
@@ -141,10 +146,12 @@ func hostname() string {
 }
 
 func runServe(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "serve --brokers HOST:PORT[,...] --model DIR [flags]", stderr)
-	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated")
+	fs := newFlags("serve", "serve [--brokers HOST:PORT[,...]] [--api HOST:PORT] --model DIR [flags]", stderr)
+	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated (none: serve the HTTP API alone)")
 	model := fs.String("model", "", "model directory")
 	httpAddr := fs.String("http", ":9090", `address of /metrics, /healthz and /readyz ("": none)`)
+	var af apiFlags
+	af.register(fs)
 	logFormat := fs.String("log-format", "json", "log format: json or text")
 	logLevel := fs.String("log-level", "info", "log level: debug, info, warn or error")
 	var pf pipelineFlags
@@ -171,9 +178,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	var bf backendFlags
 	bf.register(fs)
 	fs.Usage = func() {
-		fmt.Fprintf(stderr, "usage: bertstream serve --brokers HOST:PORT[,...] --model DIR [flags]\n\n")
+		fmt.Fprintf(stderr, "usage: bertstream serve [--brokers HOST:PORT[,...]] [--api HOST:PORT] --model DIR [flags]\n\n")
+		fmt.Fprintf(stderr, "Kafka requests (--brokers), HTTP requests (--api), or both, in the same batches.\n")
 		fmt.Fprintf(stderr, "Every flag can also be set in the environment: --max-batch as BERTSTREAM_MAX_BATCH.\n")
-		fmt.Fprintf(stderr, "The SASL password comes from BERTSTREAM_SASL_PASSWORD or --sasl-password-file, never a flag.\n\nflags:\n")
+		fmt.Fprintf(stderr, "The SASL password comes from BERTSTREAM_SASL_PASSWORD or --sasl-password-file, never a flag;\n")
+		fmt.Fprintf(stderr, "the API key from BERTSTREAM_API_KEY or --api-key-file, never a flag.\n\nflags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -185,17 +194,22 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *brokers == "" || *model == "" {
+	if *brokers == "" && af.addr == "" || *model == "" {
 		fs.Usage()
-		return errors.New("--brokers and --model are required")
+		return errors.New("--model and --brokers or --api (or both) are required")
 	}
-	c.Brokers = strings.Split(*brokers, ",")
 	s.SASLPassword = os.Getenv("BERTSTREAM_SASL_PASSWORD")
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
 		return err
 	}
 	c.Logger = log
+	// The API's settings are checked before the model loads: a key file
+	// that cannot be read stops the server (it fails closed).
+	key, tlsCfg, err := af.security()
+	if err != nil {
+		return err
+	}
 
 	p, err := pf.loadBERT(*model, &bf, stderr)
 	if err != nil {
@@ -205,20 +219,40 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	c.Metrics = pipeline.NewMetrics(reg)
 	reg.MustRegister(newTensorCollector())
-	w, err := pipeline.NewWorker(*c, p)
-	if err != nil {
-		return err
+	// One batcher for both sources, so that their requests share batches.
+	batcher := pipeline.NewBatcher(p, pipeline.BatchConfig{MaxBatch: c.MaxBatch, MaxWait: c.MaxWait, MaxTokens: c.MaxTokens, MaxQueue: af.queue}, c.Metrics)
+	c.Batcher = batcher
+	var w *pipeline.Worker
+	ready := func() bool { return true }
+	if *brokers != "" {
+		c.Brokers = strings.Split(*brokers, ",")
+		if w, err = pipeline.NewWorker(*c, p); err != nil {
+			return err
+		}
+		ready = w.Ready
 	}
-	log.Info("serving", "model", p.Name(), "tasks", p.Tasks(), "max_len", p.MaxLen(), "truncate", pf.truncate)
+	log.Info("serving", "model", p.Name(), "tasks", p.Tasks(), "max_len", p.MaxLen(), "truncate", pf.truncate, "kafka", *brokers != "", "api", af.addr)
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	// The batcher outlives both sources: on shutdown it answers what they
+	// have queued until each has drained.
+	batchCtx, stopBatch := context.WithCancel(context.Background())
+	batchDone := make(chan struct{})
+	go func() {
+		defer close(batchDone)
+		batcher.Run(batchCtx)
+	}()
+	defer func() {
+		stopBatch()
+		<-batchDone
+	}()
 	if *httpAddr != "" {
 		ln, err := net.Listen("tcp", *httpAddr)
 		if err != nil {
 			return fmt.Errorf("--http %s: %w", *httpAddr, err)
 		}
-		srv := &http.Server{Handler: pipeline.OpsHandler(reg, w.Ready), ReadHeaderTimeout: 10 * time.Second}
+		srv := &http.Server{Handler: pipeline.OpsHandler(reg, ready), ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				log.Error("operations endpoint", "err", err)
@@ -227,5 +261,115 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		defer srv.Close()
 		log.Info("operations endpoint", "addr", ln.Addr().String())
 	}
-	return w.Run(ctx)
+	var apiSrv *http.Server
+	if af.addr != "" {
+		var draining atomic.Bool
+		h, err := api.New(api.Options{
+			Model: p, Batcher: batcher, MaxBodyBytes: af.maxBody, MaxInputs: af.maxInputs, APIKey: key,
+			Gatherer: reg, Registerer: reg, Logger: log, Version: buildVersion(), DType: bf.dtype,
+			Healthy: func() error {
+				if draining.Load() {
+					return errors.New("shutting down")
+				}
+				return nil
+			},
+		})
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", af.addr)
+		if err != nil {
+			return fmt.Errorf("--api %s: %w", af.addr, err)
+		}
+		apiSrv = &http.Server{Handler: h, TLSConfig: tlsCfg, ReadHeaderTimeout: 10 * time.Second}
+		apiSrv.RegisterOnShutdown(func() { draining.Store(true) })
+		go func() {
+			var err error
+			if tlsCfg != nil {
+				err = apiSrv.ServeTLS(ln, "", "")
+			} else {
+				err = apiSrv.Serve(ln)
+			}
+			if !errors.Is(err, http.ErrServerClosed) {
+				log.Error("API listener", "err", err)
+			}
+		}()
+		log.Info("HTTP API", "addr", ln.Addr().String(), "tls", tlsCfg != nil, "mutual_tls", tlsCfg != nil && tlsCfg.ClientCAs != nil, "api_key", key != "")
+	}
+
+	// Both sources drain at once: the worker answers and commits what it
+	// consumed, the API answers the requests it accepted and refuses new
+	// connections; then the batcher stops.
+	var wg sync.WaitGroup
+	var runErr error
+	if w != nil {
+		wg.Go(func() { runErr = w.Run(ctx) })
+	}
+	if apiSrv != nil {
+		wg.Go(func() {
+			<-ctx.Done()
+			dctx, cancel := context.WithTimeout(context.Background(), c.DrainTimeout)
+			defer cancel()
+			if err := apiSrv.Shutdown(dctx); err != nil {
+				log.Warn("the API did not drain within the drain timeout; closing its connections", "err", err)
+				_ = apiSrv.Close()
+			}
+		})
+	}
+	wg.Wait()
+	log.Info("stopped")
+	return runErr
+}
+
+// apiFlags are the flags of the HTTP API.
+type apiFlags struct {
+	addr                         string
+	queue                        int
+	maxBody                      int64
+	maxInputs                    int
+	keyFile                      string
+	tlsCert, tlsKey, tlsClientCA string
+}
+
+func (a *apiFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&a.addr, "api", "", `address of the HTTP API, text-embeddings-inference's routes ("": none)`)
+	fs.IntVar(&a.queue, "api-queue", 0, "HTTP inputs queued at most; past it requests get 429 (0: 4 x max-batch)")
+	fs.Int64Var(&a.maxBody, "api-max-body", 2<<20, "largest HTTP request body in bytes; larger ones get 413")
+	fs.IntVar(&a.maxInputs, "api-max-inputs", 32, "texts per HTTP request at most (TEI's max_client_batch_size)")
+	fs.StringVar(&a.keyFile, "api-key-file", "", "file holding the API key clients send as Authorization: Bearer KEY (or set BERTSTREAM_API_KEY)")
+	fs.StringVar(&a.tlsCert, "api-tls-cert", "", "PEM certificate of the API listener (with --api-tls-key: HTTPS)")
+	fs.StringVar(&a.tlsKey, "api-tls-key", "", "PEM key of --api-tls-cert")
+	fs.StringVar(&a.tlsClientCA, "api-tls-client-ca", "", "PEM file of the CAs whose client certificates the API requires (mutual TLS)")
+}
+
+// security reads the API key and the TLS settings. The key comes from the
+// environment or a file, never a flag, so that it shows in no process
+// listing; it is never logged.
+func (a *apiFlags) security() (string, *tls.Config, error) {
+	if a.addr == "" {
+		return "", nil, nil
+	}
+	key := os.Getenv("BERTSTREAM_API_KEY")
+	if a.keyFile != "" {
+		if key != "" {
+			return "", nil, errors.New("the API key is set twice: BERTSTREAM_API_KEY and --api-key-file")
+		}
+		var err error
+		if key, err = api.ReadKey(a.keyFile); err != nil {
+			return "", nil, err
+		}
+	}
+	if a.tlsCert == "" && a.tlsKey == "" && a.tlsClientCA == "" {
+		return key, nil, nil
+	}
+	c, err := api.TLSConfig(a.tlsCert, a.tlsKey, a.tlsClientCA)
+	return key, c, err
+}
+
+// buildVersion is the module version the binary was built from.
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		return bi.Main.Version
+	}
+	return "unknown"
 }
