@@ -49,6 +49,10 @@ type Worker struct {
 
 	ready    atomic.Bool
 	fatalErr chan error
+	// cur is the group session being served; draining is set when the
+	// worker stops taking requests before it leaves the group.
+	cur      atomic.Pointer[session]
+	draining atomic.Bool
 }
 
 // NewWorker checks cfg and prepares a worker that serves pred; Run
@@ -140,22 +144,26 @@ func (w *Worker) Run(ctx context.Context) error {
 		w.batchLoop(workCtx)
 	}()
 
-	consumeCtx, stopConsume := context.WithCancel(ctx)
+	consumeCtx, stopConsume := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConsume()
-	// A fatal error stops the consumption; runErr is written before
-	// watched closes.
+	// A fatal error stops the consumption at once, shutdown after the
+	// drain; runErr is written before watched closes.
 	var runErr error
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
 		select {
 		case runErr = <-w.fatalErr:
-			stopConsume()
+		case <-ctx.Done():
+			if w.cfg.cooperative() {
+				w.drainInSession()
+			}
 		case <-consumeCtx.Done():
 		}
+		stopConsume()
 	}()
 	backoff := 250 * time.Millisecond
-	for consumeCtx.Err() == nil {
+	for consumeCtx.Err() == nil && !w.draining.Load() {
 		err := group.Consume(consumeCtx, []string{w.cfg.InTopic}, &handler{w: w})
 		if err == nil || consumeCtx.Err() != nil {
 			backoff = 250 * time.Millisecond
@@ -198,6 +206,26 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopped")
 	return nil
+}
+
+// drainInSession answers and commits what the worker consumed before it
+// ends its cooperative session, while the session still takes part in the
+// group's rebalances. Ending the session first would be wrong there: a
+// rebalance under way (another worker joining, say) would move the group
+// to a generation this worker never joins, and the coordinator would
+// refuse every commit of the drain. An eager session cannot miss a
+// generation that way: it drains in Cleanup, before it rejoins.
+func (w *Worker) drainInSession() {
+	w.draining.Store(true)
+	w.group.PauseAll()
+	st := w.cur.Load()
+	if st == nil {
+		return
+	}
+	deadline := time.Now().Add(w.cfg.DrainTimeout)
+	drained := st.drain(deadline)
+	committed := st.waitFor(st.settledLocked, deadline.Add(commitGrace))
+	w.log.Info("drained before leaving the group", "drained", drained, "committed", committed)
 }
 
 func (w *Worker) fatal(err error) {
@@ -317,6 +345,7 @@ type handler struct {
 
 func (h *handler) Setup(s sarama.ConsumerGroupSession) error {
 	h.st = newSession(h.w, s)
+	h.w.cur.Store(h.st)
 	go h.st.commitLoop()
 	h.w.m.Rebalances.Inc()
 	h.w.ready.Store(true)
@@ -330,7 +359,17 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 	for {
 		select {
 		case msg, ok := <-claim.Messages():
+			if w.draining.Load() {
+				// Stopping: what is not taken now is the next owner's.
+				continue
+			}
 			if !ok {
+				if s.Context().Err() == nil {
+					// The session goes on without this partition: a
+					// cooperative rebalance gives it to another worker
+					// once this one has let go of it.
+					h.revoke(s, claim)
+				}
 				return nil
 			}
 			if !w.acquire(s, st, claim.Topic(), claim.Partition()) {
@@ -350,10 +389,23 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 	}
 }
 
-// Cleanup runs when the session ends (a rebalance, a refused answer, or
-// shutdown), before the worker rejoins or leaves: the group waits for it
-// (up to the rebalance timeout), so what it commits here is not
-// redelivered to the partitions' next owners.
+// revoke answers and commits what was consumed of a revoked partition
+// before its ConsumeClaim returns, since the group gives the partition to
+// its new owner when this worker rejoins after that, and the new owner
+// starts from the committed offset. Sarama waits the rebalance timeout
+// for it, which leaves room for the drain and the commit.
+func (h *handler) revoke(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) {
+	w := h.w
+	drained, left := h.st.revoke(partKey{claim.Topic(), claim.Partition()}, time.Now().Add(w.cfg.DrainTimeout))
+	w.m.Lag.DeleteLabelValues(strconv.Itoa(int(claim.Partition())))
+	w.log.Info("partition revoked", "topic", claim.Topic(), "partition", claim.Partition(), "generation", s.GenerationID(), "drained", drained, "abandoned", left)
+}
+
+// Cleanup runs when the session ends (an eager rebalance, a refused
+// answer, or shutdown), before the worker rejoins or leaves: the group
+// waits for it (up to the rebalance timeout), so what it commits here is
+// not redelivered to the partitions' next owners. A cooperative session
+// lives through rebalances; it ends only on those other causes.
 func (h *handler) Cleanup(s sarama.ConsumerGroupSession) error {
 	w, st := h.w, h.st
 	w.ready.Store(false)
