@@ -107,7 +107,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("connecting to kafka at %v: %w", w.cfg.Brokers, w.explain(err))
 	}
 	defer client.Close()
-	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, client)
+	coord, err := sarama.NewClient(w.cfg.Brokers, w.ccfg)
+	if err != nil {
+		return fmt.Errorf("connecting to kafka at %v: %w", w.cfg.Brokers, w.explain(err))
+	}
+	defer coord.Close()
+	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, &groupClient{Client: client, coord: coord})
 	if err != nil {
 		return fmt.Errorf("consumer group %q: %w", w.cfg.Group, err)
 	}
@@ -226,6 +231,28 @@ func (w *Worker) drainInSession() {
 	drained := st.drain(deadline)
 	committed := st.waitFor(st.settledLocked, deadline.Add(commitGrace))
 	w.log.Info("drained before leaving the group", "drained", drained, "committed", committed)
+}
+
+// groupClient is the client of the consumer group: fetches go through
+// Client, the group's coordination (join, sync, heartbeat, leave) through
+// coord, on connections of its own. Sarama would send both over one
+// connection per broker, and a broker answers a connection's requests in
+// order: while the coordinator holds a member's JoinGroup until the other
+// members rejoin, every fetch the member sends to that broker would wait
+// behind it, and the partitions a cooperative rebalance leaves in place
+// would stop with the others. Kafka's Java client keeps the coordinator
+// on a connection of its own for the same reason.
+type groupClient struct {
+	sarama.Client
+	coord sarama.Client
+}
+
+func (c *groupClient) Coordinator(group string) (*sarama.Broker, error) {
+	return c.coord.Coordinator(group)
+}
+
+func (c *groupClient) RefreshCoordinator(group string) error {
+	return c.coord.RefreshCoordinator(group)
 }
 
 func (w *Worker) fatal(err error) {

@@ -1,0 +1,156 @@
+package pipeline_test
+
+import (
+	"encoding/json"
+	"sort"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/bertstream/bertstream/bert/task"
+	"github.com/bertstream/bertstream/pipeline"
+	"github.com/bertstream/bertstream/pipeline/broker"
+)
+
+// namedPredictor answers under its own model name, so that an answer
+// tells which worker gave it.
+type namedPredictor struct {
+	task.Predictor
+	name string
+}
+
+func (p namedPredictor) Name() string { return p.name }
+
+// TestJoinKeepsAnswering is issue 10's scale-out: a third worker joins a
+// group of two while requests keep coming, and one of the two is in the
+// middle of a slow batch when the rebalance comes. With cooperative
+// rebalancing the fast worker keeps its group session (one from start to
+// end) and keeps answering the partitions it keeps while the slow one
+// drains: their longest gap between two answers stays short. With eager
+// rebalancing (logged for comparison) every partition of the group waits
+// for the slow worker's drain. In both, nothing is lost or answered twice.
+func TestJoinKeepsAnswering(t *testing.T) {
+	for _, mode := range []string{pipeline.RebalanceCooperative, pipeline.RebalanceEager} {
+		t.Run(mode, func(t *testing.T) { joinKeepsAnswering(t, mode) })
+	}
+}
+
+func joinKeepsAnswering(t *testing.T, mode string) {
+	const (
+		parts = 6
+		slow  = 1500 * time.Millisecond
+	)
+	c, err := broker.Start(broker.Config{Partitions: parts, Topics: []string{inTopic, outTopic, dlqTopic}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	addr := c.ListenAddrs()[0]
+	idList, msgs := keyedRequests(1800, 120)
+	produced := produceOverTime(t, addr, msgs, 12, 40*time.Millisecond)
+
+	cfg := func(name string, reg *prometheus.Registry) pipeline.Config {
+		cfg := baseConfig(addr)
+		cfg.ClientID = name
+		cfg.Rebalance = mode
+		cfg.Metrics = pipeline.NewMetrics(reg)
+		return cfg
+	}
+	start := func(name string, reg *prometheus.Registry, pred *countingPredictor) {
+		t.Helper()
+		w := startWorker(t, cfg(name, reg), namedPredictor{pred, name})
+		if err := eventually(10*time.Second, w.w.Ready); err != nil {
+			t.Fatalf("worker %s never joined", name)
+		}
+	}
+	regA := prometheus.NewRegistry()
+	start("A", regA, &countingPredictor{delay: 10 * time.Millisecond})
+	var slowNext atomic.Bool
+	start("C", prometheus.NewRegistry(), &countingPredictor{delay: 10 * time.Millisecond, onBatch: func(int) {
+		if slowNext.CompareAndSwap(true, false) {
+			time.Sleep(slow)
+		}
+	}})
+	time.Sleep(time.Second)
+	slowNext.Store(true)
+	joined := time.Now()
+	start("B", prometheus.NewRegistry(), &countingPredictor{delay: 10 * time.Millisecond})
+	window := joined.Add(3 * time.Second)
+	time.Sleep(time.Until(window))
+	select {
+	case <-produced:
+		t.Fatal("the requests ran out before the end of the window")
+	default:
+	}
+	<-produced
+
+	out := readUntil(t, addr, idList, 60*time.Second, false)
+	count := make(map[string]int)
+	byPart := make(map[int32][]*sarama.ConsumerMessage)
+	others := make(map[int32]bool)
+	for _, m := range out {
+		var r pipeline.Response
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			t.Fatalf("answer %s: %v", m.Value, err)
+		}
+		count[r.ID]++
+		byPart[m.Partition] = append(byPart[m.Partition], m)
+		if r.Model != "A" {
+			others[m.Partition] = true
+		}
+	}
+	if dups := checkAllAnswered(t, idList, count); dups != 0 {
+		t.Errorf("%d requests answered twice across a graceful join", dups)
+	}
+	// Answers are keyed like their requests and both topics have six
+	// partitions: an answer's partition is its request's. The partitions
+	// only A ever answered are those it kept through both joins.
+	var kept []int32
+	worst := time.Duration(0)
+	for p := range int32(parts) {
+		if others[p] {
+			continue
+		}
+		kept = append(kept, p)
+		worst = max(worst, longestGap(byPart[p], joined.Add(-500*time.Millisecond), window))
+	}
+	sessions := gathered(t, regA, "bertstream_group_sessions_total")
+	t.Logf("%s: partitions A kept %v, longest gap in their answers around the join %v (the slow batch: %v); A had %v group sessions",
+		mode, kept, worst.Round(time.Millisecond), slow, sessions)
+	if len(kept) != parts/3 {
+		t.Fatalf("A kept %d partitions, want %d", len(kept), parts/3)
+	}
+	if mode != pipeline.RebalanceCooperative {
+		return
+	}
+	if sessions != 1 {
+		t.Errorf("A had %v group sessions: the join stopped it", sessions)
+	}
+	if worst > slow/2 {
+		t.Errorf("the partitions A kept went %v without an answer during the join", worst)
+	}
+}
+
+// longestGap is the longest time between answers of one partition (by
+// their record timestamps) within [from, to].
+func longestGap(msgs []*sarama.ConsumerMessage, from, to time.Time) time.Duration {
+	var ts []time.Time
+	for _, m := range msgs {
+		if !m.Timestamp.Before(from) && !m.Timestamp.After(to) {
+			ts = append(ts, m.Timestamp)
+		}
+	}
+	sort.Slice(ts, func(i, j int) bool { return ts[i].Before(ts[j]) })
+	gap := time.Duration(0)
+	if len(ts) == 0 {
+		return to.Sub(from)
+	}
+	gap = max(ts[0].Sub(from), to.Sub(ts[len(ts)-1]))
+	for i := 1; i < len(ts); i++ {
+		gap = max(gap, ts[i].Sub(ts[i-1]))
+	}
+	return gap
+}
