@@ -2,7 +2,9 @@ package pipeline_test
 
 import (
 	"encoding/json"
+	"log/slog"
 	"sort"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -153,4 +155,28 @@ func longestGap(msgs []*sarama.ConsumerMessage, from, to time.Time) time.Duratio
 		gap = max(gap, ts[i].Sub(ts[i-1]))
 	}
 	return gap
+}
+
+// TestMixedRebalanceRefused starts a cooperative worker in a group whose
+// worker rebalances eagerly: the coordinator refuses it, and it says why
+// (naming both protocols) while it waits, instead of joining.
+func TestMixedRebalanceRefused(t *testing.T) {
+	_, addr := newCluster(t)
+	eager := baseConfig(addr)
+	eager.Rebalance = pipeline.RebalanceEager
+	a := startWorker(t, eager, &countingPredictor{})
+	if err := eventually(10*time.Second, a.w.Ready); err != nil {
+		t.Fatal("the eager worker never joined")
+	}
+	logs := &lockedBuffer{}
+	coop := baseConfig(addr)
+	coop.Logger = slog.New(slog.NewTextHandler(logs, nil))
+	b := startWorker(t, coop, &countingPredictor{})
+	want := "the group's workers rebalance eager, not cooperative like this one"
+	if err := eventually(10*time.Second, func() bool { return strings.Contains(logs.String(), want) }); err != nil {
+		t.Fatalf("the cooperative worker did not say %q; its log:\n%s", want, logs.String())
+	}
+	if b.w.Ready() {
+		t.Error("the cooperative worker is in the eager group")
+	}
 }

@@ -181,7 +181,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.fatal(err)
 			break
 		}
-		w.log.Warn("joining the consumer group failed; retrying", "err", err, "backoff", backoff)
+		w.log.Warn("joining the consumer group failed; retrying", "err", w.explain(err), "backoff", backoff)
 		select {
 		case <-consumeCtx.Done():
 		case <-time.After(backoff):
@@ -317,6 +317,9 @@ func (w *Worker) explain(err error) error {
 		return fmt.Errorf("the brokers refuse the session timeout %v: it must lie within their group.min.session.timeout.ms and group.max.session.timeout.ms (6s to 30m by default; 6s to 5m on the embedded broker): %w", w.cfg.SessionTimeout, err)
 	case errors.Is(err, sarama.ErrInvalidTransactionTimeout):
 		return fmt.Errorf("the brokers refuse the transaction timeout %v: it must not exceed their transaction.max.timeout.ms (15m by default): %w", w.cfg.TransactionTimeout, err)
+	case errors.Is(err, sarama.ErrInconsistentGroupProtocol):
+		return fmt.Errorf("the group's workers rebalance %s, not %s like this one: every worker of a group needs the same (stop them all to change it): %w",
+			map[bool]string{true: RebalanceEager, false: RebalanceCooperative}[w.cfg.cooperative()], w.cfg.Rebalance, err)
 	case errors.Is(err, sarama.ErrFencedInstancedId):
 		return fmt.Errorf("another worker joined the group with instance id %q and replaced this one: each replica needs its own: %w", w.cfg.InstanceID, err)
 	case fenced(err):
