@@ -3,9 +3,11 @@ package pipeline_test
 import (
 	"encoding/json"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -179,4 +181,100 @@ func TestMixedRebalanceRefused(t *testing.T) {
 	if b.w.Ready() {
 		t.Error("the cooperative worker is in the eager group")
 	}
+}
+
+// TestStaticRestart SIGKILLs a worker process with a static instance id
+// and starts it again at once with the same id, within the session
+// timeout, while requests keep coming: the new process gets the old one's
+// partitions back, the other worker's stay where they are, and every
+// request is answered. Eager: without a rebalance at all (the generation
+// does not move). Cooperative: the restarted worker's join no longer lists
+// the partitions it owned, which the coordinator (kfake compares the join
+// byte for byte) takes for a change and rebalances; nothing moves in that
+// rebalance, and the other worker goes on through it, its session and
+// partitions untouched.
+func TestStaticRestart(t *testing.T) {
+	for _, mode := range []string{pipeline.RebalanceCooperative, pipeline.RebalanceEager} {
+		t.Run(mode, func(t *testing.T) {
+			c, err := broker.Start(broker.Config{Partitions: 6, Topics: []string{inTopic, outTopic, dlqTopic}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(c.Close)
+			addr := c.ListenAddrs()[0]
+			idList, msgs := keyedRequests(1200, 60)
+			produced := produceOverTime(t, addr, msgs, 12, 30*time.Millisecond)
+			spec := func(id string) workerSpec {
+				return workerSpec{
+					Brokers: []string{addr}, MaxBatch: 8, MaxInFlight: 32, Delay: 5 * time.Millisecond,
+					SessionTimeout: 6 * time.Second, InstanceID: id, Rebalance: mode,
+				}
+			}
+			w0 := startChild(t, spec("w0"))
+			w0.waitLine(t, "ready", 30*time.Second)
+			w1 := startChild(t, spec("w1"))
+			w1.waitLine(t, "ready", 30*time.Second)
+			before := stableAssignment(t, c)
+
+			if err := w0.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				t.Fatal(err)
+			}
+			w0.wait(t, 10*time.Second)
+			restarted := time.Now()
+			w0 = startChild(t, spec("w0"))
+			w0.waitLine(t, "ready", 30*time.Second)
+			t.Logf("%s: the restarted worker was back in its group session %v after the kill", mode, time.Since(restarted).Round(time.Millisecond))
+			after := stableAssignment(t, c)
+			switch {
+			case mode == pipeline.RebalanceEager && after.epoch != before.epoch:
+				t.Errorf("the group went from generation %d to %d: the restart rebalanced it", before.epoch, after.epoch)
+			case strings.Contains(w1.stderr.String(), "partition revoked") || strings.Contains(w1.stderr.String(), "group session ended"):
+				t.Errorf("the other worker let partitions go or ended its session:\n%s", w1.stderr.String())
+			}
+			for id, parts := range before.parts {
+				if !slices.Equal(parts, after.parts[id]) {
+					t.Errorf("instance %s had partitions %v before the restart and %v after", id, parts, after.parts[id])
+				}
+			}
+			<-produced
+			out := readUntil(t, addr, idList, 60*time.Second, false)
+			count, _ := decodeAnswers(t, out)
+			dups := checkAllAnswered(t, idList, count)
+			t.Logf("%s: generation %d before and %d after, assignment %v before and %v after, %d duplicates", mode, before.epoch, after.epoch, before.parts, after.parts, dups)
+			if dups > 32 {
+				t.Errorf("%d duplicates, over the in-flight bound 32 of the killed worker", dups)
+			}
+		})
+	}
+}
+
+type assignment struct {
+	epoch int32
+	parts map[string][]int32 // by instance id
+}
+
+// stableAssignment waits until the group is stable with two members and
+// returns its generation and the partitions of each instance.
+func stableAssignment(t *testing.T, c *broker.Cluster) assignment {
+	t.Helper()
+	var a assignment
+	if err := eventually(20*time.Second, func() bool {
+		gi := c.GroupInfo(group)
+		if gi == nil || gi.State != "Stable" || len(gi.Members) != 2 || gi.NumAssigned() != 6 {
+			return false
+		}
+		a = assignment{epoch: gi.Epoch, parts: make(map[string][]int32)}
+		for _, m := range gi.Members {
+			if m.InstanceID == nil {
+				t.Fatalf("member %s has no instance id", m.MemberID)
+			}
+			ps := slices.Clone(m.Assignment[inTopic])
+			slices.Sort(ps)
+			a.parts[*m.InstanceID] = ps
+		}
+		return true
+	}); err != nil {
+		t.Fatalf("the group never settled with two members: %+v", c.GroupInfo(group))
+	}
+	return a
 }
