@@ -389,10 +389,6 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 	for {
 		select {
 		case msg, ok := <-claim.Messages():
-			if w.draining.Load() {
-				// Stopping: what is not taken now is the next owner's.
-				continue
-			}
 			if !ok {
 				if s.Context().Err() == nil {
 					// The session goes on without this partition: a
@@ -401,6 +397,10 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 					h.revoke(s, claim)
 				}
 				return nil
+			}
+			if w.draining.Load() {
+				// Stopping: what is not taken now is the next owner's.
+				continue
 			}
 			if !w.acquire(s, st, claim.Topic(), claim.Partition()) {
 				return nil
