@@ -8,10 +8,11 @@
 #   make pipeline-race                # what CI runs
 #   make pipeline-bench               # pipeline vs bare engine, once
 #   make rebalance-gap                # a third worker joins two: eager vs cooperative
+#   make scale-out                    # two serve --threads 1 vs one --threads 2
 
 DEMO_MODEL ?= demo/model
 
-.PHONY: kcat pipeline-race pipeline-bench rebalance-gap
+.PHONY: kcat pipeline-race pipeline-bench rebalance-gap scale-out
 
 demo:
 	$(GO) run ./cmd/bertstream demo --model $(DEMO_MODEL)
@@ -35,5 +36,9 @@ pipeline-bench:
 GAP_COUNT ?= 3
 rebalance-gap:
 	$(GO) test -run '^$$' -bench RebalanceGap -benchtime 1x -count $(GAP_COUNT) ./cmd/bertstream/
+
+# Real broker and serve processes, demo/model (BERTSTREAM_SCALE_MODEL).
+scale-out:
+	$(GO) test -run '^$$' -bench ScaleOut -benchtime 1x -count 3 ./cmd/bertstream/
 
 CI_EXTRA += pipeline-race

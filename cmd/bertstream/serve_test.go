@@ -112,7 +112,7 @@ func (p *proc) line(t testing.TB, re *regexp.Regexp, timeout time.Duration) []st
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (p *proc) stop(t *testing.T, timeout time.Duration) {
+func (p *proc) stop(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
