@@ -231,10 +231,15 @@ func (t *txnWait) done(err error) {
 func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 	st := batch[0].st
 	err := w.txn(ctx, st, batch, false)
-	for n := 1; err != nil && w.cfg.cooperative() && errors.Is(err, sarama.ErrIllegalGeneration) && n < txnAttempts; n++ {
+	// The member rejoins within a heartbeat or two, or as long as the
+	// coordinator holds its join for a slow member; one dropped from the
+	// group never gets a newer generation, and its session ends.
+	giveUp := time.Now().Add(w.cfg.DrainTimeout)
+	for backoff := commitBackoffMin; err != nil && w.cfg.cooperative() && errors.Is(err, sarama.ErrIllegalGeneration) &&
+		st.live() && ctx.Err() == nil && time.Now().Before(giveUp); backoff = min(2*backoff, commitBackoffMax/2) {
 		w.log.Debug("the group moved to a new generation during a transaction; doing it again", "err", err)
 		w.recoverTxn(err)
-		time.Sleep(commitBackoffMin)
+		time.Sleep(backoff)
 		err = w.txn(ctx, st, batch, true)
 	}
 	if err == nil {
@@ -253,12 +258,6 @@ func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 		st.fail(it)
 	}
 }
-
-// txnAttempts bounds the attempts of one batch's transaction when the
-// generation moves on under it: the member rejoins within a heartbeat or
-// two, so a few suffice, and a member that was dropped from the group
-// (whose generation never comes back) stops soon.
-const txnAttempts = 20
 
 // errRevoked refuses to commit the offsets of a partition that a
 // cooperative rebalance took away while its batch was being answered.
