@@ -7,10 +7,12 @@
 #   make demo DEMO_MODEL=testdata/bert-tiny/bert-classifier
 #   make pipeline-race                # what CI runs
 #   make pipeline-bench               # pipeline vs bare engine, once
+#   make rebalance-gap                # a third worker joins two: eager vs cooperative
+#   make scale-out                    # two serve --threads 1 vs one --threads 2
 
 DEMO_MODEL ?= demo/model
 
-.PHONY: kcat pipeline-race pipeline-bench
+.PHONY: kcat pipeline-race pipeline-bench rebalance-gap scale-out
 
 demo:
 	$(GO) run ./cmd/bertstream demo --model $(DEMO_MODEL)
@@ -28,5 +30,15 @@ pipeline-race: kcat
 
 pipeline-bench:
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x ./pipeline/
+
+# Real broker and serve processes; BERTSTREAM_GAP_MODEL and
+# BERTSTREAM_GAP_RATE pick the model and the requests per second.
+GAP_COUNT ?= 3
+rebalance-gap:
+	$(GO) test -run '^$$' -bench RebalanceGap -benchtime 1x -count $(GAP_COUNT) ./cmd/bertstream/
+
+# Real broker and serve processes, demo/model (BERTSTREAM_SCALE_MODEL).
+scale-out:
+	$(GO) test -run '^$$' -bench ScaleOut -benchtime 1x -count 3 ./cmd/bertstream/
 
 CI_EXTRA += pipeline-race

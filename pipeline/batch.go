@@ -299,7 +299,7 @@ func (b *Batcher) process(ctx context.Context, batch []entry) {
 			continue
 		}
 		it := e.it
-		if !it.st.live() {
+		if !it.st.serves(it) {
 			it.st.drop(it)
 			continue
 		}
@@ -467,47 +467,23 @@ func (t *txnWait) done(err error) {
 // transaction. The offsets are committed with the session's generation and
 // member id, so a worker that lost its partitions in a rebalance is fenced
 // by the coordinator instead of committing over the new owner (KIP-447).
+// Under cooperative rebalancing the generation moves on while the worker
+// keeps its partitions: a transaction the coordinator refuses for an older
+// generation is aborted and done again with the new one, as long as the
+// batch's partitions are still this worker's.
 func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 	st := batch[0].st
-	p := w.producer
-	err := p.BeginTxn()
-	if err == nil {
-		t := &txnWait{}
-		t.wg.Add(len(batch))
-		sent := 0
-		for _, it := range batch {
-			it.txn = t
-			select {
-			case p.Input() <- it.out:
-				sent++
-			case <-ctx.Done():
-			}
-		}
-		t.wg.Add(sent - len(batch))
-		t.wg.Wait()
-		err = t.err
-		if sent < len(batch) && err == nil {
-			err = ctx.Err()
-		}
-	}
-	if err == nil {
-		// One offset per partition: its last message in the batch.
-		last := make(map[partKey]*sarama.ConsumerMessage)
-		for _, it := range batch {
-			k := partKey{it.msg.Topic, it.msg.Partition}
-			if m := last[k]; m == nil || m.Offset < it.msg.Offset {
-				last[k] = it.msg
-			}
-		}
-		gm := sarama.NewConsumerGroupMetadataFromSession(st.sess, w.cfg.Group, nil)
-		for _, m := range last {
-			if err = p.AddMessageToTxnWithGroupMetadata(m, gm, nil); err != nil {
-				break
-			}
-		}
-		if err == nil {
-			err = p.CommitTxn()
-		}
+	err := w.txn(ctx, st, batch, false)
+	// The member rejoins within a heartbeat or two, or as long as the
+	// coordinator holds its join for a slow member; one dropped from the
+	// group never gets a newer generation, and its session ends.
+	giveUp := time.Now().Add(w.cfg.DrainTimeout)
+	for backoff := commitBackoffMin; err != nil && w.cfg.cooperative() && errors.Is(err, sarama.ErrIllegalGeneration) &&
+		st.live() && ctx.Err() == nil && time.Now().Before(giveUp); backoff = min(2*backoff, commitBackoffMax/2) {
+		w.log.Debug("the group moved to a new generation during a transaction; doing it again", "err", err)
+		w.recoverTxn(err)
+		time.Sleep(backoff)
+		err = w.txn(ctx, st, batch, true)
 	}
 	if err == nil {
 		w.m.Commits.Inc()
@@ -520,26 +496,95 @@ func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 
 	w.m.ProduceFails.Inc()
 	w.log.Error("transaction failed; its batch is answered again from the committed offsets", "err", err)
+	w.recoverTxn(err)
+	for _, it := range batch {
+		st.fail(it)
+	}
+}
+
+// errRevoked refuses to commit the offsets of a partition that a
+// cooperative rebalance took away while its batch was being answered.
+var errRevoked = errors.New("a partition of the batch was revoked")
+
+// txn runs one transaction of a batch; again sends copies of the answers
+// of a transaction that was aborted.
+func (w *Worker) txn(ctx context.Context, st *session, batch []*item, again bool) error {
+	p := w.producer
+	if err := p.BeginTxn(); err != nil {
+		return err
+	}
+	t := &txnWait{}
+	t.wg.Add(len(batch))
+	sent := 0
+	for _, it := range batch {
+		it.txn = t
+		if again {
+			o := it.out
+			it.out = &sarama.ProducerMessage{Topic: o.Topic, Key: o.Key, Value: o.Value, Headers: o.Headers, Metadata: o.Metadata}
+		}
+		select {
+		case p.Input() <- it.out:
+			sent++
+		case <-ctx.Done():
+		}
+	}
+	t.wg.Add(sent - len(batch))
+	t.wg.Wait()
+	if t.err != nil {
+		return t.err
+	}
+	if sent < len(batch) {
+		return ctx.Err()
+	}
+	// One offset per partition: its last message in the batch.
+	last := make(map[partKey]*sarama.ConsumerMessage)
+	for _, it := range batch {
+		k := partKey{it.msg.Topic, it.msg.Partition}
+		if m := last[k]; m == nil || m.Offset < it.msg.Offset {
+			last[k] = it.msg
+		}
+	}
+	// The generation is read before the partitions are checked, as
+	// session.commit does and for the same reason.
+	gm := sarama.NewConsumerGroupMetadataFromSession(st.sess, w.cfg.Group, nil)
+	for _, it := range batch {
+		if !st.serves(it) {
+			err := fmt.Errorf("%s/%d: %w", it.msg.Topic, it.msg.Partition, errRevoked)
+			if aerr := p.AbortTxn(); aerr != nil {
+				err = fmt.Errorf("%w; aborting the transaction: %w", err, aerr)
+			}
+			return err
+		}
+	}
+	for _, m := range last {
+		if err := p.AddMessageToTxnWithGroupMetadata(m, gm, nil); err != nil {
+			return err
+		}
+	}
+	return p.CommitTxn()
+}
+
+// recoverTxn gets the producer ready for the next transaction after a
+// failed one, or stops the worker when it cannot be.
+func (w *Worker) recoverTxn(err error) {
+	p := w.producer
 	if isFatal(err) || fenced(err) {
 		// A fenced worker is a zombie: another one owns its transactional
 		// id now, and starting a new producer would fence that one in turn.
 		w.fatal(err)
-	} else {
-		if p.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
-			if aerr := p.AbortTxn(); aerr != nil {
-				w.log.Error("aborting the transaction", "err", aerr)
-			}
-		}
-		if p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
-			// A broken transactional producer cannot go on; a new one gets
-			// a new epoch and aborts whatever the old one left open.
-			w.closeProducer()
-			if perr := w.startProducer(); perr != nil {
-				w.fatal(perr)
-			}
+		return
+	}
+	if p.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
+		if aerr := p.AbortTxn(); aerr != nil {
+			w.log.Error("aborting the transaction", "err", aerr)
 		}
 	}
-	for _, it := range batch {
-		st.fail(it)
+	if p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+		// A broken transactional producer cannot go on; a new one gets
+		// a new epoch and aborts whatever the old one left open.
+		w.closeProducer()
+		if perr := w.startProducer(); perr != nil {
+			w.fatal(perr)
+		}
 	}
 }

@@ -12,15 +12,21 @@ import (
 // offsets are for the next owner to commit.
 var errSessionOver = errors.New("consumer group session is over")
 
-// commitOffsets commits offsets for the session's generation and member
-// and returns those the coordinator took. Sarama's own Commit reports
+// errRebalancing means the coordinator refused a commit because a
+// cooperative rebalance is under way or has just made a newer generation
+// than the one the commit carried: the session goes on, and the commit is
+// retried with the session's generation once the member has rejoined.
+var errRebalancing = errors.New("the group is rebalancing")
+
+// commitOffsets commits offsets for a generation and member of the
+// group and returns those the coordinator took. Sarama's own Commit reports
 // nothing back to its caller; the worker needs to know, because it frees a
 // message's in-flight slot only once its offset is committed, and retries
 // what was not.
-func (w *Worker) commitOffsets(sess sarama.ConsumerGroupSession, offs map[partKey]int64) (map[partKey]int64, error) {
+func (w *Worker) commitOffsets(gen int32, member string, offs map[partKey]int64) (map[partKey]int64, error) {
 	req := sarama.NewOffsetCommitRequest(w.ccfg, w.cfg.Group)
-	req.ConsumerGroupGeneration = sess.GenerationID()
-	req.ConsumerID = sess.MemberID()
+	req.ConsumerGroupGeneration = gen
+	req.ConsumerID = member
 	for k, off := range offs {
 		req.AddBlockWithLeaderEpoch(k.topic, k.partition, off, -1, 0, "")
 	}
@@ -48,7 +54,16 @@ func (w *Worker) commitOffsets(sess sarama.ConsumerGroupSession, offs map[partKe
 		case sarama.ErrNoError:
 			done[k] = off
 			continue
-		case sarama.ErrIllegalGeneration, sarama.ErrUnknownMemberId, sarama.ErrRebalanceInProgress, sarama.ErrFencedInstancedId:
+		case sarama.ErrIllegalGeneration, sarama.ErrRebalanceInProgress:
+			if w.cfg.cooperative() {
+				// A cooperative session outlives generations: only the
+				// member's own end (UNKNOWN_MEMBER_ID) ends it.
+				errs = append(errs, fmt.Errorf("%s/%d: %w: %w", k.topic, k.partition, errRebalancing, kerr))
+				continue
+			}
+			errs = append(errs, fmt.Errorf("%s/%d: %w: %w", k.topic, k.partition, errSessionOver, kerr))
+			continue
+		case sarama.ErrUnknownMemberId, sarama.ErrFencedInstancedId:
 			errs = append(errs, fmt.Errorf("%s/%d: %w: %w", k.topic, k.partition, errSessionOver, kerr))
 			continue
 		case sarama.ErrNotCoordinatorForConsumer, sarama.ErrConsumerCoordinatorNotAvailable:

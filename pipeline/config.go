@@ -26,6 +26,13 @@ type Config struct {
 	// its own: a worker that joins with another's id replaces it. Empty:
 	// a dynamic member, which leaves the group when it stops.
 	InstanceID string
+	// Rebalance is how the group moves partitions between workers:
+	// RebalanceCooperative (the default) moves only the partitions that
+	// change owner, and the others are answered through the rebalance;
+	// RebalanceEager stops every worker at every join or leave. Every
+	// member of a group must use the same: a worker whose group runs the
+	// other is refused (INCONSISTENT_GROUP_PROTOCOL).
+	Rebalance string
 	// ClientID names this worker to the brokers; default "bertstream".
 	ClientID string
 	// KafkaVersion is the protocol version to speak; default 3.0.0, which
@@ -90,6 +97,12 @@ type Config struct {
 	Metrics *Metrics
 }
 
+// The rebalance protocols of Config.Rebalance.
+const (
+	RebalanceCooperative = "cooperative"
+	RebalanceEager       = "eager"
+)
+
 func (c *Config) setDefaults() error {
 	if len(c.Brokers) == 0 {
 		return errors.New("no brokers given")
@@ -101,6 +114,13 @@ func (c *Config) setDefaults() error {
 	}
 	if c.InTopic == c.OutTopic || c.InTopic == c.DLQTopic {
 		return fmt.Errorf("input topic %q is also an output topic", c.InTopic)
+	}
+	switch c.Rebalance {
+	case "":
+		c.Rebalance = RebalanceCooperative
+	case RebalanceCooperative, RebalanceEager:
+	default:
+		return fmt.Errorf("rebalance protocol %q: want %q or %q", c.Rebalance, RebalanceCooperative, RebalanceEager)
 	}
 	if c.ClientID == "" {
 		c.ClientID = "bertstream"
@@ -166,6 +186,8 @@ func (c *Config) rebalanceTimeout() time.Duration {
 	return c.DrainTimeout + commitGrace + 2*time.Second
 }
 
+func (c *Config) cooperative() bool { return c.Rebalance == RebalanceCooperative }
+
 // saramaConfigs are the client configurations of one worker's consumer
 // group (and its commits) and of its producer.
 func (c *Config) saramaConfigs() (consumer, producer *sarama.Config, err error) {
@@ -212,7 +234,11 @@ func (c *Config) saramaConfigs() (consumer, producer *sarama.Config, err error) 
 	// left behind, longer than the next join waits, and so on for good.
 	// Kafka's Java client waits the rebalance timeout plus 5s for a join.
 	cc.Net.ReadTimeout = cc.Consumer.Group.Rebalance.Timeout + 5*time.Second
-	cc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	if c.cooperative() {
+		cc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyCooperativeSticky()}
+	} else {
+		cc.Consumer.Group.Rebalance.GroupStrategies = []sarama.BalanceStrategy{sarama.NewBalanceStrategyRange()}
+	}
 	cc.Consumer.MaxWaitTime = 100 * time.Millisecond
 	// Sarama waits 2s before fetching again after a failed fetch; a worker
 	// that stands still that long builds up lag for nothing.

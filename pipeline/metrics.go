@@ -54,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		DeadLettered:  prometheus.NewCounterVec(prometheus.CounterOpts{Namespace: ns, Name: "dead_lettered_total", Help: "Requests acknowledged on the dead-letter topic, by reason."}, []string{"reason"}),
 		ProduceFails:  prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "produce_failures_total", Help: "Answers or dead letters the brokers did not take after retries."}),
 		Commits:       prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "commits_total", Help: "Offset commits (or committed transactions) sent."}),
-		Rebalances:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "group_sessions_total", Help: "Consumer group sessions started (one per rebalance)."}),
+		Rebalances:    prometheus.NewCounter(prometheus.CounterOpts{Namespace: ns, Name: "group_sessions_total", Help: "Consumer group sessions started (one per rebalance with eager rebalancing; a cooperative session lives through rebalances)."}),
 		BatchSize:     prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_size", Help: "Requests per model batch.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)}),
 		BatchTokens:   prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "batch_tokens", Help: "Tokens per model batch, when batches have a token budget (--max-tokens).", Buckets: prometheus.ExponentialBuckets(8, 2, 14)}),
 		ModelLatency:  prometheus.NewHistogram(prometheus.HistogramOpts{Namespace: ns, Name: "model_latency_seconds", Help: "Time of one model call on a batch.", Buckets: lat}),

@@ -45,6 +45,7 @@ type workerSpec struct {
 	SessionTimeout  time.Duration
 	DrainTimeout    time.Duration
 	InstanceID      string
+	Rebalance       string
 }
 
 func (s workerSpec) config() pipeline.Config {
@@ -60,6 +61,7 @@ func (s workerSpec) config() pipeline.Config {
 		cfg.DrainTimeout = s.DrainTimeout
 	}
 	cfg.InstanceID = s.InstanceID
+	cfg.Rebalance = s.Rebalance
 	return cfg
 }
 

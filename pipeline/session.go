@@ -22,6 +22,8 @@ type item struct {
 	out *sarama.ProducerMessage
 	// txn is the transaction the answer belongs to, in exactly-once mode.
 	txn *txnWait
+	// pt is the item's partition in its session.
+	pt *partTrack
 
 	// Guarded by st.mu.
 	acked, resolved, released bool
@@ -70,10 +72,16 @@ type partKey struct {
 
 // partTrack follows one partition through a session: the items consumed
 // and not yet answered in order, the answered ones waiting for a commit,
-// and the offsets to commit and committed.
+// and the offsets to commit and committed. In exactly-once mode only
+// pending and revoked are kept: transactions commit the offsets.
 type partTrack struct {
 	queue  []*item
 	marked []*item
+	// pending counts the items registered and not resolved.
+	pending int
+	// revoked is set when a cooperative rebalance took the partition from
+	// this worker: nothing of it is committed any more in this session.
+	revoked bool
 	// next is one past the last item answered in order; committed is the
 	// last offset the coordinator accepted in this session. Both are -1
 	// until there is one.
@@ -98,8 +106,11 @@ type session struct {
 	parts   map[partKey]*partTrack
 	pending int // registered and not resolved
 	closed  bool
+	// changed is closed, and replaced, when an item is resolved, a commit
+	// taken or the session closed: drains of the session and of single
+	// partitions wait on it together.
+	changed chan struct{}
 
-	changed chan struct{} // a resolution happened
 	kick    chan struct{} // something new to commit
 	stop    chan struct{}
 	stopped chan struct{}
@@ -114,7 +125,7 @@ func newSession(w *Worker, s sarama.ConsumerGroupSession) *session {
 		w:       w,
 		sess:    s,
 		parts:   make(map[partKey]*partTrack),
-		changed: make(chan struct{}, 1),
+		changed: make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		stopped: make(chan struct{}),
@@ -135,16 +146,18 @@ func (st *session) register(it *item) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.pending++
-	if st.w.cfg.ExactlyOnce {
-		// The transaction commits the offsets with the answers; there is
-		// no order of commits to keep.
-		return
-	}
 	k := partKey{it.msg.Topic, it.msg.Partition}
 	p := st.parts[k]
 	if p == nil {
 		p = &partTrack{next: -1, committed: -1}
 		st.parts[k] = p
+	}
+	p.pending++
+	it.pt = p
+	if st.w.cfg.ExactlyOnce {
+		// The transaction commits the offsets with the answers; there is
+		// no order of commits to keep.
+		return
 	}
 	p.queue = append(p.queue, it)
 }
@@ -164,6 +177,17 @@ func (st *session) live() bool {
 	return !st.closed
 }
 
+// serves reports whether an item's answer can still be committed: its
+// session is live and its partition still this worker's.
+func (st *session) serves(it *item) bool {
+	if !st.live() {
+		return false
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return !it.pt.revoked
+}
+
 // ack records an acknowledged answer and advances the partition's offset
 // to commit past every answered message at its head.
 func (st *session) ack(it *item) {
@@ -171,14 +195,14 @@ func (st *session) ack(it *item) {
 	defer st.mu.Unlock()
 	it.acked = true
 	st.resolvedLocked(it)
-	if st.w.cfg.ExactlyOnce || st.closed {
+	p := it.pt
+	if st.w.cfg.ExactlyOnce || st.closed || p.revoked {
 		// Exactly-once: the transaction committed the offset with the
-		// answer. Closed: too late to commit, the partition may be someone
-		// else's now.
+		// answer. Closed or revoked: too late to commit, the partition may
+		// be someone else's now.
 		st.releaseLocked(it)
 		return
 	}
-	p := st.parts[partKey{it.msg.Topic, it.msg.Partition}]
 	if p.broken {
 		return
 	}
@@ -200,9 +224,7 @@ func (st *session) ack(it *item) {
 // the next one starts again from the committed offset.
 func (st *session) fail(it *item) {
 	st.mu.Lock()
-	if p := st.parts[partKey{it.msg.Topic, it.msg.Partition}]; p != nil {
-		p.broken = true
-	}
+	it.pt.broken = true
 	st.resolvedLocked(it)
 	st.releaseLocked(it)
 	st.mu.Unlock()
@@ -222,8 +244,32 @@ func (st *session) resolvedLocked(it *item) {
 	if !it.resolved {
 		it.resolved = true
 		st.pending--
-		signal(st.changed)
+		it.pt.pending--
+		st.changedLocked()
 	}
+}
+
+// changedLocked wakes whoever waits for the session's state to change.
+func (st *session) changedLocked() {
+	close(st.changed)
+	st.changed = make(chan struct{})
+}
+
+// settledLocked reports whether everything consumed is answered and
+// committed, or the session is over.
+func (st *session) settledLocked() bool {
+	if st.closed {
+		return true
+	}
+	if st.pending > 0 {
+		return false
+	}
+	for _, p := range st.parts {
+		if p.next > p.committed {
+			return false
+		}
+	}
+	return true
 }
 
 func (st *session) releaseLocked(it *item) {
@@ -260,6 +306,12 @@ func (st *session) commitLoop() {
 		case errors.Is(err, errSessionOver):
 			st.w.log.Warn("the coordinator no longer takes this session's commits; rejoining", "err", err)
 			st.end()
+		case errors.Is(err, errRebalancing):
+			// Short-lived (the member rejoins within a heartbeat or two),
+			// and the slots of the answers wait for this commit: no
+			// growing backoff.
+			st.w.log.Debug("the group is rebalancing; retrying the commit", "err", err)
+			retry = time.After(commitBackoffMin)
 		default:
 			st.w.log.Warn("committing offsets failed; retrying", "err", err, "backoff", backoff)
 			retry = time.After(backoff)
@@ -272,25 +324,36 @@ func (st *session) commitLoop() {
 // partitions the coordinator took, frees the slots of the messages they
 // cover.
 func (st *session) commit() error {
+	// The generation is read before the partitions to commit. A partition
+	// still tracked after that was this member's in that generation, or
+	// has been revoked in it and is no one's until this member rejoins
+	// (revoke forgets it first), which makes a newer generation: the
+	// coordinator then refuses the older one, so an offset is never
+	// committed over the partition's next owner.
+	gen, member := st.sess.GenerationID(), st.sess.MemberID()
 	st.mu.Lock()
 	offs := make(map[partKey]int64)
+	tracks := make(map[partKey]*partTrack)
 	for k, p := range st.parts {
 		if p.next > p.committed {
-			offs[k] = p.next
+			offs[k], tracks[k] = p.next, p
 		}
 	}
 	st.mu.Unlock()
 	if len(offs) == 0 {
 		return nil
 	}
-	done, err := st.w.commitOffsets(st.sess, offs)
+	done, err := st.w.commitOffsets(gen, member, offs)
 	if len(done) > 0 {
 		st.w.m.Commits.Inc()
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if len(done) > 0 {
+		st.changedLocked()
+	}
 	for k, off := range done {
-		p := st.parts[k]
+		p := tracks[k]
 		p.committed = max(p.committed, off)
 		n := 0
 		for n < len(p.marked) && p.marked[n].msg.Offset < p.committed {
@@ -319,21 +382,93 @@ func (st *session) finalCommit(deadline time.Time) error {
 // drain waits until every registered item is resolved or the deadline
 // passes, and reports whether it got there.
 func (st *session) drain(deadline time.Time) bool {
+	return st.waitFor(func() bool { return st.pending == 0 }, deadline)
+}
+
+// waitFor waits until cond, called with st.mu held, holds after a
+// resolution, or the deadline passes; it reports whether cond held.
+func (st *session) waitFor(cond func() bool, deadline time.Time) bool {
 	timer := time.NewTimer(time.Until(deadline))
 	defer timer.Stop()
 	for {
 		st.mu.Lock()
-		n := st.pending
+		ok, changed := cond(), st.changed
 		st.mu.Unlock()
-		if n == 0 {
+		if ok {
 			return true
 		}
 		select {
-		case <-st.changed:
+		case <-changed:
 		case <-timer.C:
 			return false
 		}
 	}
+}
+
+// revoke lets go of a partition that a cooperative rebalance gives to
+// another worker, while the session goes on with the others: it waits for
+// the partition's requests to be answered (until deadline), commits them
+// (a few seconds more), and forgets the partition, so that nothing of it
+// is committed once the member rejoins and the partition has a new owner.
+// It reports whether every request was answered and how many were left
+// unanswered (the new owner answers them again).
+func (st *session) revoke(k partKey, deadline time.Time) (drained bool, left int) {
+	st.mu.Lock()
+	p := st.parts[k]
+	st.mu.Unlock()
+	if p == nil {
+		return true, 0
+	}
+	drained = st.waitFor(func() bool { return p.pending == 0 }, deadline)
+	if !st.w.cfg.ExactlyOnce {
+		st.commitPart(p, deadline.Add(commitGrace))
+	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	p.revoked = true
+	if st.parts[k] == p {
+		delete(st.parts, k)
+	}
+	st.forgetLocked(p)
+	return drained, p.pending
+}
+
+// commitPart commits what was answered of one partition, retrying until
+// deadline.
+func (st *session) commitPart(p *partTrack, deadline time.Time) {
+	backoff := commitBackoffMin
+	for {
+		st.mu.Lock()
+		done := p.next <= p.committed
+		st.mu.Unlock()
+		if done {
+			return
+		}
+		err := st.commit()
+		if err == nil {
+			continue
+		}
+		if errors.Is(err, errSessionOver) || isFatal(err) || time.Now().Add(backoff).After(deadline) {
+			st.w.log.Warn("the commit of a revoked partition failed; its answered requests will be redelivered", "err", err)
+			return
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, commitBackoffMax)
+	}
+}
+
+// forgetLocked frees the slots of a partition's answered items that can
+// no longer be committed.
+func (st *session) forgetLocked(p *partTrack) {
+	for _, it := range p.marked {
+		st.releaseLocked(it)
+	}
+	for _, it := range p.queue {
+		if it.resolved {
+			st.releaseLocked(it)
+		}
+	}
+	p.marked, p.queue = nil, nil
 }
 
 // close ends the session after its last commit: it frees the slots of
@@ -344,16 +479,9 @@ func (st *session) close() int {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.closed = true
+	st.changedLocked()
 	for _, p := range st.parts {
-		for _, it := range p.marked {
-			st.releaseLocked(it)
-		}
-		for _, it := range p.queue {
-			if it.resolved {
-				st.releaseLocked(it)
-			}
-		}
-		p.marked, p.queue = nil, nil
+		st.forgetLocked(p)
 	}
 	return st.pending
 }

@@ -52,6 +52,10 @@ type Worker struct {
 
 	ready    atomic.Bool
 	fatalErr chan error
+	// cur is the group session being served; draining is set when the
+	// worker stops taking requests before it leaves the group.
+	cur      atomic.Pointer[session]
+	draining atomic.Bool
 }
 
 // NewWorker checks cfg and prepares a worker that serves pred; Run
@@ -117,7 +121,12 @@ func (w *Worker) Run(ctx context.Context) error {
 		return fmt.Errorf("connecting to kafka at %v: %w", w.cfg.Brokers, w.explain(err))
 	}
 	defer client.Close()
-	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, client)
+	coord, err := sarama.NewClient(w.cfg.Brokers, w.ccfg)
+	if err != nil {
+		return fmt.Errorf("connecting to kafka at %v: %w", w.cfg.Brokers, w.explain(err))
+	}
+	defer coord.Close()
+	group, err := sarama.NewConsumerGroupFromClient(w.cfg.Group, &groupClient{Client: client, coord: coord})
 	if err != nil {
 		return fmt.Errorf("consumer group %q: %w", w.cfg.Group, err)
 	}
@@ -157,22 +166,26 @@ func (w *Worker) Run(ctx context.Context) error {
 		}
 	}()
 
-	consumeCtx, stopConsume := context.WithCancel(ctx)
+	consumeCtx, stopConsume := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopConsume()
-	// A fatal error stops the consumption; runErr is written before
-	// watched closes.
+	// A fatal error stops the consumption at once, shutdown after the
+	// drain; runErr is written before watched closes.
 	var runErr error
 	watched := make(chan struct{})
 	go func() {
 		defer close(watched)
 		select {
 		case runErr = <-w.fatalErr:
-			stopConsume()
+		case <-ctx.Done():
+			if w.cfg.cooperative() {
+				w.drainInSession()
+			}
 		case <-consumeCtx.Done():
 		}
+		stopConsume()
 	}()
 	backoff := 250 * time.Millisecond
-	for consumeCtx.Err() == nil {
+	for consumeCtx.Err() == nil && !w.draining.Load() {
 		err := group.Consume(consumeCtx, []string{w.cfg.InTopic}, &handler{w: w})
 		if err == nil || consumeCtx.Err() != nil {
 			backoff = 250 * time.Millisecond
@@ -185,7 +198,7 @@ func (w *Worker) Run(ctx context.Context) error {
 			w.fatal(err)
 			break
 		}
-		w.log.Warn("joining the consumer group failed; retrying", "err", err, "backoff", backoff)
+		w.log.Warn("joining the consumer group failed; retrying", "err", w.explain(err), "backoff", backoff)
 		select {
 		case <-consumeCtx.Done():
 		case <-time.After(backoff):
@@ -215,6 +228,48 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	w.log.Info("worker stopped")
 	return nil
+}
+
+// drainInSession answers and commits what the worker consumed before it
+// ends its cooperative session, while the session still takes part in the
+// group's rebalances. Ending the session first would be wrong there: a
+// rebalance under way (another worker joining, say) would move the group
+// to a generation this worker never joins, and the coordinator would
+// refuse every commit of the drain. An eager session cannot miss a
+// generation that way: it drains in Cleanup, before it rejoins.
+func (w *Worker) drainInSession() {
+	w.draining.Store(true)
+	w.group.PauseAll()
+	st := w.cur.Load()
+	if st == nil {
+		return
+	}
+	deadline := time.Now().Add(w.cfg.DrainTimeout)
+	drained := st.drain(deadline)
+	committed := st.waitFor(st.settledLocked, deadline.Add(commitGrace))
+	w.log.Info("drained before leaving the group", "drained", drained, "committed", committed)
+}
+
+// groupClient is the client of the consumer group: fetches go through
+// Client, the group's coordination (join, sync, heartbeat, leave) through
+// coord, on connections of its own. Sarama would send both over one
+// connection per broker, and a broker answers a connection's requests in
+// order: while the coordinator holds a member's JoinGroup until the other
+// members rejoin, every fetch the member sends to that broker would wait
+// behind it, and the partitions a cooperative rebalance leaves in place
+// would stop with the others. Kafka's Java client keeps the coordinator
+// on a connection of its own for the same reason.
+type groupClient struct {
+	sarama.Client
+	coord sarama.Client
+}
+
+func (c *groupClient) Coordinator(group string) (*sarama.Broker, error) {
+	return c.coord.Coordinator(group)
+}
+
+func (c *groupClient) RefreshCoordinator(group string) error {
+	return c.coord.RefreshCoordinator(group)
 }
 
 func (w *Worker) fatal(err error) {
@@ -279,6 +334,9 @@ func (w *Worker) explain(err error) error {
 		return fmt.Errorf("the brokers refuse the session timeout %v: it must lie within their group.min.session.timeout.ms and group.max.session.timeout.ms (6s to 30m by default; 6s to 5m on the embedded broker): %w", w.cfg.SessionTimeout, err)
 	case errors.Is(err, sarama.ErrInvalidTransactionTimeout):
 		return fmt.Errorf("the brokers refuse the transaction timeout %v: it must not exceed their transaction.max.timeout.ms (15m by default): %w", w.cfg.TransactionTimeout, err)
+	case errors.Is(err, sarama.ErrInconsistentGroupProtocol):
+		return fmt.Errorf("the group's workers rebalance %s, not %s like this one: every worker of a group needs the same (stop them all to change it): %w",
+			map[bool]string{true: RebalanceEager, false: RebalanceCooperative}[w.cfg.cooperative()], w.cfg.Rebalance, err)
 	case errors.Is(err, sarama.ErrFencedInstancedId):
 		return fmt.Errorf("another worker joined the group with instance id %q and replaced this one: each replica needs its own: %w", w.cfg.InstanceID, err)
 	case fenced(err):
@@ -334,6 +392,7 @@ type handler struct {
 
 func (h *handler) Setup(s sarama.ConsumerGroupSession) error {
 	h.st = newSession(h.w, s)
+	h.w.cur.Store(h.st)
 	go h.st.commitLoop()
 	h.w.m.Rebalances.Inc()
 	h.w.ready.Store(true)
@@ -348,7 +407,17 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 		select {
 		case msg, ok := <-claim.Messages():
 			if !ok {
+				if s.Context().Err() == nil {
+					// The session goes on without this partition: a
+					// cooperative rebalance gives it to another worker
+					// once this one has let go of it.
+					h.revoke(s, claim)
+				}
 				return nil
+			}
+			if w.draining.Load() {
+				// Stopping: what is not taken now is the next owner's.
+				continue
 			}
 			if !w.acquire(s, st, claim.Topic(), claim.Partition()) {
 				return nil
@@ -367,10 +436,23 @@ func (h *handler) ConsumeClaim(s sarama.ConsumerGroupSession, claim sarama.Consu
 	}
 }
 
-// Cleanup runs when the session ends (a rebalance, a refused answer, or
-// shutdown), before the worker rejoins or leaves: the group waits for it
-// (up to the rebalance timeout), so what it commits here is not
-// redelivered to the partitions' next owners.
+// revoke answers and commits what was consumed of a revoked partition
+// before its ConsumeClaim returns, since the group gives the partition to
+// its new owner when this worker rejoins after that, and the new owner
+// starts from the committed offset. Sarama waits the rebalance timeout
+// for it, which leaves room for the drain and the commit.
+func (h *handler) revoke(s sarama.ConsumerGroupSession, claim sarama.ConsumerGroupClaim) {
+	w := h.w
+	drained, left := h.st.revoke(partKey{claim.Topic(), claim.Partition()}, time.Now().Add(w.cfg.DrainTimeout))
+	w.m.Lag.DeleteLabelValues(strconv.Itoa(int(claim.Partition())))
+	w.log.Info("partition revoked", "topic", claim.Topic(), "partition", claim.Partition(), "generation", s.GenerationID(), "drained", drained, "abandoned", left)
+}
+
+// Cleanup runs when the session ends (an eager rebalance, a refused
+// answer, or shutdown), before the worker rejoins or leaves: the group
+// waits for it (up to the rebalance timeout), so what it commits here is
+// not redelivered to the partitions' next owners. A cooperative session
+// lives through rebalances; it ends only on those other causes.
 func (h *handler) Cleanup(s sarama.ConsumerGroupSession) error {
 	w, st := h.w, h.st
 	w.ready.Store(false)

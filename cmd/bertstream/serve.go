@@ -164,6 +164,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	fs.DurationVar(&c.SessionTimeout, "session-timeout", 10*time.Second, "consumer group session timeout: how soon a dead worker's partitions move")
 	fs.DurationVar(&c.HeartbeatInterval, "heartbeat", time.Second, "consumer group heartbeat interval")
 	fs.StringVar(&c.InstanceID, "instance-id", hostname(), `static group membership id of this replica, unique per replica (a StatefulSet pod's name): restarted within the session timeout it keeps its partitions without a rebalance ("": a dynamic member)`)
+	fs.StringVar(&c.Rebalance, "rebalance", pipeline.RebalanceCooperative, `how the group moves partitions: "cooperative" moves only those that change owner and the others are answered through the rebalance; "eager" stops every worker at every join or leave (every worker of a group must use the same)`)
 	fs.StringVar(&c.ClientID, "client-id", "bertstream", "client id the brokers see")
 	fs.StringVar(&c.KafkaVersion, "kafka-version", "3.0.0", "Kafka protocol version to speak")
 	s := &c.Security

@@ -57,7 +57,7 @@ func (s *syncBuffer) String() string {
 	return s.b.String()
 }
 
-func startProc(t *testing.T, args ...string) *proc {
+func startProc(t testing.TB, args ...string) *proc {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], args...)
 	cmd.Env = append(os.Environ(), asBinary+"=1")
@@ -94,7 +94,7 @@ func startProc(t *testing.T, args ...string) *proc {
 
 // line waits for a line of output that matches re and returns its
 // submatches.
-func (p *proc) line(t *testing.T, re *regexp.Regexp, timeout time.Duration) []string {
+func (p *proc) line(t testing.TB, re *regexp.Regexp, timeout time.Duration) []string {
 	t.Helper()
 	deadline := time.After(timeout)
 	for {
@@ -112,7 +112,7 @@ func (p *proc) line(t *testing.T, re *regexp.Regexp, timeout time.Duration) []st
 }
 
 // stop sends SIGTERM and waits for a clean exit.
-func (p *proc) stop(t *testing.T, timeout time.Duration) {
+func (p *proc) stop(t testing.TB, timeout time.Duration) {
 	t.Helper()
 	if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
