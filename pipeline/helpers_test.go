@@ -212,8 +212,16 @@ func produce(t testing.TB, addr string, msgs []testMsg) []*sarama.ProducerMessag
 
 // produceWith is produce with a client configuration (credentials); the
 // messages it returns carry the partition and offset each landed at.
+//
+// The producer is idempotent: a produce the broker applied but whose answer
+// was lost (a timeout, or Sarama closing a connection under a request when
+// it re-registers the broker, seen under load) is retried, and a plain
+// producer would then write the requests twice. The tests count duplicate
+// answers by request id; a request written twice is answered twice, rightly.
 func produceWith(t testing.TB, sc *sarama.Config, addr string, msgs []testMsg) []*sarama.ProducerMessage {
 	t.Helper()
+	sc.Producer.Idempotent = true
+	sc.Net.MaxOpenRequests = 1
 	p, err := sarama.NewSyncProducer([]string{addr}, sc)
 	if err != nil {
 		t.Fatal(err)

@@ -2,6 +2,7 @@ package pipeline_test
 
 import (
 	"context"
+	"encoding/json"
 	"strconv"
 	"strings"
 	"testing"
@@ -266,5 +267,32 @@ func TestTransactionalIDTakenOver(t *testing.T) {
 	count, _ := decodeAnswers(t, out)
 	if dups := checkAllAnswered(t, idList, count); dups != 0 {
 		t.Errorf("%d duplicates on the read-committed output", dups)
+	}
+}
+
+// TestProduceRetryWritesOnce checks the tests' own input producer: the
+// broker applies a produce and answers REQUEST_TIMED_OUT, as when the answer
+// is lost, and the retry must not write the requests again. A request
+// written twice is answered twice, which the exactly-once tests would blame
+// on the worker (TestWorkersJoinAndLeave did, under load).
+func TestProduceRetryWritesOnce(t *testing.T) {
+	c, addr := newCluster(t)
+	h := c.Fault(kfake.Fault{Keys: []kmsg.Key{kmsg.Produce}, Topic: inTopic, Err: kerr.RequestTimedOut, Count: 1})
+	idList, msgs := keyedRequests(30, 3)
+	produce(t, addr, msgs)
+	if h.Hits() != 1 {
+		t.Fatalf("the injected timeout reached the producer %d times, want 1", h.Hits())
+	}
+	in := readAll(t, addr, inTopic, len(idList), 10*time.Second, false)
+	count := make(map[string]int)
+	for _, m := range in {
+		var r struct{ ID string }
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			t.Fatalf("request at %d@%d: %v", m.Partition, m.Offset, err)
+		}
+		count[r.ID]++
+	}
+	if dups := checkAllAnswered(t, idList, count); dups != 0 {
+		t.Errorf("%d requests written twice to the input topic after a retried produce", dups)
 	}
 }
