@@ -88,42 +88,17 @@ type Engine struct {
 // New resolves c into an Engine, or reports the name this CPU has no
 // kernel for.
 func New(c Config) (*Engine, error) {
-	vs := versionList()
 	e := &Engine{cfg: c}
-	if c.Version == "" {
-		e.cfg.Version = vs[0].name
+	v, err := pick(versionList(), func(v version) string { return v.name }, &e.cfg.Version, "kernel", Versions)
+	if err != nil {
+		return nil, err
 	}
-	for _, v := range vs {
-		if v.name == e.cfg.Version {
-			e.gemm, e.vec = v.gemm, v.vec
-		}
+	e.gemm, e.vec = v.gemm, v.vec
+	if e.bf16, err = pick(bf16Kernels(), func(k *microKernel) string { return k.name }, &e.cfg.BF16Version, "BF16 kernel", BF16Versions); err != nil {
+		return nil, err
 	}
-	if e.gemm == nil {
-		return nil, fmt.Errorf("no kernel version %q on this CPU (have %v)", c.Version, Versions())
-	}
-	bs := bf16Kernels()
-	if c.BF16Version == "" {
-		e.cfg.BF16Version = bs[0].name
-	}
-	for _, k := range bs {
-		if k.name == e.cfg.BF16Version {
-			e.bf16 = k
-		}
-	}
-	if e.bf16 == nil {
-		return nil, fmt.Errorf("no BF16 kernel version %q on this CPU (have %v)", c.BF16Version, BF16Versions())
-	}
-	is := int8Kernels()
-	if c.Int8Version == "" {
-		e.cfg.Int8Version = is[0].name
-	}
-	for _, k := range is {
-		if k.name == e.cfg.Int8Version {
-			e.int8 = k
-		}
-	}
-	if e.int8 == nil {
-		return nil, fmt.Errorf("no INT8 kernel version %q on this CPU (have %v)", c.Int8Version, Int8Versions())
+	if e.int8, err = pick(int8Kernels(), func(k *int8Kernel) string { return k.name }, &e.cfg.Int8Version, "INT8 kernel", Int8Versions); err != nil {
+		return nil, err
 	}
 	switch c.BLAS {
 	case "", BLASNative:
@@ -159,4 +134,19 @@ func (e *Engine) Threads() int {
 		return e.cfg.Threads
 	}
 	return runtime.GOMAXPROCS(0)
+}
+
+// pick returns the item of list (fastest first) that *want names, or the
+// first when *want is empty, which it then names.
+func pick[T any](list []T, name func(T) string, want *string, kind string, have func() []string) (T, error) {
+	if *want == "" {
+		*want = name(list[0])
+	}
+	for _, it := range list {
+		if name(it) == *want {
+			return it, nil
+		}
+	}
+	var zero T
+	return zero, fmt.Errorf("no %s version %q on this CPU (have %v)", kind, *want, have())
 }
