@@ -21,6 +21,7 @@ type gated struct {
 	*bert.Predictor
 	entered chan struct{}
 	gate    chan struct{}
+	opened  sync.Once
 	mu      sync.Mutex
 	seen    []string
 }
@@ -28,6 +29,9 @@ type gated struct {
 func newGated(p *bert.Predictor) *gated {
 	return &gated{Predictor: p, entered: make(chan struct{}, 100), gate: make(chan struct{})}
 }
+
+// open lets every batch through, once and for all.
+func (g *gated) open() { g.opened.Do(func() { close(g.gate) }) }
 
 func (g *gated) Predict(ctx context.Context, reqs []task.Request) []task.Result {
 	g.entered <- struct{}{}
@@ -51,6 +55,9 @@ func (g *gated) Predict(ctx context.Context, reqs []task.Request) []task.Result 
 func TestBackpressure(t *testing.T) {
 	g := newGated(load(t, tiny+"bert-classifier", true))
 	s := start(t, g, pipeline.BatchConfig{MaxBatch: 1, MaxQueue: 2}, api.Options{MaxInputs: 2})
+	// Cleanups run last first: a test that fails with the model held
+	// opens the gate before the server waits for its handlers.
+	t.Cleanup(g.open)
 
 	// The first request holds the model; the second waits in the queue,
 	// with a client that gives up.
@@ -67,7 +74,9 @@ func TestBackpressure(t *testing.T) {
 		_, err := http.DefaultClient.Do(req)
 		left <- err
 	}()
-	if err := eventually(func() bool { return gauge(t, s, "bertstream_api_queued") == 1 }); err != nil {
+	// The queue counts requests until they are answered: the one in the
+	// model and the one waiting.
+	if err := eventually(func() bool { return gauge(t, s, "bertstream_api_queued") == 2 }); err != nil {
 		t.Fatal("the second request never queued")
 	}
 	// Two more inputs do not fit beside it: 429, without waiting.
@@ -93,7 +102,7 @@ func TestBackpressure(t *testing.T) {
 	if err := eventually(func() bool { return left499(t, s) }); err != nil {
 		t.Fatal("the server never saw the client leave")
 	}
-	close(g.gate)
+	g.open()
 	if c := <-first; c != 200 {
 		t.Errorf("first request: %d", c)
 	}
@@ -142,7 +151,7 @@ func eventually(cond func() bool) error {
 // and costs no model time; /health stays open, /metrics needs the key.
 func TestAPIKey(t *testing.T) {
 	g := newGated(load(t, tiny+"bert-classifier", true))
-	close(g.gate)
+	g.open()
 	const key = "s3cret-key"
 	s := start(t, g, pipeline.BatchConfig{}, api.Options{APIKey: key})
 	for _, h := range [][]string{nil, {"Authorization", "Bearer wrong"}, {"Authorization", key}, {"Authorization", "Basic " + key}} {
