@@ -66,7 +66,11 @@ func TestBackpressure(t *testing.T) {
 		code, _ := post(t, s.url+"/embed", map[string]any{"inputs": "first"}, nil)
 		first <- code
 	}()
-	<-g.entered
+	select {
+	case <-g.entered:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the first request never reached the model")
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	left := make(chan error)
 	go func() {
