@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/bertstream/bertstream/bert"
@@ -49,7 +50,7 @@ func ReadSentenceDir(dir string) (*SentenceDir, error) {
 	var pooling string
 	for i, m := range modules {
 		c.Modules = append(c.Modules, m.Type)
-		if m.Path != "" && (filepath.IsAbs(m.Path) || strings.Contains(m.Path, "..")) {
+		if m.Path != "" && !filepath.IsLocal(m.Path) {
 			return nil, fmt.Errorf("%s: module %d has path %q, want a folder inside the directory", mpath, i, m.Path)
 		}
 		switch m.Type {
@@ -134,7 +135,7 @@ func readPooling(path string) (string, error) {
 		}
 	}
 	for k, v := range pc {
-		if b, _ := v.(bool); b && strings.HasPrefix(k, "pooling_mode_") && !slicesHas(modes, k) {
+		if b, _ := v.(bool); b && strings.HasPrefix(k, "pooling_mode_") && !slices.ContainsFunc(modes, func(m struct{ key, pool string }) bool { return m.key == k }) {
 			return "", fmt.Errorf("%s: %s is not a pooling bertstream computes", path, k)
 		}
 	}
@@ -145,15 +146,6 @@ func readPooling(path string) (string, error) {
 		return on[0], nil
 	}
 	return "", fmt.Errorf("%s: poolings %s are all on; their concatenation is not supported", path, strings.Join(on, ", "))
-}
-
-func slicesHas(modes []struct{ key, pool string }, key string) bool {
-	for _, m := range modes {
-		if m.key == key {
-			return true
-		}
-	}
-	return false
 }
 
 // readJSONFile decodes path into v; a missing file reports false.
