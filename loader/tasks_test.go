@@ -13,6 +13,7 @@ import (
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/loader"
+	"github.com/bertstream/bertstream/loader/loadertest"
 )
 
 // The model directories of testdata/tasks, laid out as on the Hub, with
@@ -60,14 +61,7 @@ func sigmoid(x float64) float64 { return 1 / (1 + math.Exp(-x)) }
 // logit and its sigmoid (not a softmax over one logit), and rerank orders
 // the passages as the reference logits do.
 func TestCrossEncoder(t *testing.T) {
-	var ref struct {
-		Queries []struct {
-			Query    string    `json:"query"`
-			Passages []string  `json:"passages"`
-			Logits   []float64 `json:"logits"`
-			Order    []int     `json:"order"`
-		} `json:"queries"`
-	}
+	var ref loadertest.RerankRef
 	readRef(t, "cross-encoder", &ref)
 	p := loadTask(t, "cross-encoder", bert.PredictorOptions{})
 	if got := strings.Join(p.Tasks(), ","); got != "classify,rerank,embed" {

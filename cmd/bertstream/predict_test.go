@@ -8,6 +8,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/bertstream/bertstream/loader/loadertest"
 )
 
 const tasksFixtures = "../../testdata/tasks"
@@ -70,14 +72,7 @@ func TestPredictLineErrors(t *testing.T) {
 // TestPredictRerank: rerank from the command line orders the passages as
 // the reference logits of testdata/tasks/cross-encoder do.
 func TestPredictRerank(t *testing.T) {
-	var ref struct {
-		Queries []struct {
-			Query    string    `json:"query"`
-			Passages []string  `json:"passages"`
-			Logits   []float64 `json:"logits"`
-			Order    []int     `json:"order"`
-		} `json:"queries"`
-	}
+	var ref loadertest.RerankRef
 	dir := filepath.Join(tasksFixtures, "cross-encoder")
 	if err := json.Unmarshal(mustRead(t, filepath.Join(dir, "reference.json")), &ref); err != nil {
 		t.Fatal(err)

@@ -21,6 +21,7 @@ import (
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/loader"
+	"github.com/bertstream/bertstream/loader/loadertest"
 	"github.com/bertstream/bertstream/pipeline"
 	"github.com/bertstream/bertstream/pipeline/api"
 )
@@ -244,14 +245,7 @@ func TestEmbed(t *testing.T) {
 // TestRerank: /rerank ranks the passages as the PyTorch cross-encoder
 // scores them, raw or through the sigmoid, with or without the texts.
 func TestRerank(t *testing.T) {
-	var ref struct {
-		Queries []struct {
-			Query    string    `json:"query"`
-			Passages []string  `json:"passages"`
-			Logits   []float64 `json:"logits"`
-			Order    []int     `json:"order"`
-		} `json:"queries"`
-	}
+	var ref loadertest.RerankRef
 	readJSON(t, tasks+"cross-encoder/reference.json", &ref)
 	p := load(t, tasks+"cross-encoder", true)
 	s := start(t, p, pipeline.BatchConfig{}, api.Options{})
