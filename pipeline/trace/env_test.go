@@ -1,0 +1,75 @@
+package trace_test
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/bertstream/bertstream/pipeline/trace"
+)
+
+func TestFromEnv(t *testing.T) {
+	for _, c := range []struct {
+		name, flag string
+		env        map[string]string
+		url, from  string
+		err        string
+	}{
+		{name: "nothing"},
+		{name: "flag", flag: "http://c:4318", url: "http://c:4318/v1/traces", from: "--otlp-endpoint"},
+		{name: "flag with a path", flag: "https://c/otlp/", url: "https://c/otlp/v1/traces", from: "--otlp-endpoint"},
+		{name: "flag over the variables", flag: "http://flag:4318", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:4318/x", "OTEL_SDK_DISABLED": "true"}, url: "http://flag:4318/v1/traces", from: "--otlp-endpoint"},
+		{name: "flag with /v1/traces", flag: "http://c:4318/v1/traces", err: "base URL"},
+		{name: "flag without scheme", flag: "c:4318", err: "--otlp-endpoint"},
+		{name: "base variable", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, url: "http://c:4318/v1/traces", from: "OTEL_EXPORTER_OTLP_ENDPOINT"},
+		{name: "traces variable as is", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:9999/custom"}, url: "http://t:9999/custom", from: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"},
+		{name: "traces variable without path", env: map[string]string{"OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t:9999"}, url: "http://t:9999/", from: "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"},
+		{name: "disabled", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_SDK_DISABLED": "TRUE"}},
+		{name: "exporter none", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318", "OTEL_TRACES_EXPORTER": "none"}},
+		{name: "grpc", env: map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317", "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}, err: "OTEL_EXPORTER_OTLP_PROTOCOL=grpc"},
+		{name: "grpc without endpoint", env: map[string]string{"OTEL_EXPORTER_OTLP_PROTOCOL": "grpc"}},
+		{name: "bad timeout", flag: "http://c:4318", env: map[string]string{"OTEL_EXPORTER_OTLP_TIMEOUT": "5s"}, err: "OTEL_EXPORTER_OTLP_TIMEOUT=5s"},
+		{name: "bad header", flag: "http://c:4318", env: map[string]string{"OTEL_EXPORTER_OTLP_HEADERS": "a=1,novalue"}, err: "OTEL_EXPORTER_OTLP_HEADERS: entry 2"},
+		{name: "bad queue", flag: "http://c:4318", env: map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "0"}, err: "OTEL_BSP_MAX_QUEUE_SIZE"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s, err := trace.FromEnv(c.flag, func(k string) string { return c.env[k] })
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err %v, want one that says %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.URL != c.url || s.From != c.from {
+				t.Errorf("URL %q from %q, want %q from %q", s.URL, s.From, c.url, c.from)
+			}
+		})
+	}
+}
+
+func TestFromEnvSettings(t *testing.T) {
+	env := map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT":       "http://c:4318",
+		"OTEL_EXPORTER_OTLP_HEADERS":        "Authorization=Bearer%20k1, x-tenant = a",
+		"OTEL_EXPORTER_OTLP_TRACES_HEADERS": "x-tenant=b",
+		"OTEL_EXPORTER_OTLP_TIMEOUT":        "3000",
+		"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "2000",
+		"OTEL_EXPORTER_OTLP_PROTOCOL":       "http/protobuf",
+		"OTEL_BSP_SCHEDULE_DELAY":           "250",
+		"OTEL_BSP_MAX_QUEUE_SIZE":           "100",
+		"OTEL_BSP_MAX_EXPORT_BATCH_SIZE":    "10",
+	}
+	s, err := trace.FromEnv("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Headers["Authorization"] != "Bearer k1" || s.Headers["X-Tenant"] != "b" || len(s.Headers) != 2 {
+		t.Errorf("headers %v", s.Headers)
+	}
+	if s.Timeout != 2*time.Second || s.Interval != 250*time.Millisecond || s.QueueSize != 100 || s.BatchSize != 10 {
+		t.Errorf("settings %+v", s)
+	}
+}

@@ -1,0 +1,116 @@
+package trace
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// partialSuccess is a collector's answer that rejects n spans.
+func partialSuccess(n int64, msg string) []byte {
+	var ps []byte
+	ps = protowire.AppendTag(ps, 1, protowire.VarintType)
+	ps = protowire.AppendVarint(ps, uint64(n))
+	ps = protowire.AppendTag(ps, 2, protowire.BytesType)
+	ps = protowire.AppendString(ps, msg)
+	var b []byte
+	b = protowire.AppendTag(b, 1, protowire.BytesType)
+	return protowire.AppendBytes(b, ps)
+}
+
+func TestDecodePartialSuccess(t *testing.T) {
+	n, msg, err := decodePartialSuccess(partialSuccess(3, "too old"))
+	if err != nil || n != 3 || msg != "too old" {
+		t.Errorf("got %d %q %v", n, msg, err)
+	}
+	if n, _, err := decodePartialSuccess(nil); err != nil || n != 0 {
+		t.Errorf("empty answer: %d %v", n, err)
+	}
+	if _, _, err := decodePartialSuccess([]byte{0x0a, 0x05, 0x08}); err == nil {
+		t.Error("a truncated answer decoded")
+	}
+}
+
+// TestPartialSuccess: spans the collector rejects from an accepted batch
+// are counted as dropped, the others as exported.
+func TestPartialSuccess(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/x-protobuf")
+		_, _ = w.Write(partialSuccess(2, "too old"))
+	}))
+	defer srv.Close()
+	m := NewMetrics(prometheus.NewRegistry())
+	e, err := New(Options{URL: srv.URL, Metrics: m, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		e.Record(&Span{Context: NewRoot(), Name: "s"})
+	}
+	if err := e.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	var ex, rej dto.Metric
+	_ = m.Exported.Write(&ex)
+	_ = m.Dropped.WithLabelValues(DropRejected).Write(&rej)
+	if ex.GetCounter().GetValue() != 3 || rej.GetCounter().GetValue() != 2 {
+		t.Errorf("exported %v, rejected %v; want 3 and 2", ex.GetCounter().GetValue(), rej.GetCounter().GetValue())
+	}
+}
+
+func TestRetryAfterHeader(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	for h, want := range map[string]time.Duration{
+		"":                              0,
+		"2":                             2 * time.Second,
+		"0":                             0,
+		"-1":                            0,
+		"soon":                          0,
+		"Fri, 02 Jan 2026 03:04:15 GMT": 10 * time.Second,
+		"Fri, 02 Jan 2026 03:04:00 GMT": 0,
+		"99999999999":                   24 * time.Hour,
+	} {
+		if got := retryAfter(h, now); got != want {
+			t.Errorf("Retry-After %q: %v, want %v", h, got, want)
+		}
+	}
+}
+
+func TestStatusMessage(t *testing.T) {
+	var st []byte
+	st = protowire.AppendTag(st, 1, protowire.VarintType)
+	st = protowire.AppendVarint(st, 3)
+	st = protowire.AppendTag(st, 2, protowire.BytesType)
+	st = protowire.AppendString(st, "bad span")
+	if got := statusMessage("application/x-protobuf", st); got != "bad span" {
+		t.Errorf("protobuf status: %q", got)
+	}
+	if got := statusMessage("text/plain", []byte(" upstream down \n")); got != "upstream down" {
+		t.Errorf("text: %q", got)
+	}
+}
+
+// FuzzDecodeResponse: a collector's answer, whatever its bytes, decodes to
+// a count of at least zero and a valid UTF-8 message, or an error; never
+// a panic.
+func FuzzDecodeResponse(f *testing.F) {
+	f.Add(partialSuccess(3, "too old"))
+	f.Add([]byte{})
+	f.Add([]byte{0x0a, 0x05, 0x08})
+	f.Fuzz(func(t *testing.T, b []byte) {
+		n, msg, err := decodePartialSuccess(b)
+		if err == nil && (n < 0 || !validUTF8(msg)) {
+			t.Fatalf("%x: %d %q", b, n, msg)
+		}
+		if s := statusMessage("application/x-protobuf", b); !validUTF8(s) || len(s) > 67 {
+			t.Fatalf("%x: status message %q", b, s)
+		}
+	})
+}
+
+func validUTF8(s string) bool { return valid(s) == s }
