@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bertstream/bertstream/bert/task"
+	"github.com/bertstream/bertstream/pipeline/trace"
 )
 
 // Batcher is the micro-batcher in front of the model: requests from the
@@ -58,6 +59,8 @@ type BatchConfig struct {
 	// MaxQueue bounds the requests submitted and not yet answered; past
 	// it Submit refuses with ErrQueueFull. Default 4*MaxBatch.
 	MaxQueue int
+	// Tracer, when set, receives a span per batch (tracing.go).
+	Tracer *trace.Exporter
 }
 
 func (c *BatchConfig) setDefaults() {
@@ -329,6 +332,7 @@ func (b *Batcher) process(ctx context.Context, batch []entry) {
 			// Requests are sized only when batches have a token budget.
 			b.m.BatchTokens.Observe(float64(tokens))
 		}
+		b.traceBatch(served, t0, t1, tokens, n)
 		for i, e := range served {
 			var out task.Result
 			if len(outs) == len(reqs) {
@@ -347,7 +351,7 @@ func (b *Batcher) process(ctx context.Context, batch []entry) {
 				var v []byte
 				v, out.Err = encodeResponse(it.req, out.Value, b.pred.Name())
 				if out.Err == nil {
-					it.out = &sarama.ProducerMessage{Topic: b.w.cfg.OutTopic, Key: answerKey(it), Value: sarama.ByteEncoder(v), Headers: traceHeaders(it.msg)}
+					it.out = &sarama.ProducerMessage{Topic: b.w.cfg.OutTopic, Key: answerKey(it), Value: sarama.ByteEncoder(v), Headers: it.propagate(traceHeaders(it.msg))}
 				}
 			}
 			if out.Err != nil {
@@ -438,7 +442,7 @@ func (w *Worker) deadLetter(it *item) *sarama.ProducerMessage {
 		sarama.RecordHeader{Key: []byte(HeaderPartition), Value: []byte(strconv.Itoa(int(m.Partition)))},
 		sarama.RecordHeader{Key: []byte(HeaderOffset), Value: []byte(strconv.FormatInt(m.Offset, 10))},
 	)
-	pm := &sarama.ProducerMessage{Topic: w.cfg.DLQTopic, Value: sarama.ByteEncoder(m.Value), Headers: hs}
+	pm := &sarama.ProducerMessage{Topic: w.cfg.DLQTopic, Value: sarama.ByteEncoder(m.Value), Headers: it.propagate(hs)}
 	if m.Key != nil {
 		pm.Key = sarama.ByteEncoder(m.Key)
 	}
@@ -498,6 +502,7 @@ func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 	w.log.Error("transaction failed; its batch is answered again from the committed offsets", "err", err)
 	w.recoverTxn(err)
 	for _, it := range batch {
+		it.endSpan(outcomeFailed, err)
 		st.fail(it)
 	}
 }

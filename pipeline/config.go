@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/bertstream/bertstream/pipeline/trace"
 )
 
 // Config configures a Worker. The zero values of the tuning fields take the
@@ -91,6 +93,10 @@ type Config struct {
 	// it, from before Run until Run has returned.
 	Batcher *Batcher
 
+	// Tracer, when set, receives a span per request (tracing.go);
+	// default the shared Batcher's.
+	Tracer *trace.Exporter
+
 	// Logger receives structured logs; default slog.Default().
 	Logger *slog.Logger
 	// Metrics, when set, receives the worker's counters.
@@ -130,6 +136,9 @@ func (c *Config) setDefaults() error {
 	}
 	if b := c.Batcher; b != nil {
 		c.MaxBatch, c.MaxWait, c.MaxTokens = b.cfg.MaxBatch, b.cfg.MaxWait, b.cfg.MaxTokens
+		if c.Tracer == nil {
+			c.Tracer = b.cfg.Tracer
+		}
 	}
 	if c.MaxBatch <= 0 {
 		c.MaxBatch = 32

@@ -24,6 +24,7 @@ type item struct {
 	txn *txnWait
 	// pt is the item's partition in its session.
 	pt *partTrack
+	tr itemTrace
 
 	// Guarded by st.mu.
 	acked, resolved, released bool
@@ -47,6 +48,7 @@ func (it *item) resolve(err error) {
 		if isFatal(err) {
 			it.w.fatal(fmt.Errorf("writing to %s: %w", it.out.Topic, err))
 		}
+		it.endSpan(outcomeFailed, err)
 		it.st.fail(it)
 		return
 	}
@@ -63,6 +65,7 @@ func (it *item) count() {
 		m.Produced.Inc()
 	}
 	m.Latency.Observe(time.Since(it.at).Seconds())
+	it.spanAcked()
 }
 
 type partKey struct {
@@ -234,6 +237,7 @@ func (st *session) fail(it *item) {
 // drop gives up an item without answering it; it stays unanswered at its
 // place in the partition, so no commit passes it.
 func (st *session) drop(it *item) {
+	it.endSpan(outcomeAbandoned, nil)
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	st.resolvedLocked(it)

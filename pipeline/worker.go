@@ -95,7 +95,7 @@ func NewWorker(cfg Config, pred task.Predictor) (*Worker, error) {
 	}
 	w.batcher = cfg.Batcher
 	if w.batcher == nil {
-		w.batcher = NewBatcher(pred, BatchConfig{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxTokens: cfg.MaxTokens}, m)
+		w.batcher = NewBatcher(pred, BatchConfig{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxTokens: cfg.MaxTokens, Tracer: cfg.Tracer}, m)
 	}
 	if err := w.batcher.attach(w); err != nil {
 		return nil, err
@@ -518,6 +518,9 @@ func (w *Worker) releaseSlot() {
 func (w *Worker) prepare(st *session, msg *sarama.ConsumerMessage) *item {
 	w.m.Consumed.Inc()
 	it := &item{w: w, st: st, msg: msg, at: time.Now()}
+	if w.cfg.Tracer != nil {
+		w.startSpan(it)
+	}
 	it.req, it.err = ParseRequest(msg.Value, w.tasks, w.cfg.MaxTextBytes)
 	if it.err == nil {
 		it.err = w.expired(it, it.at)
