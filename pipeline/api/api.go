@@ -30,6 +30,7 @@ import (
 
 	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/pipeline"
+	"github.com/bertstream/bertstream/pipeline/trace"
 )
 
 //go:embed openapi.json
@@ -76,6 +77,10 @@ type Options struct {
 	// dtype) as its model_dtype; default "float32".
 	Version string
 	DType   string
+	// Tracer, when set, receives a span for each request that comes
+	// with a sampled W3C traceparent header, linked to the batches that
+	// answer it.
+	Tracer *trace.Exporter
 }
 
 // Server is the HTTP API; it is an http.Handler.
@@ -151,6 +156,10 @@ func (s *Server) route(pattern string, h func(http.ResponseWriter, *http.Request
 	s.mux.Handle(pattern, s.auth(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		t0 := time.Now()
 		sw := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+		span := s.startSpan(r)
+		if span != nil {
+			r = r.WithContext(trace.WithPending(r.Context(), span))
+		}
 		if err := h(sw, r); err != nil {
 			var e *Error
 			if !errors.As(err, &e) {
@@ -160,6 +169,7 @@ func (s *Server) route(pattern string, h func(http.ResponseWriter, *http.Request
 		}
 		s.requests.WithLabelValues(name, strconv.Itoa(sw.code)).Inc()
 		s.duration.WithLabelValues(name).Observe(time.Since(t0).Seconds())
+		s.endSpan(span, r, pattern, name, sw.code, t0)
 	})))
 }
 

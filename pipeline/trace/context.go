@@ -212,6 +212,8 @@ type ctxKey struct{}
 // it. Its context is fixed; links may be added while it is open.
 type Pending struct {
 	Context SpanContext
+	// Parent is the caller's span, from its traceparent.
+	Parent SpanContext
 
 	mu    sync.Mutex
 	links []Link
