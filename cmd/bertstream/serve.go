@@ -26,6 +26,7 @@ import (
 	"github.com/bertstream/bertstream/nn"
 	"github.com/bertstream/bertstream/pipeline"
 	"github.com/bertstream/bertstream/pipeline/api"
+	"github.com/bertstream/bertstream/pipeline/trace"
 )
 
 func init() {
@@ -150,6 +151,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated (none: serve the HTTP API alone)")
 	model := fs.String("model", "", "model directory")
 	httpAddr := fs.String("http", ":9090", `address of /metrics, /healthz and /readyz ("": none)`)
+	otlpEndpoint := fs.String("otlp-endpoint", "", "OpenTelemetry collector base URL (http://HOST:4318): export a span per request and per batch over OTLP/HTTP to its /v1/traces (default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT; none: no tracing)")
 	var af apiFlags
 	af.register(fs)
 	logFormat := fs.String("log-format", "json", "log format: json or text")
@@ -211,6 +213,10 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	traceSettings, err := trace.FromEnv(*otlpEndpoint, os.Getenv)
+	if err != nil {
+		return err
+	}
 
 	p, err := pf.loadBERT(*model, &bf, stderr)
 	if err != nil {
@@ -220,8 +226,13 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	reg := prometheus.NewRegistry()
 	c.Metrics = pipeline.NewMetrics(reg)
 	reg.MustRegister(newTensorCollector())
+	tracer, err := startTracer(traceSettings, c.InstanceID, p.Name(), reg, log)
+	if err != nil {
+		return err
+	}
+	c.Tracer = tracer
 	// One batcher for both sources, so that their requests share batches.
-	batcher := pipeline.NewBatcher(p, pipeline.BatchConfig{MaxBatch: c.MaxBatch, MaxWait: c.MaxWait, MaxTokens: c.MaxTokens, MaxQueue: af.queue}, c.Metrics)
+	batcher := pipeline.NewBatcher(p, pipeline.BatchConfig{MaxBatch: c.MaxBatch, MaxWait: c.MaxWait, MaxTokens: c.MaxTokens, MaxQueue: af.queue, Tracer: tracer}, c.Metrics)
 	c.Batcher = batcher
 	var w *pipeline.Worker
 	ready := func() bool { return true }
@@ -267,7 +278,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		var draining atomic.Bool
 		h, err := api.New(api.Options{
 			Model: p, Batcher: batcher, MaxBodyBytes: af.maxBody, MaxInputs: af.maxInputs, APIKey: key,
-			Gatherer: reg, Registerer: reg, Logger: log, Version: buildVersion(), DType: bf.dtype,
+			Gatherer: reg, Registerer: reg, Logger: log, Version: buildVersion(), DType: bf.dtype, Tracer: tracer,
 			Healthy: func() error {
 				if draining.Load() {
 					return errors.New("shutting down")
@@ -318,8 +329,48 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		})
 	}
 	wg.Wait()
+	if tracer != nil {
+		// Every span has ended: the sources have drained.
+		sctx, cancel := context.WithTimeout(context.Background(), tracerFlushTimeout)
+		defer cancel()
+		if err := tracer.Shutdown(sctx); err != nil {
+			log.Warn("the last spans were not all sent", "err", err)
+		}
+	}
 	log.Info("stopped")
 	return runErr
+}
+
+// tracerFlushTimeout bounds how long a stopping server sends its last
+// spans: a collector that is down must not hold up a rolling update.
+const tracerFlushTimeout = 5 * time.Second
+
+// startTracer starts the span exporter that --otlp-endpoint or the
+// OpenTelemetry variables ask for (s); nil without either.
+func startTracer(s trace.Settings, instanceID, model string, reg prometheus.Registerer, log *slog.Logger) (*trace.Exporter, error) {
+	if s.URL == "" {
+		return nil, nil
+	}
+	if instanceID == "" {
+		// A dynamic member has no stable name; OpenTelemetry asks only
+		// that the id be unique among the service's instances.
+		instanceID = fmt.Sprintf("%s-%d", hostname(), os.Getpid())
+	}
+	o := s.Options()
+	o.Resource = []trace.Attr{
+		trace.String("service.name", "bertstream"),
+		trace.String("service.instance.id", instanceID),
+		trace.String("service.version", buildVersion()),
+		trace.String("bertstream.model", model),
+	}
+	o.Scope, o.ScopeVersion = "github.com/bertstream/bertstream/pipeline", buildVersion()
+	o.Logger, o.Metrics = log, trace.NewMetrics(reg)
+	e, err := trace.New(o)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("tracing", "otlp_url", s.URL, "from", s.From, "headers", len(s.Headers))
+	return e, nil
 }
 
 // apiFlags are the flags of the HTTP API.
