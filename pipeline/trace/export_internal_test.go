@@ -9,6 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"google.golang.org/protobuf/encoding/protowire"
+	"google.golang.org/protobuf/proto"
 )
 
 // partialSuccess is a collector's answer that rejects n spans.
@@ -114,3 +115,33 @@ func FuzzDecodeResponse(f *testing.F) {
 }
 
 func validUTF8(s string) bool { return valid(s) == s }
+
+// BenchmarkEncode is the exporter's background work per span: a request
+// span as the pipeline makes it, encoded to OTLP protobuf in a batch of
+// 512.
+func BenchmarkEncode(b *testing.B) {
+	e := &Exporter{o: Options{Resource: []Attr{String("service.name", "bertstream")}}}
+	parent := NewRoot()
+	batch := make([]*Span, 512)
+	for i := range batch {
+		now := time.Now()
+		batch[i] = &Span{
+			Context: Child(parent), Parent: parent.SpanID, ParentRemote: true, Name: "process requests", Kind: KindConsumer,
+			Start: now, End: now.Add(time.Millisecond),
+			Attrs: []Attr{
+				String("messaging.system", "kafka"), String("messaging.operation.type", "process"),
+				String("messaging.destination.name", "requests"), String("messaging.consumer.group.name", "g"),
+				String("messaging.destination.partition.id", "3"), Int("messaging.kafka.offset", 12345),
+				String("bertstream.outcome", "answered"), String("bertstream.request.id", "r1"), String("bertstream.task", "classify"),
+			},
+			Links: []Link{{Context: NewRoot()}},
+		}
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := proto.Marshal(e.encode(batch)); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(b.N*len(batch)), "ns/span")
+}
