@@ -238,3 +238,41 @@ func TestTracingCollectorDown(t *testing.T) {
 		t.Error("no span dropped for a full queue: the queue of 8 should have overflowed")
 	}
 }
+
+// TestTracingExactlyOnce: with transactions, the request span ends when
+// the transaction that holds its answer commits, and the committed answer
+// names it.
+func TestTracingExactlyOnce(t *testing.T) {
+	_, addr := newCluster(t)
+	col := tracetest.New(t)
+	reg := prometheus.NewRegistry()
+	tracer := newTracer(t, col.URL(), reg, trace.Options{Interval: 20 * time.Millisecond})
+	cfg := baseConfig(addr)
+	cfg.ExactlyOnce = true
+	cfg.Tracer = tracer
+	rw := startWorker(t, cfg, &countingPredictor{})
+	msg := request("eos", "exactly once")
+	msg.headers = []sarama.RecordHeader{{Key: []byte("traceparent"), Value: []byte("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")}}
+	produce(t, addr, []testMsg{msg})
+	out := readUntil(t, addr, []string{"eos"}, 30*time.Second, true)
+	rw.shutdown(t)
+	if err := tracer.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(out) != 1 {
+		t.Fatalf("%d answers, want 1", len(out))
+	}
+	tp, err := trace.ParseTraceparent(header(out[0], "traceparent"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range col.Spans() {
+		if tracetest.Hex(s.SpanId) == tp.SpanID.String() {
+			if tracetest.Attr(s.Attributes, "bertstream.outcome") != "answered" || tracetest.Hex(s.ParentSpanId) != "00f067aa0ba902b7" {
+				t.Errorf("request span %v", s.Span)
+			}
+			return
+		}
+	}
+	t.Errorf("no span %s, the parent the committed answer names", tp.SpanID)
+}
