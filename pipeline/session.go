@@ -24,6 +24,7 @@ type item struct {
 	txn *txnWait
 	// pt is the item's partition in its session.
 	pt *partTrack
+	// tr is the request's span, when the worker traces (tracing.go).
 	tr itemTrace
 
 	// Guarded by st.mu.
