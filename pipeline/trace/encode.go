@@ -2,6 +2,7 @@ package trace
 
 import (
 	"fmt"
+	"math"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -97,7 +98,7 @@ func encodeAttrs(as []Attr) []*commonpb.KeyValue {
 			ints = append(ints, commonpb.AnyValue_IntValue{IntValue: a.n})
 			vs[i].Value = &ints[len(ints)-1]
 		case attrFloat:
-			vs[i].Value = &commonpb.AnyValue_DoubleValue{DoubleValue: a.f}
+			vs[i].Value = &commonpb.AnyValue_DoubleValue{DoubleValue: math.Float64frombits(uint64(a.n))}
 		case attrBool:
 			vs[i].Value = &commonpb.AnyValue_BoolValue{BoolValue: a.n != 0}
 		default:

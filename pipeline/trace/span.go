@@ -1,6 +1,9 @@
 package trace
 
-import "time"
+import (
+	"math"
+	"time"
+)
 
 // Kind is a span's role, as OTLP's SpanKind numbers it.
 type Kind int32
@@ -55,8 +58,8 @@ type Attr struct {
 	Key  string
 	kind attrKind
 	s    string
-	n    int64
-	f    float64
+	// n holds an integer, a bool (0 or 1) or a float's bits.
+	n int64
 }
 
 type attrKind uint8
@@ -75,7 +78,9 @@ func String(k, v string) Attr { return Attr{Key: k, kind: attrString, s: v} }
 func Int(k string, v int64) Attr { return Attr{Key: k, kind: attrInt, n: v} }
 
 // Float is a floating-point attribute.
-func Float(k string, v float64) Attr { return Attr{Key: k, kind: attrFloat, f: v} }
+func Float(k string, v float64) Attr {
+	return Attr{Key: k, kind: attrFloat, n: int64(math.Float64bits(v))}
+}
 
 // Bool is a boolean attribute.
 func Bool(k string, v bool) Attr {
