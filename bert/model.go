@@ -348,13 +348,14 @@ func (m *Model) upload(name string, t *nn.Tensor) (*nn.Tensor, error) {
 }
 
 // fuseQKV concatenates the query, key and value projections into one
-// [3H, H] linear layer, so that attention's input is one GEMM.
+// [3H, H] linear layer, so that attention's input is one GEMM. A backend
+// that can (nn.RowFuser: the CPU) makes the fused weight from the three
+// tensors without a concatenated copy.
 func (m *Model) fuseQKV(ts *tensorSet, prefix string, H int) (linear, error) {
 	host := nn.NewScope("qkv")
 	defer host.Close()
-	// Shared: a CPU backend takes it as it is instead of copying it.
-	w := nn.NewHostShared(host, nn.F32, 3*H, H)
 	b := nn.NewHost(host, nn.F32, 3*H)
+	ws := make([]*nn.Tensor, 3)
 	for i, part := range []string{"query", "key", "value"} {
 		pw, err := ts.get(prefix+part+".weight", H, H)
 		if err != nil {
@@ -364,12 +365,24 @@ func (m *Model) fuseQKV(ts *tensorSet, prefix string, H int) (linear, error) {
 		if err != nil {
 			return linear{}, err
 		}
-		copy(w.F32()[i*H*H:], pw.F32())
+		ws[i] = pw
 		copy(b.F32()[i*H:], pb.F32())
 	}
-	dw, err := m.upload(prefix+"{query,key,value}.weight", w)
-	if err != nil {
-		return linear{}, err
+	var dw *nn.Tensor
+	if f, ok := m.be.(nn.RowFuser); ok {
+		var err error
+		if dw, err = f.FuseRows(m.weights, ws...); err != nil {
+			return linear{}, fmt.Errorf("fuse %s{query,key,value}.weight: %w", prefix, err)
+		}
+	} else {
+		w := nn.NewHost(host, nn.F32, 3*H, H)
+		for i, pw := range ws {
+			copy(w.F32()[i*H*H:], pw.F32())
+		}
+		var err error
+		if dw, err = m.upload(prefix+"{query,key,value}.weight", w); err != nil {
+			return linear{}, err
+		}
 	}
 	if err := m.be.PrepareWeight(dw); err != nil {
 		return linear{}, fmt.Errorf("prepare %s: %w", prefix+"qkv", err)
