@@ -2,6 +2,8 @@ package kernels
 
 import (
 	"fmt"
+	"sync"
+	"sync/atomic"
 
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
@@ -32,6 +34,13 @@ type Weight struct {
 	kern   *microKernel
 	bf16   bool
 	i8     *int8Weight // not nil for INT8 weights (see PrepareWeightInt8)
+	// deferred marks a weight of DeferWeight: packed by packOnce, after
+	// which onPack runs; until then fresh says that no product has used
+	// it yet.
+	deferred bool
+	fresh    atomic.Bool
+	packOnce sync.Once
+	onPack   func()
 }
 
 // PrepareWeight packs w (n x k, row-major) for e.Linear. w is kept, not
@@ -74,6 +83,19 @@ func (e *Engine) PrepareWeightRows(parts [][]float32, rows func() [][]float32, n
 	pw.pack(e.kernFor(bf16), e.Threads(), pw.parts())
 	pw.rows = rows
 	return pw
+}
+
+// DeferWeight prepares for e.Linear the n x k weight whose row-major rows
+// rows returns in blocks, one after another, packing it only when that
+// pays: its first product, if of at most one panel of rows (a request of a
+// few tokens), reads the rows in place, and any other packs it first and
+// then calls packed (when not nil), where a loader drops the mapped rows.
+// A process that answers one request reads each weight once instead of
+// copying all of them into a new layout; a server packs on its second.
+func (e *Engine) DeferWeight(rows func() [][]float32, n, k int, packed func()) *Weight {
+	w := &Weight{N: n, K: k, rows: rows, deferred: true, onPack: packed}
+	w.fresh.Store(true)
+	return w
 }
 
 // parts returns the weight's row-major blocks of rows, checking that
@@ -163,6 +185,35 @@ func (t *packTask) rows(j int) ([]float32, int) {
 	return nil, 0
 }
 
+// linearInPlace is Linear of a weight that is not packed, for few rows of
+// x: the product is taken the other way round, out^T = w * x^T, so that the
+// micro-kernels read the weight's rows in place (as they read activations)
+// against x packed as one panel, and w is read once.
+func (e *Engine) linearInPlace(out, x []float32, m int, w *Weight, bias []float32, a Act) {
+	kern := e.gemm
+	nb := packedLen(kern, m, w.K)
+	bufp := bufPool.Get().(*[]float32)
+	buf := grow(bufp, nb+w.N*m)
+	bp, ct := buf[:nb], buf[nb:nb+w.N*m]
+	packB(kern, bp, true, m, w.K, x, w.K)
+	r := 0
+	for _, p := range w.parts() {
+		n := len(p) / w.K
+		gemmPacked(kern, e.vec, e.Threads(), false, n, m, w.K, 1, p, w.K, bp, 0, ct[r*m:], m, nil, ActNone)
+		r += n
+	}
+	for i := 0; i < m; i++ {
+		row := out[i*w.N : (i+1)*w.N]
+		for j := range row {
+			row[j] = ct[j*m+i]
+		}
+	}
+	bufPool.Put(bufp)
+	if bias != nil || a != ActNone {
+		e.BiasAct(out, m, w.N, bias, a)
+	}
+}
+
 // BF16 reports whether w computes with BF16 weights and activations.
 func (w *Weight) BF16() bool { return w.bf16 }
 
@@ -191,6 +242,19 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 		return
 	case w.bf16 && w.K > 0:
 		kern = e.bf16
+	case w.deferred && !e.gonum && w.K > 0:
+		if m <= e.gemm.nr && w.fresh.CompareAndSwap(true, false) {
+			e.linearInPlace(out, x, m, w, bias, a)
+			return
+		}
+		w.packOnce.Do(func() {
+			w.fresh.Store(false)
+			w.pack(e.gemm, e.Threads(), w.parts())
+			if w.onPack != nil {
+				w.onPack()
+			}
+		})
+		kern = e.gemm
 	case e.gonum || w.K == 0:
 		// Each part's columns of out, in place (row stride w.N); with k = 0
 		// the product is zeros.

@@ -125,7 +125,10 @@ func (c CPU) FuseRows(s *Scope, parts ...*Tensor) (*Tensor, error) {
 		}
 		kept = append(kept, h)
 	}
-	l := &lazyF32{size: 4 * n * k, backing: NewBacking(release, nil)}
+	l := &lazyF32{size: 4 * n * k, backing: NewBacking(release, nil), inPlace: true}
+	for _, h := range kept {
+		l.inPlace = l.inPlace && h.inPlace()
+	}
 	l.rows = func() ([][]float32, func()) {
 		var out [][]float32
 		var dones []func()
@@ -219,6 +222,12 @@ func (c CPU) PrepareWeight(w *Tensor) error {
 	switch {
 	case c.Int8Weights:
 		h.Prepared = c.Kernels().PrepareWeightInt8(w.F32(), n, k)
+	case !c.BF16Weights && h.inPlace():
+		// Packed when first used by more than a few tokens, or by a
+		// second product; a one-shot prediction reads the rows in place.
+		rows := func() [][]float32 { p, _ := h.f32Rows(); return p }
+		h.Prepared = c.Kernels().DeferWeight(rows, n, k, h.evictSource)
+		return nil
 	case h.lazy != nil:
 		// Packed from the source (the fused parts, a converted copy that
 		// is dropped after), not from bytes built for the purpose.

@@ -233,6 +233,9 @@ type lazyF32 struct {
 	// evict drops the pages of the source that can be read back.
 	evict   func()
 	backing *Backing
+	// inPlace says that rows returns views of the source, built anew
+	// for no call.
+	inPlace bool
 }
 
 func (l *lazyF32) bytes() []byte {
@@ -272,6 +275,10 @@ func (h *HostStorage) f32Rows() ([][]float32, func()) {
 	}
 	return [][]float32{f}, func() {}
 }
+
+// inPlace reports whether f32Rows views h's bytes, or its source's, rather
+// than building them.
+func (h *HostStorage) inPlace() bool { return h.lazy == nil || h.lazy.inPlace }
 
 // evictSource drops the pages of h's bytes, or of a lazy storage's
 // source, that a mapped file can read back.
