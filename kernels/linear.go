@@ -25,9 +25,11 @@ type Weight struct {
 	// prepared by PrepareWeightRows.
 	Data []float32
 	// rows, when not nil, gives the row-major weight in blocks of rows,
-	// one after another (PrepareWeightRows); it is called again only to
-	// repack or for gonum's SGEMM. Without it the rows are Data.
-	rows func() [][]float32
+	// one after another, and what to call when they are no longer needed
+	// (PrepareWeightRows, DeferWeight); it is called again only to repack,
+	// for gonum's SGEMM, or for a deferred weight's products. Without it
+	// the rows are Data.
+	rows func() ([][]float32, func())
 	// packed is the weight transposed in panels of kern.nr columns (see
 	// packB), or BF16 pairs when bf16 (see packBBF16).
 	packed []float32
@@ -58,7 +60,9 @@ func (e *Engine) PrepareWeightBF16(w []float32, n, k int) *Weight {
 
 func (e *Engine) prepare(w []float32, n, k int, bf16 bool) *Weight {
 	pw := &Weight{N: n, K: k, Data: w, bf16: bf16}
-	pw.pack(e.kernFor(bf16), e.Threads(), pw.parts())
+	parts, done := pw.parts()
+	pw.pack(e.kernFor(bf16), e.Threads(), parts)
+	done()
 	return pw
 }
 
@@ -78,9 +82,10 @@ func (e *Engine) kernFor(bf16 bool) *microKernel {
 // converted into a buffer that is dropped once packed. The weight keeps
 // rows, not parts, and calls it only if it must (to repack for another
 // micro-kernel, or for gonum's SGEMM).
-func (e *Engine) PrepareWeightRows(parts [][]float32, rows func() [][]float32, n, k int, bf16 bool) *Weight {
-	pw := &Weight{N: n, K: k, rows: func() [][]float32 { return parts }, bf16: bf16}
-	pw.pack(e.kernFor(bf16), e.Threads(), pw.parts())
+func (e *Engine) PrepareWeightRows(parts [][]float32, rows func() ([][]float32, func()), n, k int, bf16 bool) *Weight {
+	pw := &Weight{N: n, K: k, rows: func() ([][]float32, func()) { return parts, func() {} }, bf16: bf16}
+	parts, _ = pw.parts()
+	pw.pack(e.kernFor(bf16), e.Threads(), parts)
 	pw.rows = rows
 	return pw
 }
@@ -92,18 +97,18 @@ func (e *Engine) PrepareWeightRows(parts [][]float32, rows func() [][]float32, n
 // then calls packed (when not nil), where a loader drops the mapped rows.
 // A process that answers one request reads each weight once instead of
 // copying all of them into a new layout; a server packs on its second.
-func (e *Engine) DeferWeight(rows func() [][]float32, n, k int, packed func()) *Weight {
+func (e *Engine) DeferWeight(rows func() ([][]float32, func()), n, k int, packed func()) *Weight {
 	w := &Weight{N: n, K: k, rows: rows, deferred: true, onPack: packed}
 	w.fresh.Store(true)
 	return w
 }
 
 // parts returns the weight's row-major blocks of rows, checking that
-// they hold it.
-func (w *Weight) parts() [][]float32 {
-	parts := [][]float32{w.Data}
+// they hold it, and what to call when they are no longer needed.
+func (w *Weight) parts() ([][]float32, func()) {
+	parts, done := [][]float32{w.Data}, func() {}
 	if w.rows != nil {
-		parts = w.rows()
+		parts, done = w.rows()
 	}
 	size := 0
 	for _, p := range parts {
@@ -116,7 +121,7 @@ func (w *Weight) parts() [][]float32 {
 	if size != w.N*w.K {
 		panic(fmt.Sprintf("kernels: the rows of a %d x %d weight come in blocks that do not tile it", w.N, w.K))
 	}
-	return parts
+	return parts, done
 }
 
 func (w *Weight) pack(kern *microKernel, threads int, parts [][]float32) {
@@ -197,11 +202,13 @@ func (e *Engine) linearInPlace(out, x []float32, m int, w *Weight, bias []float3
 	bp, ct := buf[:nb], buf[nb:nb+w.N*m]
 	packB(kern, bp, true, m, w.K, x, w.K)
 	r := 0
-	for _, p := range w.parts() {
+	parts, done := w.parts()
+	for _, p := range parts {
 		n := len(p) / w.K
 		gemmPacked(kern, e.vec, e.Threads(), false, n, m, w.K, 1, p, w.K, bp, 0, ct[r*m:], m, nil, ActNone)
 		r += n
 	}
+	done()
 	for i := 0; i < m; i++ {
 		row := out[i*w.N : (i+1)*w.N]
 		for j := range row {
@@ -249,7 +256,9 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 		}
 		w.packOnce.Do(func() {
 			w.fresh.Store(false)
-			w.pack(e.gemm, e.Threads(), w.parts())
+			parts, done := w.parts()
+			w.pack(e.gemm, e.Threads(), parts)
+			done()
 			if w.onPack != nil {
 				w.onPack()
 			}
@@ -259,7 +268,9 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 		// Each part's columns of out, in place (row stride w.N); with k = 0
 		// the product is zeros.
 		j := 0
-		for _, p := range w.parts() {
+		parts, done := w.parts()
+		defer done()
+		for _, p := range parts {
 			n := w.N
 			if w.K > 0 {
 				n = len(p) / w.K
@@ -279,7 +290,9 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 		kern = e.gemm
 	}
 	if w.kern != kern {
-		w.pack(kern, e.Threads(), w.parts())
+		parts, done := w.parts()
+		w.pack(kern, e.Threads(), parts)
+		done()
 	}
 	gemmPacked(kern, e.vec, e.Threads(), false, m, w.N, w.K, 1, x, w.K, w.packed, 0, out, w.N, bias, a)
 }

@@ -241,7 +241,7 @@ func TestLinearRows(t *testing.T) {
 		x, wd, bias := randSlice(rng, m*k), randSlice(rng, n*k), randSlice(rng, n)
 		parts := splitRows(wd, k, sizes)
 		calls := 0
-		rows := func() [][]float32 { calls++; return parts }
+		rows := func() ([][]float32, func()) { calls++; return parts, func() {} }
 		want, wantBF16 := make([]float32, m*n), make([]float32, m*n)
 		LinearRef(want, x, m, wd, n, k, bias, ActGELU)
 		LinearRef(wantBF16, roundBF16(x), m, roundBF16(wd), n, k, bias, ActGELU)
@@ -287,7 +287,7 @@ func TestDeferWeight(t *testing.T) {
 		nr := e.gemm.nr
 		for _, first := range []int{1, nr, nr + 1} {
 			packs := 0
-			w := e.DeferWeight(func() [][]float32 { return parts }, n, k, func() { packs++ })
+			w := e.DeferWeight(func() ([][]float32, func()) { return parts, func() {} }, n, k, func() { packs++ })
 			for i, m := range []int{first, 3, 2 * nr} {
 				x := randSlice(rng, m*k)
 				got, want := make([]float32, m*n), make([]float32, m*n)
@@ -317,7 +317,7 @@ func TestDeferWeightConcurrent(t *testing.T) {
 	wd := randSlice(rng, n*k)
 	e := engine(t, Config{})
 	var packs atomic.Int32
-	w := e.DeferWeight(func() [][]float32 { return [][]float32{wd} }, n, k, func() { packs.Add(1) })
+	w := e.DeferWeight(func() ([][]float32, func()) { return [][]float32{wd}, func() {} }, n, k, func() { packs.Add(1) })
 	var wg sync.WaitGroup
 	errs := make(chan error, 8)
 	for g := 0; g < 8; g++ {

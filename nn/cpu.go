@@ -125,10 +125,7 @@ func (c CPU) FuseRows(s *Scope, parts ...*Tensor) (*Tensor, error) {
 		}
 		kept = append(kept, h)
 	}
-	l := &lazyF32{size: 4 * n * k, backing: NewBacking(release, nil), inPlace: true}
-	for _, h := range kept {
-		l.inPlace = l.inPlace && h.inPlace()
-	}
+	l := &lazyF32{size: 4 * n * k, backing: NewBacking(release, nil)}
 	l.rows = func() ([][]float32, func()) {
 		var out [][]float32
 		var dones []func()
@@ -222,23 +219,20 @@ func (c CPU) PrepareWeight(w *Tensor) error {
 	switch {
 	case c.Int8Weights:
 		h.Prepared = c.Kernels().PrepareWeightInt8(w.F32(), n, k)
-	case !c.BF16Weights && h.inPlace():
+	case !c.BF16Weights:
 		// Packed when first used by more than a few tokens, or by a
-		// second product; a one-shot prediction reads the rows in place.
-		rows := func() [][]float32 { p, _ := h.f32Rows(); return p }
-		h.Prepared = c.Kernels().DeferWeight(rows, n, k, h.evictSource)
+		// second product; a one-shot prediction reads the rows in place
+		// (converted into a buffer it drops, for an F16/BF16 source).
+		h.Prepared = c.Kernels().DeferWeight(h.f32Rows, n, k, h.evictSource)
 		return nil
 	case h.lazy != nil:
-		// Packed from the source (the fused parts, a converted copy that
-		// is dropped after), not from bytes built for the purpose.
+		// BF16: packed from the source (the fused parts, a converted copy
+		// that is dropped after), not from bytes built for the purpose.
 		parts, done := h.f32Rows()
-		again := func() [][]float32 { p, _ := h.f32Rows(); return p }
-		h.Prepared = c.Kernels().PrepareWeightRows(parts, again, n, k, c.BF16Weights)
+		h.Prepared = c.Kernels().PrepareWeightRows(parts, h.f32Rows, n, k, true)
 		done()
-	case c.BF16Weights:
-		h.Prepared = c.Kernels().PrepareWeightBF16(w.F32(), n, k)
 	default:
-		h.Prepared = c.Kernels().PrepareWeight(w.F32(), n, k)
+		h.Prepared = c.Kernels().PrepareWeightBF16(w.F32(), n, k)
 	}
 	// Linear reads the packed copy; the row-major bytes of a mapped
 	// weight leave memory and are read back from the file only if asked

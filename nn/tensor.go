@@ -230,12 +230,12 @@ type lazyF32 struct {
 	// call once they are no longer needed (it returns the buffers it
 	// built to the pool).
 	rows func() ([][]float32, func())
+	// fill, when not nil, writes the F32 values into dst, for bytes
+	// without a buffer in between.
+	fill func(dst []float32)
 	// evict drops the pages of the source that can be read back.
 	evict   func()
 	backing *Backing
-	// inPlace says that rows returns views of the source, built anew
-	// for no call.
-	inPlace bool
 }
 
 func (l *lazyF32) bytes() []byte {
@@ -245,12 +245,18 @@ func (l *lazyF32) bytes() []byte {
 			return
 		}
 		l.buf = unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), l.size)
-		parts, done := l.rows()
-		at := 0
-		for _, p := range parts {
-			at += copy(l.buf[at:], f32Bytes(p))
+		if l.fill != nil {
+			l.fill(unsafe.Slice((*float32)(unsafe.Pointer(&words[0])), l.size/4))
+		} else {
+			parts, done := l.rows()
+			at := 0
+			for _, p := range parts {
+				at += copy(l.buf[at:], f32Bytes(p))
+			}
+			done()
 		}
-		done()
+		// The bytes are built: the source's pages are not needed.
+		l.evict()
 	})
 	return l.buf
 }
@@ -275,10 +281,6 @@ func (h *HostStorage) f32Rows() ([][]float32, func()) {
 	}
 	return [][]float32{f}, func() {}
 }
-
-// inPlace reports whether f32Rows views h's bytes, or its source's, rather
-// than building them.
-func (h *HostStorage) inPlace() bool { return h.lazy == nil || h.lazy.inPlace }
 
 // evictSource drops the pages of h's bytes, or of a lazy storage's
 // source, that a mapped file can read back.
@@ -327,17 +329,20 @@ func HostConverted(s *Scope, b *Backing, data []byte, from DType, shape ...int) 
 	}
 	b.refs.Add(1)
 	l := &lazyF32{size: 4 * n, backing: b, evict: func() { b.Evict(data) }}
+	l.fill = func(dst []float32) {
+		if from == F16 {
+			kernels.F16ToF32(dst, u)
+		} else {
+			kernels.BF16ToF32(dst, u)
+		}
+	}
 	l.rows = func() ([][]float32, func()) {
 		words := getWords((n + 1) / 2)
 		var f []float32
 		if n > 0 {
 			f = unsafe.Slice((*float32)(unsafe.Pointer(&words[0])), n)
 		}
-		if from == F16 {
-			kernels.F16ToF32(f, u)
-		} else {
-			kernels.BF16ToF32(f, u)
-		}
+		l.fill(f)
 		return [][]float32{f}, func() { putWords(words) }
 	}
 	return NewTensor(s, &HostStorage{lazy: l, backing: b}, F32, shape...), nil
