@@ -5,6 +5,8 @@ import (
 	"math/rand"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/bertstream/bertstream/nn"
 )
@@ -42,6 +44,9 @@ type Model struct {
 
 	be      nn.Backend
 	weights *nn.Scope
+	// prepacking is held by Prepack, closing tells it to stop.
+	prepacking sync.Mutex
+	closing    atomic.Bool
 	act     nn.Act
 	eps     float32
 
@@ -60,8 +65,47 @@ type Model struct {
 // Backend is the backend the model's weights live on.
 func (m *Model) Backend() nn.Backend { return m.be }
 
-// Close frees the model's weights.
-func (m *Model) Close() { m.weights.Close() }
+// Close frees the model's weights, once a Prepack under way has stopped.
+func (m *Model) Close() {
+	m.closing.Store(true)
+	m.prepacking.Lock()
+	defer m.prepacking.Unlock()
+	m.weights.Close()
+}
+
+// Prepack does now, weight by weight, what the backend left for the first
+// use of the linear layers (nn.Packer: the CPU backend's packing), so that
+// no request waits for it: a server runs it in the background once the
+// model is loaded. Forward may run meanwhile; Close stops it.
+func (m *Model) Prepack() error {
+	p, ok := m.be.(nn.Packer)
+	if !ok {
+		return nil
+	}
+	m.prepacking.Lock()
+	defer m.prepacking.Unlock()
+	var ws []*nn.Tensor
+	for _, l := range m.layers {
+		ws = append(ws, l.qkv.w, l.attnOut.w, l.inter.w, l.out.w)
+	}
+	for _, l := range []*linear{m.pooler, m.nsp, m.classifier} {
+		if l != nil {
+			ws = append(ws, l.w)
+		}
+	}
+	if m.mlm != nil {
+		ws = append(ws, m.mlm.transform.w, m.mlm.decoder.w)
+	}
+	for _, w := range ws {
+		if m.closing.Load() {
+			return nil
+		}
+		if err := p.Pack(w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // HasMLM, HasNSP, HasPooler and HasClassifier report the heads present.
 func (m *Model) HasMLM() bool        { return m.mlm != nil }

@@ -103,6 +103,25 @@ func (e *Engine) DeferWeight(rows func() ([][]float32, func()), n, k int, packed
 	return w
 }
 
+// Pack packs a weight of DeferWeight now, unless a product has already
+// (a server packs its weights in the background once loaded, rather than
+// on a request); any other weight is packed already. It is safe to call
+// while products use w.
+func (e *Engine) Pack(w *Weight) {
+	if !w.deferred {
+		return
+	}
+	w.packOnce.Do(func() {
+		w.fresh.Store(false)
+		parts, done := w.parts()
+		w.pack(e.gemm, e.Threads(), parts)
+		done()
+		if w.onPack != nil {
+			w.onPack()
+		}
+	})
+}
+
 // parts returns the weight's row-major blocks of rows, checking that
 // they hold it, and what to call when they are no longer needed.
 func (w *Weight) parts() ([][]float32, func()) {
@@ -254,15 +273,7 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 			e.linearInPlace(out, x, m, w, bias, a)
 			return
 		}
-		w.packOnce.Do(func() {
-			w.fresh.Store(false)
-			parts, done := w.parts()
-			w.pack(e.gemm, e.Threads(), parts)
-			done()
-			if w.onPack != nil {
-				w.onPack()
-			}
-		})
+		e.Pack(w)
 		kern = e.gemm
 	case e.gonum || w.K == 0:
 		// Each part's columns of out, in place (row stride w.N); with k = 0

@@ -190,3 +190,10 @@ func Region(be Backend, name string) {
 type RowFuser interface {
 	FuseRows(s *Scope, parts ...*Tensor) (*Tensor, error)
 }
+
+// Packer is a backend whose PrepareWeight may leave work for a weight's
+// first use (the CPU backend's packing); Pack does it now, and may run
+// while Linear uses the weight.
+type Packer interface {
+	Pack(w *Tensor) error
+}

@@ -241,6 +241,17 @@ func (c CPU) PrepareWeight(w *Tensor) error {
 	return nil
 }
 
+// Pack packs w now if PrepareWeight deferred it (nn.Packer).
+func (c CPU) Pack(w *Tensor) error {
+	if err := cpuArgs.Weight(w); err != nil {
+		return err
+	}
+	if pw, ok := w.st.(*HostStorage).Prepared.(*kernels.Weight); ok {
+		c.Kernels().Pack(pw)
+	}
+	return nil
+}
+
 func (c CPU) Linear(out, x, w, bias *Tensor, act Act) error {
 	m, _, _, err := cpuArgs.Linear(out, x, w, bias)
 	if err != nil {

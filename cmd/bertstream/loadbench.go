@@ -273,8 +273,9 @@ type childReport struct {
 	PeakRSS int64   `json:"peak_rss,omitempty"`
 }
 
-// runLoadChild is the serving child of runLoadBench: it loads dir, answers
-// one classify request (printing a line the parent times), then serves
+// runLoadChild is the serving child of runLoadBench: it loads dir, starts
+// packing the weights in the background as serve does, answers one
+// classify request (printing a line the parent times), then serves
 // three batches of batch sequences of seq tokens, as `serve` would hand
 // them to the predictor, and prints the process's RSS and peak RSS.
 func runLoadChild(dir string, be nn.Backend, batch, seq int, stdout io.Writer) error {
@@ -286,6 +287,8 @@ func runLoadChild(dir string, be nn.Backend, batch, seq int, stdout io.Writer) e
 	}
 	defer p.Model.Close()
 	load := time.Since(start)
+	// As serve does: the weights are packed in the background.
+	go p.Model.Prepack()
 	res := p.Predict(context.Background(), []task.Request{{Task: task.Classify, Text: predictText}})
 	if res[0].Err != nil {
 		return res[0].Err
