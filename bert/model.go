@@ -47,8 +47,8 @@ type Model struct {
 	// prepacking is held by Prepack, closing tells it to stop.
 	prepacking sync.Mutex
 	closing    atomic.Bool
-	act     nn.Act
-	eps     float32
+	act        nn.Act
+	eps        float32
 
 	word, pos, typ *nn.Tensor
 	embLN          layerNorm
