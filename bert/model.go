@@ -5,6 +5,8 @@ import (
 	"math/rand"
 	"sort"
 	"strings"
+	"sync"
+	"sync/atomic"
 
 	"github.com/bertstream/bertstream/nn"
 )
@@ -42,8 +44,11 @@ type Model struct {
 
 	be      nn.Backend
 	weights *nn.Scope
-	act     nn.Act
-	eps     float32
+	// prepacking is held by Prepack, closing tells it to stop.
+	prepacking sync.Mutex
+	closing    atomic.Bool
+	act        nn.Act
+	eps        float32
 
 	word, pos, typ *nn.Tensor
 	embLN          layerNorm
@@ -60,8 +65,47 @@ type Model struct {
 // Backend is the backend the model's weights live on.
 func (m *Model) Backend() nn.Backend { return m.be }
 
-// Close frees the model's weights.
-func (m *Model) Close() { m.weights.Close() }
+// Close frees the model's weights, once a Prepack under way has stopped.
+func (m *Model) Close() {
+	m.closing.Store(true)
+	m.prepacking.Lock()
+	defer m.prepacking.Unlock()
+	m.weights.Close()
+}
+
+// Prepack does now, weight by weight, what the backend left for the first
+// use of the linear layers (nn.Packer: the CPU backend's packing), so that
+// no request waits for it: a server runs it in the background once the
+// model is loaded. Forward may run meanwhile; Close stops it.
+func (m *Model) Prepack() error {
+	p, ok := m.be.(nn.Packer)
+	if !ok {
+		return nil
+	}
+	m.prepacking.Lock()
+	defer m.prepacking.Unlock()
+	var ws []*nn.Tensor
+	for _, l := range m.layers {
+		ws = append(ws, l.qkv.w, l.attnOut.w, l.inter.w, l.out.w)
+	}
+	for _, l := range []*linear{m.pooler, m.nsp, m.classifier} {
+		if l != nil {
+			ws = append(ws, l.w)
+		}
+	}
+	if m.mlm != nil {
+		ws = append(ws, m.mlm.transform.w, m.mlm.decoder.w)
+	}
+	for _, w := range ws {
+		if m.closing.Load() {
+			return nil
+		}
+		if err := p.Pack(w); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // HasMLM, HasNSP, HasPooler and HasClassifier report the heads present.
 func (m *Model) HasMLM() bool        { return m.mlm != nil }
@@ -348,13 +392,14 @@ func (m *Model) upload(name string, t *nn.Tensor) (*nn.Tensor, error) {
 }
 
 // fuseQKV concatenates the query, key and value projections into one
-// [3H, H] linear layer, so that attention's input is one GEMM.
+// [3H, H] linear layer, so that attention's input is one GEMM. A backend
+// that can (nn.RowFuser: the CPU) makes the fused weight from the three
+// tensors without a concatenated copy.
 func (m *Model) fuseQKV(ts *tensorSet, prefix string, H int) (linear, error) {
 	host := nn.NewScope("qkv")
 	defer host.Close()
-	// Shared: a CPU backend takes it as it is instead of copying it.
-	w := nn.NewHostShared(host, nn.F32, 3*H, H)
 	b := nn.NewHost(host, nn.F32, 3*H)
+	ws := make([]*nn.Tensor, 3)
 	for i, part := range []string{"query", "key", "value"} {
 		pw, err := ts.get(prefix+part+".weight", H, H)
 		if err != nil {
@@ -364,12 +409,24 @@ func (m *Model) fuseQKV(ts *tensorSet, prefix string, H int) (linear, error) {
 		if err != nil {
 			return linear{}, err
 		}
-		copy(w.F32()[i*H*H:], pw.F32())
+		ws[i] = pw
 		copy(b.F32()[i*H:], pb.F32())
 	}
-	dw, err := m.upload(prefix+"{query,key,value}.weight", w)
-	if err != nil {
-		return linear{}, err
+	var dw *nn.Tensor
+	if f, ok := m.be.(nn.RowFuser); ok {
+		var err error
+		if dw, err = f.FuseRows(m.weights, ws...); err != nil {
+			return linear{}, fmt.Errorf("fuse %s{query,key,value}.weight: %w", prefix, err)
+		}
+	} else {
+		w := nn.NewHost(host, nn.F32, 3*H, H)
+		for i, pw := range ws {
+			copy(w.F32()[i*H*H:], pw.F32())
+		}
+		var err error
+		if dw, err = m.upload(prefix+"{query,key,value}.weight", w); err != nil {
+			return linear{}, err
+		}
 	}
 	if err := m.be.PrepareWeight(dw); err != nil {
 		return linear{}, fmt.Errorf("prepare %s: %w", prefix+"qkv", err)

@@ -401,3 +401,41 @@ func TestForwardSteadyState(t *testing.T) {
 		t.Errorf("allocations per pass grow with the batch: %v", counts)
 	}
 }
+
+// TestPrepack: packing every weight in the background while forward
+// passes run (as serve does once loaded) changes no result, and Close
+// while it runs waits for it rather than freeing weights under it.
+func TestPrepack(t *testing.T) {
+	cfg := smallConfig("BertForPreTraining")
+	in := randomInputs(cfg, 1, 5, 3)
+	want := func(m *bert.Model) []float32 {
+		s := nn.NewScope("want")
+		defer s.Close()
+		out, err := m.Forward(s, in, bert.Want{Pooled: true, MLM: true, NSP: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append(append(append([]float32(nil), out.Sequence.F32()...), out.MLMLogits.F32()...), out.NSPLogits.F32()...)
+	}
+	ref := want(newModel(t, cfg))
+	m := newModel(t, cfg)
+	done := make(chan error)
+	go func() { done <- m.Prepack() }()
+	for i := 0; i < 3; i++ {
+		if d := nn.MaxAbsDiff(want(m), ref); d > 1e-5 {
+			t.Errorf("pass %d while packing: differs by %g", i, d)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if d := nn.MaxAbsDiff(want(m), ref); d > 1e-5 {
+		t.Errorf("after packing: differs by %g", d)
+	}
+	m2, err := bert.NewRandom(cfg, nn.CPU{}, 11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go m2.Prepack()
+	m2.Close()
+}

@@ -106,3 +106,22 @@ func TestF32ToBF16(t *testing.T) {
 		}
 	}
 }
+
+// TestF16ToF32Table: the lookup gives, for every half, the bits of the
+// branching conversion (NaN payloads included).
+func TestF16ToF32Table(t *testing.T) {
+	src := make([]uint16, 1<<16)
+	for i := range src {
+		src[i] = uint16(i)
+	}
+	dst := make([]float32, len(src))
+	F16ToF32(dst, src)
+	for i, h := range src {
+		if math.Float32bits(dst[i]) != math.Float32bits(f16ToF32(h)) {
+			t.Fatalf("half %#04x: %#08x, want %#08x", h, math.Float32bits(dst[i]), math.Float32bits(f16ToF32(h)))
+		}
+	}
+	if dst[0x3c00] != 1 || dst[0xc000] != -2 || !math.IsInf(float64(dst[0x7c00]), 1) || dst[1] != 1.0/(1<<24) {
+		t.Errorf("known halves: %v %v %v %v", dst[0x3c00], dst[0xc000], dst[0x7c00], dst[1])
+	}
+}

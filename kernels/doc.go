@@ -8,7 +8,8 @@
 // _test.go of the same name with the op's tests (every version against
 // the reference, on odd shapes) and Benchmark* functions:
 //
-//	linear.go     LinearRef; Weight, Engine.PrepareWeight(BF16), Engine.Linear
+//	linear.go     LinearRef; Weight, Engine.PrepareWeight(BF16), PrepareWeightRows,
+//	              DeferWeight (packed on first use), Engine.Linear
 //	gemm.go       GemmRef; the blocked SGEMM, packing, the Go micro-kernel,
 //	              Implementation (a blas.Float32); gemm_amd64.{go,s} the
 //	              AVX2 and AVX-512 micro-kernels; gemm_bf16.go and

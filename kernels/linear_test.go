@@ -5,6 +5,7 @@ import (
 	"math"
 	"math/rand"
 	"sync"
+	"sync/atomic"
 	"testing"
 )
 
@@ -210,5 +211,135 @@ func BenchmarkLinearBF16(b *testing.B) {
 				b.ReportMetric(2*float64(m*n*k)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})
 		}
+	}
+}
+
+// splitRows cuts the rows of w (n x k) into blocks of the given sizes,
+// each a separate slice, as a checkpoint's query, key and value are.
+func splitRows(w []float32, k int, sizes []int) [][]float32 {
+	var parts [][]float32
+	at := 0
+	for _, s := range sizes {
+		parts = append(parts, append([]float32(nil), w[at*k:(at+s)*k]...))
+		at += s
+	}
+	return parts
+}
+
+// TestLinearRows packs weights straight from blocks of rows whose sizes
+// are not multiples of any micro-kernel's panel (a panel then gathers rows
+// of two or more blocks), F32 and BF16, on every version and on gonum's
+// SGEMM, which multiplies block by block.
+func TestLinearRows(t *testing.T) {
+	rng := rand.New(rand.NewSource(11))
+	const m, k = 9, 37
+	for _, sizes := range [][]int{{5, 7, 33}, {1, 1, 1}, {32, 32}, {3, 40, 2, 17}} {
+		n := 0
+		for _, s := range sizes {
+			n += s
+		}
+		x, wd, bias := randSlice(rng, m*k), randSlice(rng, n*k), randSlice(rng, n)
+		parts := splitRows(wd, k, sizes)
+		calls := 0
+		rows := func() ([][]float32, func()) { calls++; return parts, func() {} }
+		want, wantBF16 := make([]float32, m*n), make([]float32, m*n)
+		LinearRef(want, x, m, wd, n, k, bias, ActGELU)
+		LinearRef(wantBF16, roundBF16(x), m, roundBF16(wd), n, k, bias, ActGELU)
+		for _, v := range Versions() {
+			e := engine(t, Config{Version: v})
+			got := make([]float32, m*n)
+			e.Linear(got, x, m, e.PrepareWeightRows(parts, rows, n, k, false), bias, ActGELU)
+			if err := closeTo(got, want, 2e-6*k, 1e-5); err != nil {
+				t.Errorf("%s, blocks %v: %v", v, sizes, err)
+			}
+		}
+		for _, v := range BF16Versions() {
+			e := engine(t, Config{BF16Version: v})
+			got := make([]float32, m*n)
+			e.Linear(got, x, m, e.PrepareWeightRows(parts, rows, n, k, true), bias, ActGELU)
+			if err := closeTo(got, wantBF16, 2e-6*k, 1e-5); err != nil {
+				t.Errorf("%s, blocks %v: %v", v, sizes, err)
+			}
+		}
+		if calls != 0 {
+			t.Errorf("blocks %v: rows called %d times to pack what parts held", sizes, calls)
+		}
+		g := engine(t, Config{BLAS: BLASGonum})
+		got := make([]float32, m*n)
+		g.Linear(got, x, m, g.PrepareWeightRows(parts, rows, n, k, false), bias, ActGELU)
+		if err := closeTo(got, want, 2e-6*k, 1e-5); err != nil || calls != 1 {
+			t.Errorf("gonum, blocks %v: rows called %d times, %v", sizes, calls, err)
+		}
+	}
+}
+
+// TestDeferWeight: a deferred weight's first product of few rows reads
+// the rows in place, and any other product packs it, once, and calls the
+// packed hook; every result is the reference's, on every version.
+func TestDeferWeight(t *testing.T) {
+	rng := rand.New(rand.NewSource(12))
+	const k = 45
+	sizes := []int{19, 6, 40}
+	n := 65
+	wd, bias := randSlice(rng, n*k), randSlice(rng, n)
+	parts := splitRows(wd, k, sizes)
+	forVersions(t, func(t *testing.T, e *Engine) {
+		nr := e.gemm.nr
+		for _, first := range []int{1, nr, nr + 1} {
+			packs := 0
+			w := e.DeferWeight(func() ([][]float32, func()) { return parts, func() {} }, n, k, func() { packs++ })
+			for i, m := range []int{first, 3, 2 * nr} {
+				x := randSlice(rng, m*k)
+				got, want := make([]float32, m*n), make([]float32, m*n)
+				LinearRef(want, x, m, wd, n, k, bias, ActReLU)
+				e.Linear(got, x, m, w, bias, ActReLU)
+				if err := closeTo(got, want, 2e-6*k, 1e-5); err != nil {
+					t.Fatalf("first m=%d, product %d (m=%d): %v", first, i, m, err)
+				}
+				wantPacked := 1
+				if i == 0 && first <= nr {
+					wantPacked = 0
+				}
+				if packs != wantPacked || (w.kern != nil) != (packs == 1) {
+					t.Fatalf("first m=%d, after product %d (m=%d): packed %d times, want %d", first, i, m, packs, wantPacked)
+				}
+			}
+		}
+	})
+}
+
+// TestDeferWeightConcurrent: products that share a deferred weight from
+// several goroutines (a server's first requests) race to read it in place
+// and to pack it; each gets the reference's result and it is packed once.
+func TestDeferWeightConcurrent(t *testing.T) {
+	rng := rand.New(rand.NewSource(13))
+	const n, k = 70, 33
+	wd := randSlice(rng, n*k)
+	e := engine(t, Config{})
+	var packs atomic.Int32
+	w := e.DeferWeight(func() ([][]float32, func()) { return [][]float32{wd}, func() {} }, n, k, func() { packs.Add(1) })
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := 0; g < 8; g++ {
+		m := 1 + g%2*40
+		x := randSlice(rng, m*k)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			got, want := make([]float32, m*n), make([]float32, m*n)
+			LinearRef(want, x, m, wd, n, k, nil, ActNone)
+			e.Linear(got, x, m, w, nil, ActNone)
+			if err := closeTo(got, want, 2e-6*k, 1e-5); err != nil {
+				errs <- fmt.Errorf("m=%d: %w", m, err)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if packs.Load() != 1 {
+		t.Errorf("packed %d times, want 1", packs.Load())
 	}
 }

@@ -199,8 +199,8 @@ func isFloat(dt string) bool {
 
 // HostTensors gives the checkpoint's float tensors as host F32 tensors
 // owned by s, keyed by canonical name. F32 data is viewed in place in the
-// mapped file (nn.HostView), not copied; F16, BF16 and F64 are converted
-// once into the Go heap. Integer buffers (position_ids) are skipped: they
+// mapped file (nn.HostView), not copied; F16 and BF16 are converted when
+// read (nn.HostConverted), F64 once into the Go heap. Integer buffers (position_ids) are skipped: they
 // are not weights.
 func (c *Checkpoint) HostTensors(s *nn.Scope) (map[string]*nn.Tensor, error) {
 	return c.floats(s, toF32)
@@ -250,6 +250,12 @@ func toF32(s *nn.Scope, t RawTensor) (*nn.Tensor, error) {
 	}
 	if t.DType == "F32" && t.backing != nil && aligned(t.Data, 4) {
 		return nn.HostView(s, t.backing, t.Data, nn.F32, t.Shape...)
+	}
+	if (t.DType == "F16" || t.DType == "BF16") && t.backing != nil && aligned(t.Data, 2) {
+		// Converted when used: the CPU backend packs a weight from a
+		// converted copy that it drops after, so F32 is never held twice.
+		from := map[string]nn.DType{"F16": nn.F16, "BF16": nn.BF16}[t.DType]
+		return nn.HostConverted(s, t.backing, t.Data, from, t.Shape...)
 	}
 	// Converted (or, misaligned, copied) once into a tensor that the CPU
 	// backend's Upload shares rather than copying again.

@@ -45,3 +45,19 @@ $(PEERS_OPENBLAS)/libblas.so.3:
 	  { apt-get update && apt-get download libopenblas0-openmp; }; }
 	dpkg -x $$(ls -t $(PEERS_CACHE)/debs/libopenblas0-openmp_*.deb | head -1) $(PEERS_CACHE)/openblas
 	touch $@
+
+# bench-startup: start-up of a bert-base-shaped classifier (random weights,
+# F32 model.safetensors in STARTUP_DIR) beside ONNX Runtime's session
+# creation and first answer on an export of the same shape, process by
+# process, interleaved run by run (bertstream bench --load --ort-model):
+# wall time and peak RSS as seen from outside, warm page cache. The export
+# needs python3-torch (make bench-peers-deps installs it).
+STARTUP_DIR ?= $(PEERS_CACHE)/startup-base
+STARTUP_RUNS ?= 5
+
+.PHONY: bench-startup
+
+bench-startup: build $(PEERS_DIR)/node_modules/.package-lock.json
+	$(PEERS_PYTHON) $(PEERS_DIR)/export_onnx.py --preset base
+	test -f $(STARTUP_DIR)/model.safetensors || bin/bertstream bench --load --preset base --save $(STARTUP_DIR) --runs 0
+	bin/bertstream bench --load --model $(STARTUP_DIR) --ort-model $(PEERS_CACHE)/bert-base-opset12.onnx --runs $(STARTUP_RUNS) --threads 2 --batch 32 --seq 128

@@ -182,3 +182,18 @@ func Region(be Backend, name string) {
 		r.Region(name)
 	}
 }
+
+// RowFuser is a backend that makes a weight of the rows of several host
+// tensors ([ni, k] each) without concatenating them first, uploading them
+// as Upload does: the CPU backend packs attention's fused query, key and
+// value projections straight from the checkpoint's three tensors.
+type RowFuser interface {
+	FuseRows(s *Scope, parts ...*Tensor) (*Tensor, error)
+}
+
+// Packer is a backend whose PrepareWeight may leave work for a weight's
+// first use (the CPU backend's packing); Pack does it now, and may run
+// while Linear uses the weight.
+type Packer interface {
+	Pack(w *Tensor) error
+}

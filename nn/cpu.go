@@ -80,10 +80,72 @@ func (CPU) New(s *Scope, dt DType, shape ...int) *Tensor { return newHostUninit(
 // weights then copies nothing, and the weights that the model keeps in
 // their row-major layout (embeddings) stay pages of the file.
 func (c CPU) Upload(s *Scope, src *Tensor, dt DType) (*Tensor, error) {
-	if h, ok := src.st.(*HostStorage); ok && h.backing != nil && src.dtype == dt {
-		return NewTensor(s, shareHost(h.backing, hostBytes(src)), dt, src.shape...), nil
+	if h, ok := src.st.(*HostStorage); ok && src.dtype == dt {
+		if sh := h.share(); sh != nil {
+			return NewTensor(s, sh, dt, src.shape...), nil
+		}
 	}
 	return convertHost(s, src, dt)
+}
+
+// FuseRows makes the F32 weight [n1+n2+..., k], owned by s, whose rows are
+// those of parts (host F32 [ni, k]) one after another, without
+// concatenating them: PrepareWeight packs it straight from the parts,
+// which it shares as Upload does, and its row-major bytes are built only
+// if something reads them.
+func (c CPU) FuseRows(s *Scope, parts ...*Tensor) (*Tensor, error) {
+	if len(parts) == 0 {
+		return nil, fmt.Errorf("FuseRows of no tensors")
+	}
+	n, k := 0, 0
+	kept := make([]*HostStorage, 0, len(parts))
+	release := func() error {
+		for _, h := range kept {
+			h.Free()
+		}
+		return nil
+	}
+	for i, p := range parts {
+		if err := cpuArgs.Weight(p); err != nil {
+			release()
+			return nil, fmt.Errorf("FuseRows part %d: %w", i, err)
+		}
+		if i == 0 {
+			k = p.shape[1]
+		} else if p.shape[1] != k {
+			release()
+			return nil, fmt.Errorf("FuseRows part %d %v: want %d columns", i, p, k)
+		}
+		n += p.shape[0]
+		h := p.st.(*HostStorage).share()
+		if h == nil {
+			// A buffer its owner may still write: copied, once.
+			h = newSharedStorage(4 * p.Len())
+			copy(h.buf, hostBytes(p))
+		}
+		kept = append(kept, h)
+	}
+	l := &lazyF32{size: 4 * n * k, backing: NewBacking(release, nil)}
+	l.rows = func() ([][]float32, func()) {
+		var out [][]float32
+		var dones []func()
+		for _, h := range kept {
+			r, done := h.f32Rows()
+			out = append(out, r...)
+			dones = append(dones, done)
+		}
+		return out, func() {
+			for _, d := range dones {
+				d()
+			}
+		}
+	}
+	l.evict = func() {
+		for _, h := range kept {
+			h.evictSource()
+		}
+	}
+	return NewTensor(s, &HostStorage{lazy: l, backing: l.backing}, F32, n, k), nil
 }
 
 func (c CPU) Download(s *Scope, t *Tensor, dt DType) (*Tensor, error) {
@@ -153,19 +215,39 @@ func (c CPU) PrepareWeight(w *Tensor) error {
 		return err
 	}
 	h := w.st.(*HostStorage)
+	n, k := w.shape[0], w.shape[1]
 	switch {
 	case c.Int8Weights:
-		h.Prepared = c.Kernels().PrepareWeightInt8(w.F32(), w.shape[0], w.shape[1])
-	case c.BF16Weights:
-		h.Prepared = c.Kernels().PrepareWeightBF16(w.F32(), w.shape[0], w.shape[1])
+		h.Prepared = c.Kernels().PrepareWeightInt8(w.F32(), n, k)
+	case !c.BF16Weights:
+		// Packed when first used by more than a few tokens, or by a
+		// second product; a one-shot prediction reads the rows in place
+		// (converted into a buffer it drops, for an F16/BF16 source).
+		h.Prepared = c.Kernels().DeferWeight(h.f32Rows, n, k, h.evictSource)
+		return nil
+	case h.lazy != nil:
+		// BF16: packed from the source (the fused parts, a converted copy
+		// that is dropped after), not from bytes built for the purpose.
+		parts, done := h.f32Rows()
+		h.Prepared = c.Kernels().PrepareWeightRows(parts, h.f32Rows, n, k, true)
+		done()
 	default:
-		h.Prepared = c.Kernels().PrepareWeight(w.F32(), w.shape[0], w.shape[1])
+		h.Prepared = c.Kernels().PrepareWeightBF16(w.F32(), n, k)
 	}
 	// Linear reads the packed copy; the row-major bytes of a mapped
 	// weight leave memory and are read back from the file only if asked
 	// for (gonum's SGEMM, a repack for another kernel, an embedding).
-	if h.backing != nil {
-		h.backing.Evict(h.buf)
+	h.evictSource()
+	return nil
+}
+
+// Pack packs w now if PrepareWeight deferred it (nn.Packer).
+func (c CPU) Pack(w *Tensor) error {
+	if err := cpuArgs.Weight(w); err != nil {
+		return err
+	}
+	if pw, ok := w.st.(*HostStorage).Prepared.(*kernels.Weight); ok {
+		c.Kernels().Pack(pw)
 	}
 	return nil
 }

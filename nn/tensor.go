@@ -16,6 +16,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"unsafe"
+
+	"github.com/bertstream/bertstream/kernels"
 )
 
 // DType is a tensor's element type.
@@ -210,6 +212,140 @@ type HostStorage struct {
 	// backing, when not nil, owns buf: the storage is a read-only view
 	// (HostView) and Free drops its reference.
 	backing *Backing
+	// lazy, when not nil, stands for buf: F32 bytes that are made only
+	// when read (and then kept), while the CPU backend packs a weight
+	// straight from their source (FuseRows, HostConverted). backing is
+	// then lazy's.
+	lazy *lazyF32
+}
+
+// lazyF32 is the F32 bytes of read-only host tensors that are built only
+// if something reads them: fused from several tensors, or converted from
+// F16/BF16. Storages that share it hold references to its backing.
+type lazyF32 struct {
+	once sync.Once
+	buf  []byte
+	size int
+	// rows returns the F32 rows in blocks, one after another, and what to
+	// call once they are no longer needed (it returns the buffers it
+	// built to the pool).
+	rows func() ([][]float32, func())
+	// fill, when not nil, writes the F32 values into dst, for bytes
+	// without a buffer in between.
+	fill func(dst []float32)
+	// evict drops the pages of the source that can be read back.
+	evict   func()
+	backing *Backing
+}
+
+func (l *lazyF32) bytes() []byte {
+	l.once.Do(func() {
+		words := make([]uint64, (l.size+7)/8)
+		if l.size == 0 {
+			return
+		}
+		l.buf = unsafe.Slice((*byte)(unsafe.Pointer(&words[0])), l.size)
+		if l.fill != nil {
+			l.fill(unsafe.Slice((*float32)(unsafe.Pointer(&words[0])), l.size/4))
+		} else {
+			parts, done := l.rows()
+			at := 0
+			for _, p := range parts {
+				at += copy(l.buf[at:], f32Bytes(p))
+			}
+			done()
+		}
+		// The bytes are built: the source's pages are not needed.
+		l.evict()
+	})
+	return l.buf
+}
+
+func f32Bytes(f []float32) []byte {
+	if len(f) == 0 {
+		return nil
+	}
+	return unsafe.Slice((*byte)(unsafe.Pointer(&f[0])), 4*len(f))
+}
+
+// f32Rows returns the F32 rows of h in blocks, one after another, and what
+// to call once they are no longer needed: a lazy storage's source,
+// without building its bytes.
+func (h *HostStorage) f32Rows() ([][]float32, func()) {
+	if h.lazy != nil {
+		return h.lazy.rows()
+	}
+	var f []float32
+	if len(h.buf) >= 4 {
+		f = unsafe.Slice((*float32)(unsafe.Pointer(&h.buf[0])), len(h.buf)/4)
+	}
+	return [][]float32{f}, func() {}
+}
+
+// evictSource drops the pages of h's bytes, or of a lazy storage's
+// source, that a mapped file can read back.
+func (h *HostStorage) evictSource() {
+	switch {
+	case h.lazy != nil:
+		h.lazy.evict()
+	case h.backing != nil:
+		h.backing.Evict(h.buf)
+	}
+}
+
+// share is a storage of the same read-only bytes as h (a view, a shared
+// buffer or lazy bytes), holding a reference to their backing; nil when
+// h's bytes are not read-only.
+func (h *HostStorage) share() *HostStorage {
+	switch {
+	case h.lazy != nil:
+		h.backing.refs.Add(1)
+		return &HostStorage{lazy: h.lazy, backing: h.backing}
+	case h.backing != nil:
+		return shareHost(h.backing, h.buf)
+	}
+	return nil
+}
+
+// HostConverted makes a host F32 tensor owned by s of the F16 or BF16
+// elements data, a part of b, without converting them: the CPU backend
+// packs a weight from a converted copy that it drops once packed, and the
+// F32 bytes are made (once) only if something reads them. data must stay
+// unchanged, as a mapped checkpoint does.
+func HostConverted(s *Scope, b *Backing, data []byte, from DType, shape ...int) (*Tensor, error) {
+	if from != F16 && from != BF16 {
+		return nil, fmt.Errorf("HostConverted from %s: want F16 or BF16", from)
+	}
+	n := NumElements(shape)
+	if 2*n != len(data) {
+		return nil, fmt.Errorf("%s %v needs %d bytes, the view has %d", from, shape, 2*n, len(data))
+	}
+	if n > 0 && uintptr(unsafe.Pointer(&data[0]))%2 != 0 {
+		return nil, fmt.Errorf("%s %v: data is not aligned to 2 bytes", from, shape)
+	}
+	var u []uint16
+	if n > 0 {
+		u = unsafe.Slice((*uint16)(unsafe.Pointer(&data[0])), n)
+	}
+	b.refs.Add(1)
+	l := &lazyF32{size: 4 * n, backing: b, evict: func() { b.Evict(data) }}
+	l.fill = func(dst []float32) {
+		if from == F16 {
+			kernels.F16ToF32(dst, u)
+		} else {
+			kernels.BF16ToF32(dst, u)
+		}
+	}
+	l.rows = func() ([][]float32, func()) {
+		words := getWords((n + 1) / 2)
+		var f []float32
+		if n > 0 {
+			f = unsafe.Slice((*float32)(unsafe.Pointer(&words[0])), n)
+		}
+		l.fill(f)
+		return [][]float32{f}, func() { putWords(words) }
+	}
+	return NewTensor(s, &HostStorage{lazy: l, backing: b}, F32, shape...), nil
 }
 
 // Backing is memory that host tensors view in place instead of holding
@@ -275,7 +411,11 @@ func HostView(s *Scope, b *Backing, data []byte, dt DType, shape ...int) (*Tenso
 // weight that is built once on the host (converted, concatenated) and not
 // written after it is uploaded.
 func NewHostShared(s *Scope, dt DType, shape ...int) *Tensor {
-	n := NumElements(shape) * dt.Size()
+	return NewTensor(s, newSharedStorage(NumElements(shape)*dt.Size()), dt, shape...)
+}
+
+// newSharedStorage allocates n zeroed bytes that Upload shares.
+func newSharedStorage(n int) *HostStorage {
 	words := make([]uint64, (n+7)/8)
 	var buf []byte
 	if n > 0 {
@@ -283,7 +423,7 @@ func NewHostShared(s *Scope, dt DType, shape ...int) *Tensor {
 	}
 	b := NewBacking(nil, nil)
 	defer b.Release()
-	return NewTensor(s, shareHost(b, buf), dt, shape...)
+	return shareHost(b, buf)
 }
 
 // shareHost is a storage viewing data of b, holding a reference to b.
@@ -351,7 +491,12 @@ func newHostStorage(n int) *HostStorage {
 }
 
 func (h *HostStorage) Device() string { return "cpu" }
-func (h *HostStorage) Bytes() int64   { return int64(len(h.buf)) }
+func (h *HostStorage) Bytes() int64 {
+	if h.lazy != nil {
+		return int64(h.lazy.size)
+	}
+	return int64(len(h.buf))
+}
 func (h *HostStorage) Free() {
 	if h.words != nil {
 		putWords(h.words)
@@ -360,12 +505,17 @@ func (h *HostStorage) Free() {
 		// Unmapping fails only on a bad address, which a view cannot hold.
 		_ = h.backing.Release()
 	}
-	h.buf, h.words, h.backing = nil, nil, nil
+	h.buf, h.words, h.backing, h.lazy = nil, nil, nil, nil
 	h.Prepared = nil
 }
 
 // Raw is the storage's bytes.
-func (h *HostStorage) Raw() []byte { return h.buf }
+func (h *HostStorage) Raw() []byte {
+	if h.lazy != nil {
+		return h.lazy.bytes()
+	}
+	return h.buf
+}
 
 func hostBytes(t *Tensor) []byte {
 	h, ok := t.st.(*HostStorage)
@@ -375,7 +525,7 @@ func hostBytes(t *Tensor) []byte {
 	if t.freed {
 		panic(fmt.Sprintf("nn: tensor %v used after its scope closed", t))
 	}
-	return h.buf
+	return h.Raw()
 }
 
 func view[T any](t *Tensor, want DType) []T {

@@ -22,7 +22,7 @@ func init() {
 }
 
 func runBench(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("bench", "bench --preset nano|mini|micro|base|large --batch B --seq T [--threads N] [--device cpu|cuda] [--dtype f32|f16|bf16|int8] [--json]\n       bertstream bench --kernels all|FAMILY,... [--threads N] [--json]\n       bertstream bench --load [--model DIR | --preset P [--checkpoint-dtype f32|f16|bf16] [--save DIR]] [--batch 32 --seq 128] [--runs N] [--threads N] [--json]", stderr)
+	fs := newFlags("bench", "bench --preset nano|mini|micro|base|large --batch B --seq T [--threads N] [--device cpu|cuda] [--dtype f32|f16|bf16|int8] [--json]\n       bertstream bench --kernels all|FAMILY,... [--threads N] [--json]\n       bertstream bench --load [--model DIR | --preset P [--checkpoint-dtype f32|f16|bf16] [--save DIR]] [--batch 32 --seq 128] [--runs N] [--threads N] [--ort-model M.onnx] [--json]", stderr)
 	presets := fs.String("preset", "base", "model preset(s), comma-separated")
 	batches := fs.String("batch", "8", "batch size(s), comma-separated")
 	seqs := fs.String("seq", "128", "sequence length(s), comma-separated")
@@ -39,6 +39,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 	ckDType := fs.String("checkpoint-dtype", "f32", "--load of a random model: its checkpoint's dtype, f32, f16 or bf16")
 	save := fs.String("save", "", "--load of a random model: write it to this directory and keep it")
 	loadChild := fs.String("load-child", "", "internal to --load: the serving child's model directory")
+	ortModel := fs.String("ort-model", "", "--load: also time ONNX Runtime's start-up on this export of the same shape (bench/peers/export_onnx.py), each run beside predict's")
+	ortScript := fs.String("ort-script", "bench/peers/ort_start.mjs", "--load --ort-model: the node script that creates the session and answers once")
 	version := fs.String("kernel-version", "", "CPU kernel version to use ("+strings.Join(kernels.Versions(), ", ")+"; default the fastest)")
 	var bf backendFlags
 	bf.register(fs)
@@ -59,7 +61,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return runLoadBench(*modelDir, *presets, *ckDType, *save, *runs, bf.threads, bs[0], ts[0], *asJSON, stdout, stderr)
+		return runLoadBench(*modelDir, *presets, *ckDType, *save, *runs, bf.threads, bs[0], ts[0], ortPeer{*ortModel, *ortScript}, *asJSON, stdout, stderr)
 	}
 	be, err := bf.open()
 	if err != nil {

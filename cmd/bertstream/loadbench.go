@@ -18,6 +18,7 @@ import (
 
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/bert/task"
+	"github.com/bertstream/bertstream/bert/tokenize"
 	"github.com/bertstream/bertstream/loader"
 	"github.com/bertstream/bertstream/nn"
 )
@@ -44,6 +45,40 @@ type loadResult struct {
 	ServeSeq        int     `json:"serve_seq"`
 	ServeRSS        int64   `json:"serve_rss"` // RSS after the serving batches
 	ServePeakRSS    int64   `json:"serve_peak_rss"`
+	// With --ort-model: ONNX Runtime's process (ort_start.mjs), run just
+	// before predict's, on the same number of tokens.
+	OrtVersion   string  `json:"ort_version,omitempty"`
+	OrtSeq       int     `json:"ort_seq,omitempty"`
+	OrtMs        float64 `json:"ort_ms,omitempty"`         // start to exit, from outside
+	OrtSessionMs float64 `json:"ort_session_ms,omitempty"` // start to session created, its own clock
+	OrtFirstMs   float64 `json:"ort_first_answer_ms,omitempty"`
+	OrtRSS       int64   `json:"ort_peak_rss,omitempty"`
+	PredictVsOrt float64 `json:"predict_vs_ort,omitempty"` // predict_ms / ort_ms
+}
+
+// ortPeer is ONNX Runtime's side of --load: an ONNX export of the model's
+// shape and the node script that starts a session on it.
+type ortPeer struct{ model, script string }
+
+// ortReport is what ort_start.mjs prints.
+type ortReport struct {
+	Version       string  `json:"ort_version"`
+	SessionMs     float64 `json:"session_ms"`
+	FirstAnswerMs float64 `json:"first_answer_ms"`
+}
+
+// predictText is the sentence `predict` answers in every run.
+const predictText = "one sentence"
+
+// predictTokens is how many tokens predictText makes with dir's
+// tokenizer, [CLS] and [SEP] included: the length ONNX Runtime is given.
+func predictTokens(dir string) (int, error) {
+	tok, err := tokenize.Load(dir)
+	if err != nil {
+		return 0, err
+	}
+	toks, _ := tok.Tokenize(predictText)
+	return len(toks) + 2, nil
 }
 
 // runLoadBench measures start-up: for a model directory (or one of a
@@ -51,7 +86,7 @@ type loadResult struct {
 // each run starts fresh processes of this binary: `predict` of one
 // sentence, `inspect`, and a serving child that loads, answers one request
 // and then serves batches of batch x seq tokens.
-func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq int, asJSON bool, stdout, stderr io.Writer) error {
+func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq int, ort ortPeer, asJSON bool, stdout, stderr io.Writer) error {
 	if dir == "" {
 		dt, err := nn.ParseDType(ckDType)
 		if err != nil {
@@ -92,6 +127,15 @@ func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq i
 	if err := warmCache(ck); err != nil {
 		return err
 	}
+	ortSeq := 0
+	if ort.model != "" {
+		if ortSeq, err = predictTokens(dir); err != nil {
+			return fmt.Errorf("--ort-model: tokens of %q: %w", predictText, err)
+		}
+		if err := warmCache(ort.model); err != nil {
+			return err
+		}
+	}
 	enc := json.NewEncoder(stdout)
 	if !asJSON {
 		fmt.Fprintf(stdout, "%s: %s, %.1f MB, %s threads\n", dir, filepath.Base(ck), float64(st.Size())/1e6, th)
@@ -100,12 +144,28 @@ func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq i
 	for run := 1; run <= runs; run++ {
 		r := loadResult{Model: dir, Checkpoint: ck, CheckpointBytes: st.Size(), Threads: threads, Run: run, ServeBatch: batch, ServeSeq: seq}
 		var out bytes.Buffer
-		ps, err := timeProcess(exec.Command(self, "predict", "--model", dir, "--task", "classify", "--threads", th, "one sentence"), &out, nil)
+		if ort.model != "" {
+			ps, err := timeProcess(exec.Command("node", ort.script, "--model", ort.model, "--seq", strconv.Itoa(ortSeq), "--threads", th), &out, nil)
+			if err != nil {
+				return fmt.Errorf("ONNX Runtime (%s): %w", ort.script, err)
+			}
+			var o ortReport
+			if err := json.Unmarshal(bytes.TrimSpace(out.Bytes()), &o); err != nil {
+				return fmt.Errorf("ONNX Runtime (%s): %q: %w", ort.script, out.String(), err)
+			}
+			r.OrtVersion, r.OrtSeq, r.OrtMs, r.OrtRSS = o.Version, ortSeq, ms(ps.wall), ps.rss
+			r.OrtSessionMs, r.OrtFirstMs = o.SessionMs, o.FirstAnswerMs
+			out.Reset()
+		}
+		ps, err := timeProcess(exec.Command(self, "predict", "--model", dir, "--task", "classify", "--threads", th, predictText), &out, nil)
 		if err != nil {
 			return fmt.Errorf("predict: %w", err)
 		}
 		r.PredictMs, r.PredictCPUMs, r.PredictRSS = ms(ps.wall), ms(ps.cpu), ps.rss
 		r.PredictRatio = float64(ps.rss) / float64(st.Size())
+		if r.OrtMs > 0 {
+			r.PredictVsOrt = r.PredictMs / r.OrtMs
+		}
 		out.Reset()
 		if ps, err = timeProcess(exec.Command(self, "inspect", "--model", dir), &out, nil); err != nil {
 			return fmt.Errorf("inspect: %w", err)
@@ -140,6 +200,10 @@ func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq i
 		}
 		fmt.Fprintf(stdout, "%3d  %9.2f (%5.2f)  %11.0f (%.2fx)  %9.2f  %6.0f  %6.2f  %14.2f  %5.0f (%.0f)\n", run, r.PredictMs/1e3, r.PredictCPUMs/1e3,
 			mb(r.PredictRSS), r.PredictRatio, r.InspectMs/1e3, mb(r.InspectRSS), r.LoadMs/1e3, r.FirstAnswerMs/1e3, mb(r.ServeRSS), mb(r.ServePeakRSS))
+		if r.OrtMs > 0 {
+			fmt.Fprintf(stdout, "     ONNX Runtime %s, %d tokens: %.2f s (session %.2f s, answer %.2f s), peak RSS %.0f MB; predict/ORT %.2fx\n",
+				r.OrtVersion, r.OrtSeq, r.OrtMs/1e3, r.OrtSessionMs/1e3, r.OrtFirstMs/1e3, mb(r.OrtRSS), r.PredictVsOrt)
+		}
 	}
 	return nil
 }
@@ -209,8 +273,9 @@ type childReport struct {
 	PeakRSS int64   `json:"peak_rss,omitempty"`
 }
 
-// runLoadChild is the serving child of runLoadBench: it loads dir, answers
-// one classify request (printing a line the parent times), then serves
+// runLoadChild is the serving child of runLoadBench: it loads dir, starts
+// packing the weights in the background as serve does, answers one
+// classify request (printing a line the parent times), then serves
 // three batches of batch sequences of seq tokens, as `serve` would hand
 // them to the predictor, and prints the process's RSS and peak RSS.
 func runLoadChild(dir string, be nn.Backend, batch, seq int, stdout io.Writer) error {
@@ -222,7 +287,9 @@ func runLoadChild(dir string, be nn.Backend, batch, seq int, stdout io.Writer) e
 	}
 	defer p.Model.Close()
 	load := time.Since(start)
-	res := p.Predict(context.Background(), []task.Request{{Task: task.Classify, Text: "one sentence"}})
+	// As serve does: the weights are packed in the background.
+	go p.Model.Prepack()
+	res := p.Predict(context.Background(), []task.Request{{Task: task.Classify, Text: predictText}})
 	if res[0].Err != nil {
 		return res[0].Err
 	}

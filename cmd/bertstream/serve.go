@@ -71,8 +71,19 @@ func (p *pipelineFlags) loadBERT(dir string, bf *backendFlags, stderr io.Writer)
 		return nil, err
 	}
 	load := startMeter(stderr, "loading "+dir, 0)
-	defer load.end()
-	return loader.LoadPredictor(dir, loader.Options{Backend: be}, bert.PredictorOptions{MaxLen: p.maxLen, Truncate: p.truncate})
+	pr, err := loader.LoadPredictor(dir, loader.Options{Backend: be}, bert.PredictorOptions{MaxLen: p.maxLen, Truncate: p.truncate})
+	load.end()
+	if err != nil {
+		return nil, err
+	}
+	// Requests are served from now on; the weights are packed meanwhile
+	// instead of on the first request that needs them.
+	go func() {
+		if err := pr.Model.Prepack(); err != nil {
+			fmt.Fprintf(stderr, "bertstream: packing the weights: %v\n", err)
+		}
+	}()
+	return pr, nil
 }
 
 // tensorCollector reports nn.Usage at each scrape: the bytes and count of
