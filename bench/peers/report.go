@@ -258,7 +258,8 @@ func (r *Report) targetLine(t Target) (string, bool) {
 		x, lo, hi = 1/x, 1/hi, 1/lo
 		rel, met = "≤", x <= t.Bound
 	}
-	line := fmt.Sprintf("%s, %s: %.2fx", t.What, t.Shape, x)
+	// Three decimals: two would show 1.1998 as 1.20 beside "target ≥ 1.20x: not met".
+	line := fmt.Sprintf("%s, %s: %.3fx", t.What, t.Shape, x)
 	if spread {
 		line += fmt.Sprintf(" (rounds %.2f–%.2fx)", lo, hi)
 	}

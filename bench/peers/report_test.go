@@ -92,11 +92,11 @@ func TestRoundRatios(t *testing.T) {
 func TestTargets(t *testing.T) {
 	md := readFixed(t).Markdown()
 	for _, want := range []string{
-		"- f32 throughput, bertstream / ONNX Runtime, base B=8 T=128: 1.25x (rounds 1.20–1.50x); target ≥ 1.20x: met\n",
-		"- f32 latency, bertstream / ONNX Runtime, base B=1 T=128: 1.25x; target ≤ 0.85x: not met\n",
-		"- bf16 throughput, bertstream bf16 / f32, base B=8 T=128: 2.00x; target ≥ 1.80x: met\n",
+		"- f32 throughput, bertstream / ONNX Runtime, base B=8 T=128: 1.250x (rounds 1.20–1.50x); target ≥ 1.20x: met\n",
+		"- f32 latency, bertstream / ONNX Runtime, base B=1 T=128: 1.250x; target ≤ 0.85x: not met\n",
+		"- bf16 throughput, bertstream bf16 / f32, base B=8 T=128: 2.000x; target ≥ 1.80x: met\n",
 		// Round by round 250/160, 255/170, 200/200.
-		"- int8 throughput, bertstream / ONNX Runtime int8, base B=8 T=128: 1.56x (rounds 1.00–1.56x); target ≥ 1.25x: met\n",
+		"- int8 throughput, bertstream / ONNX Runtime int8, base B=8 T=128: 1.562x (rounds 1.00–1.56x); target ≥ 1.25x: met\n",
 	} {
 		if !strings.Contains(md, want) {
 			t.Errorf("markdown lacks %q:\n%s", want, md)
