@@ -210,7 +210,8 @@ func (r *Report) Ratio(a, b Variant, s Shape) (float64, bool) {
 func (r *Report) RoundRatios(a, b Variant, s Shape) (lo, hi float64, ok bool) {
 	ra, ok1 := r.Get(a, s)
 	rb, ok2 := r.Get(b, s)
-	if !ok1 || !ok2 || len(ra.RoundMs) < 2 || len(ra.RoundMs) != len(rb.RoundMs) {
+	// A round that failed leaves no entry, which would pair other rounds.
+	if !ok1 || !ok2 || r.Rounds < 2 || len(ra.RoundMs) != r.Rounds || len(rb.RoundMs) != r.Rounds {
 		return 0, 0, false
 	}
 	for i := range ra.RoundMs {

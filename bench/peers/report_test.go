@@ -83,9 +83,18 @@ func TestRoundRatios(t *testing.T) {
 	if !ok || math.Abs(lo-1.2) > 1e-12 || math.Abs(hi-1.5) > 1e-12 {
 		t.Errorf("RoundRatios = %v, %v, %v; want 1.2, 1.5, true", lo, hi, ok)
 	}
-	// bf16 has no rounds recorded; PyTorch one round.
+	// bf16 has no rounds recorded.
 	if _, _, ok := r.RoundRatios(Variant{Subject, "bf16"}, Variant{Subject, "f32"}, s); ok {
 		t.Error("RoundRatios without rounds on one side")
+	}
+	// Two rounds each, of three: which rounds they were is lost.
+	for i := range r.Results {
+		if len(r.Results[i].RoundMs) == 3 {
+			r.Results[i].RoundMs = r.Results[i].RoundMs[1:]
+		}
+	}
+	if _, _, ok := r.RoundRatios(Variant{Subject, "f32"}, Variant{"onnxruntime", "f32"}, s); ok {
+		t.Error("RoundRatios paired rounds of variants that missed one")
 	}
 }
 
