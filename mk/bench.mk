@@ -6,7 +6,8 @@
 #   make bench-peers PEERS_FLAGS='-shapes base:8x128,base:1x128 -rounds 3'
 #
 # Installs what the peers need when it is missing: Debian's python3-torch
-# (for the PyTorch peer and the ONNX export), onnxruntime-node from
+# (for the PyTorch peer and the ONNX export), python3-onnx (for the INT8
+# model of the ONNX Runtime peer, bench/peers/quantize_onnx.py), onnxruntime-node from
 # bench/peers/package-lock.json, and Debian's OpenBLAS unpacked under
 # bench/peers/.cache for PyTorch alone. The driver exports the ONNX models
 # into bench/peers/.cache as it needs them.
@@ -33,6 +34,10 @@ bench-peers-deps: $(PEERS_DIR)/node_modules/.package-lock.json $(PEERS_OPENBLAS)
 	  echo "$(PEERS_PYTHON) cannot import torch: installing Debian's python3-torch"; \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y python3-torch || \
 	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-torch; }; }
+	@$(PEERS_PYTHON) -c 'import onnx' 2>/dev/null || { \
+	  echo "$(PEERS_PYTHON) cannot import onnx: installing Debian's python3-onnx"; \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y python3-onnx || \
+	  { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y python3-onnx; }; }
 
 # onnxruntime-node's install script only fetches GPU extras (which cannot be
 # downloaded here); its CPU library ships inside the package.

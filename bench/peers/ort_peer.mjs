@@ -4,7 +4,12 @@
 // --ignore-scripts: the install script only fetches GPU extras).
 //
 //   node bench/peers/ort_peer.mjs --model M.onnx --preset base --shapes 8x128,1x128 --threads 2 [--ref R.json]
+//       [--dtype int8 --max-err E --min-cosine C]
 //
+// With --ref the outputs are checked against PyTorch's before anything is
+// timed: at most --max-err apart and cosine similarity at least --min-cosine
+// (defaults for float32; quantize_onnx.py's INT8 model gets its own, from
+// the driver). --dtype only labels the results.
 // prints one JSON object per shape. --shapes - reads one shape (BxT) per
 // line from stdin and answers each as soon as it is timed, which lets the
 // Go driver interleave engines shape by shape while this process keeps its
@@ -26,7 +31,6 @@ import { parseArgs } from 'node:util';
 import ort from 'onnxruntime-node';
 
 const VOCAB = 30522;
-const CHECK_TOL = 1e-3;
 
 const { values: opt } = parseArgs({
   options: {
@@ -40,6 +44,9 @@ const { values: opt } = parseArgs({
     ops: { type: 'boolean', default: false },
     ref: { type: 'string' },
     spin: { type: 'string', default: 'both' },
+    dtype: { type: 'string', default: 'f32' },
+    'max-err': { type: 'string', default: '1e-3' },
+    'min-cosine': { type: 'string', default: '0.99999' },
   },
 });
 
@@ -61,6 +68,9 @@ const runs = Math.max(1, count('runs'));
 const maxSeconds = Number(opt['max-seconds']);
 const spins = { both: [true, false], 1: [true], 0: [false] }[opt.spin];
 if (!spins) die(`--spin ${opt.spin}: want both, 1 or 0`);
+const maxErr = Number(opt['max-err']);
+const minCosine = Number(opt['min-cosine']);
+if (!(maxErr > 0) || !(minCosine > 0 && minCosine <= 1)) die('--max-err wants a positive number, --min-cosine one in (0, 1]');
 
 async function open(spin, opsDir) {
   const options = {
@@ -87,9 +97,11 @@ async function open(spin, opsDir) {
   }
 }
 
-// check is the largest difference from the reference outputs (--ref, from
-// export_onnx.py, computed by PyTorch) where the mask is 1: a fusion that
-// changed the results would make a fast peer worthless.
+// check compares the outputs with the reference (--ref, from export_onnx.py,
+// computed by PyTorch in float32) where the mask is 1: the largest
+// difference, and the cosine similarity of each output (the lower one is
+// reported). A fusion that changed the results would make a fast peer
+// worthless; a quantized model is held to its own bounds.
 async function check(session, ref) {
   const batch = ref.input_ids.length;
   const seq = ref.input_ids[0].length;
@@ -103,10 +115,25 @@ async function check(session, ref) {
   const hidden = out.last_hidden_state.data;
   const width = hidden.length / mask.length;
   let err = 0;
+  const cosine = (got, want, use) => {
+    let dot = 0;
+    let gg = 0;
+    let ww = 0;
+    got.forEach((v, i) => {
+      if (!use(i)) return;
+      err = Math.max(err, Math.abs(v - want[i]));
+      dot += v * want[i];
+      gg += v * v;
+      ww += want[i] * want[i];
+    });
+    return dot / Math.sqrt(gg * ww);
+  };
   // Padded positions are free to differ: nothing attends to them.
-  hidden.forEach((v, i) => { if (mask[Math.floor(i / width)]) err = Math.max(err, Math.abs(v - ref.last_hidden_state[i])); });
-  out.pooler_output.data.forEach((v, i) => { err = Math.max(err, Math.abs(v - ref.pooler_output[i])); });
-  return err;
+  const cos = Math.min(
+    cosine(hidden, ref.last_hidden_state, (i) => mask[Math.floor(i / width)]),
+    cosine(out.pooler_output.data, ref.pooler_output, () => true),
+  );
+  return { err, cos };
 }
 
 // opTypes counts the nodes of an ONNX ModelProto by domain and op_type with
@@ -191,6 +218,7 @@ function quantile(sorted, q) {
 const sessions = [];
 let graphOps;
 let checkErr;
+let checkCos;
 for (const spin of spins) {
   const opsDir = opt.ops && sessions.length === 0 ? mkdtempSync(join(tmpdir(), 'ort-peer-')) : undefined;
   const session = await open(spin, opsDir);
@@ -199,9 +227,12 @@ for (const spin of spins) {
     rmSync(opsDir, { recursive: true, force: true });
   }
   if (opt.ref) {
-    const err = await check(session, JSON.parse(readFileSync(opt.ref, 'utf8')));
-    if (!(err <= CHECK_TOL)) die(`${opt.model}: outputs differ from ${opt.ref} by ${err} (> ${CHECK_TOL})`);
+    const { err, cos } = await check(session, JSON.parse(readFileSync(opt.ref, 'utf8')));
+    if (!(err <= maxErr) || !(cos >= minCosine)) {
+      die(`${opt.model}: outputs differ from ${opt.ref} by up to ${err} (bound ${maxErr}), cosine ${cos} (bound ${minCosine})`);
+    }
     checkErr = Math.max(checkErr ?? 0, err);
+    checkCos = Math.min(checkCos ?? 1, cos);
   }
   sessions.push({ spin, session });
 }
@@ -237,6 +268,7 @@ async function time(shape) {
   const [best, other] = [...sessions].sort((a, b) => a.median - b.median);
   process.stdout.write(JSON.stringify({
     engine: 'onnxruntime',
+    dtype: opt.dtype,
     version: ort.env.versions.node,
     preset: opt.preset,
     batch,
@@ -250,6 +282,7 @@ async function time(shape) {
     spinning: best.spin,
     other_spinning_ms: other?.median,
     check_max_abs_err: checkErr,
+    check_cosine: checkCos,
     graph_ops: graphOps,
   }) + '\n');
 }

@@ -1,9 +1,10 @@
 // Package peers compares bertstream's CPU throughput with other engines':
 // it times `bertstream bench --json` and the ONNX Runtime and PyTorch peer
-// scripts of this directory on the same shapes, threads and machine,
-// engines interleaved shape by shape (Compare), and writes the comparison
-// as JSON, a markdown table and a bar plot (Report). bench/cmd/peers is its
-// command (`make bench-peers`).
+// scripts of this directory on the same shapes, threads and machine, each
+// engine at each compute dtype it has (f32, bf16, int8), engines
+// interleaved shape by shape (Compare), and writes the comparison as JSON,
+// a markdown table and a bar plot (Report). bench/cmd/peers is its command
+// (`make bench-peers`).
 //
 // It is apart from package bench so that the bertstream binary, which
 // needs bench, links no plotting.
@@ -74,7 +75,10 @@ func ParseShapes(list string) ([]Shape, error) {
 // (`bertstream bench --json`, ort_peer.mjs, pytorch_peer.py), plus what the
 // driver adds: the median of every round and any error.
 type Result struct {
-	Engine     string  `json:"engine"`
+	Engine string `json:"engine"`
+	// DType is the compute dtype, as `bertstream bench --dtype` names them
+	// (f32, bf16, int8); NormDType gives results without one f32.
+	DType      string  `json:"dtype,omitempty"`
 	Version    string  `json:"version,omitempty"`
 	Preset     string  `json:"preset"`
 	Batch      int     `json:"batch"`
@@ -101,9 +105,30 @@ type Result struct {
 // Shape is the shape the result is for.
 func (r Result) Shape() Shape { return Shape{Preset: r.Preset, Batch: r.Batch, Seq: r.Seq} }
 
+// Variant is the engine and dtype the result is for.
+func (r Result) Variant() Variant { return Variant{Engine: r.Engine, DType: NormDType(r.DType)} }
+
+// Variant is one engine at one compute dtype: a row of the comparison per shape.
+type Variant struct {
+	Engine string `json:"engine"`
+	DType  string `json:"dtype"`
+}
+
+func (v Variant) String() string { return v.Engine + " " + v.DType }
+
+// NormDType is the name of a dtype as `bertstream bench --dtype` takes it:
+// lower case (bench prints INT8, BF16, F32), and f32 for none (float32
+// engines, and reports from before dtypes).
+func NormDType(d string) string {
+	if d == "" {
+		return "f32"
+	}
+	return strings.ToLower(d)
+}
+
 // resultFields are the JSON names of Result's own fields; the rest of an
 // engine's output goes to Extra.
-var resultFields = []string{"engine", "version", "preset", "batch", "seq", "threads", "ms_per_batch",
+var resultFields = []string{"engine", "dtype", "version", "preset", "batch", "seq", "threads", "ms_per_batch",
 	"ms_p10", "ms_p90", "seq_per_s", "runs", "round_ms", "busy_before", "extra", "error"}
 
 // ParseResult reads one JSON object printed by an engine.
@@ -122,15 +147,19 @@ func ParseResult(line []byte) (Result, error) {
 	if len(all) > 0 {
 		r.Extra = all
 	}
+	r.DType = NormDType(r.DType)
 	if r.Preset == "" || r.Batch < 1 || r.Seq < 1 || !(r.MsPerBatch > 0) || !(r.SeqPerS > 0) {
 		return Result{}, fmt.Errorf("engine output %q lacks preset, batch, seq, ms_per_batch or seq_per_s", clip(string(line), 200))
 	}
 	return r, nil
 }
 
-// Engine times shapes on one inference engine.
+// Engine times shapes on one inference engine at one compute dtype.
 type Engine interface {
 	Name() string
+	// DType is the compute dtype (NormDType's names): the same engine at
+	// another dtype is another Engine.
+	DType() string
 	// Check says why the engine cannot run here (a missing binary, package
 	// or model), before any time is spent on the others.
 	Check(ctx context.Context) error
@@ -168,29 +197,29 @@ func Compare(ctx context.Context, engines []Engine, shapes []Shape, o CompareOpt
 	if log == nil {
 		log = io.Discard
 	}
-	fatal := map[string]error{}
+	fatal := map[Variant]error{}
 	for _, e := range engines {
 		if err := e.Check(ctx); err != nil {
-			fatal[e.Name()] = err
-			fmt.Fprintf(log, "%s: %v\n", e.Name(), err)
+			fatal[variant(e)] = err
+			fmt.Fprintf(log, "%s: %v\n", variant(e), err)
 		}
 	}
 	best := map[resultKey]*Result{}
 	// fail records err for the shape unless an earlier round succeeded.
 	fail := func(k resultKey, err error) {
 		if best[k] == nil || best[k].Err != "" {
-			best[k] = &Result{Engine: k.engine, Preset: k.shape.Preset, Batch: k.shape.Batch, Seq: k.shape.Seq, Err: err.Error()}
+			best[k] = &Result{Engine: k.v.Engine, DType: k.v.DType, Preset: k.shape.Preset, Batch: k.shape.Batch, Seq: k.shape.Seq, Err: err.Error()}
 		}
 	}
 	for round := 0; round < max(o.Rounds, 1) && ctx.Err() == nil; round++ {
 		for i, s := range shapes {
 			for j := range engines {
 				e := engines[(i+j+round)%len(engines)]
-				k := resultKey{e.Name(), s}
+				k := resultKey{variant(e), s}
 				if (o.Skip != nil && o.Skip(e.Name(), s)) || ctx.Err() != nil {
 					continue
 				}
-				if err := fatal[e.Name()]; err != nil {
+				if err := fatal[k.v]; err != nil {
 					fail(k, err)
 					continue
 				}
@@ -201,15 +230,15 @@ func Compare(ctx context.Context, engines []Engine, shapes []Shape, o CompareOpt
 				}
 				r, err := timeShape(ctx, e, s)
 				if err != nil {
-					fmt.Fprintf(log, "%s %s: %v\n", e.Name(), s, err)
+					fmt.Fprintf(log, "%s %s: %v\n", k.v, s, err)
 					if errors.As(err, new(*FatalError)) {
-						fatal[e.Name()] = err
+						fatal[k.v] = err
 					}
 					fail(k, err)
 					continue
 				}
 				r.BusyBefore = busy
-				fmt.Fprintf(log, "round %d  %-11s %-18s %9.1f ms  %8.2f seq/s\n", round+1, e.Name(), s, r.MsPerBatch, r.SeqPerS)
+				fmt.Fprintf(log, "round %d  %-16s %-18s %9.1f ms  %8.2f seq/s\n", round+1, k.v, s, r.MsPerBatch, r.SeqPerS)
 				prev := best[k]
 				if prev == nil || prev.Err != "" {
 					r.RoundMs = []float64{r.MsPerBatch}
@@ -229,7 +258,7 @@ func Compare(ctx context.Context, engines []Engine, shapes []Shape, o CompareOpt
 	var out []Result
 	for _, s := range shapes {
 		for _, e := range engines {
-			if r := best[resultKey{e.Name(), s}]; r != nil {
+			if r := best[resultKey{variant(e), s}]; r != nil {
 				out = append(out, *r)
 			}
 		}
@@ -238,9 +267,11 @@ func Compare(ctx context.Context, engines []Engine, shapes []Shape, o CompareOpt
 }
 
 type resultKey struct {
-	engine string
-	shape  Shape
+	v     Variant
+	shape Shape
 }
+
+func variant(e Engine) Variant { return Variant{Engine: e.Name(), DType: NormDType(e.DType())} }
 
 // CPUBusy is the share of all CPUs' time spent busy (not idle or waiting
 // for I/O) over d, from /proc/stat.
@@ -321,6 +352,11 @@ func timeShape(ctx context.Context, e Engine, s Shape) (Result, error) {
 	if r.Engine != "" && r.Engine != e.Name() {
 		return Result{}, fmt.Errorf("the engine says it is %q", r.Engine)
 	}
+	// A float32-only engine names no dtype.
+	r.DType = NormDType(r.DType)
+	if want := NormDType(e.DType()); r.DType != want {
+		return Result{}, fmt.Errorf("asked for %s, the engine answered in %s", want, r.DType)
+	}
 	r.Engine = e.Name()
 	return r, nil
 }
@@ -328,15 +364,17 @@ func timeShape(ctx context.Context, e Engine, s Shape) (Result, error) {
 // CommandEngine runs one process per shape and reads the last JSON line it
 // prints: the `bertstream bench --json` contract of DESIGN.md.
 type CommandEngine struct {
-	EngineName string
-	Path       string
-	Args       func(Shape) []string
+	EngineName  string
+	EngineDType string
+	Path        string
+	Args        func(Shape) []string
 	// Timeout bounds one shape, the model's set-up included.
 	Timeout time.Duration
 }
 
-func (c *CommandEngine) Name() string { return c.EngineName }
-func (c *CommandEngine) Close() error { return nil }
+func (c *CommandEngine) Name() string  { return c.EngineName }
+func (c *CommandEngine) DType() string { return NormDType(c.EngineDType) }
+func (c *CommandEngine) Close() error  { return nil }
 
 func (c *CommandEngine) Check(context.Context) error {
 	if _, err := os.Stat(c.Path); err != nil {
@@ -375,7 +413,8 @@ func (c *CommandEngine) Time(ctx context.Context, s Shape) (Result, error) {
 // pytorch_peer.py with --shapes -): it builds or loads the model once and
 // answers one JSON line for each "BxT" line it reads.
 type PeerEngine struct {
-	EngineName string
+	EngineName  string
+	EngineDType string
 	// Command gives the process for a preset; Prepare, if set, runs first
 	// (the ONNX export).
 	Command func(preset string) *exec.Cmd
@@ -398,7 +437,8 @@ type peerProc struct {
 	done   chan struct{}
 }
 
-func (p *PeerEngine) Name() string { return p.EngineName }
+func (p *PeerEngine) Name() string  { return p.EngineName }
+func (p *PeerEngine) DType() string { return NormDType(p.EngineDType) }
 
 func (p *PeerEngine) Check(ctx context.Context) error {
 	if p.Require == nil {
@@ -580,6 +620,12 @@ func (c Config) ONNXModel(preset string) string {
 	return filepath.Join(c.cacheDir(), fmt.Sprintf("bert-%s-opset%d.onnx", preset, c.Opset))
 }
 
+// ONNXModelInt8 is where quantize_onnx.py puts the dynamically quantized
+// ONNXModel.
+func (c Config) ONNXModelInt8(preset string) string {
+	return strings.TrimSuffix(c.ONNXModel(preset), ".onnx") + "-int8.onnx"
+}
+
 // Reference is where export_onnx.py puts a preset's reference outputs,
 // which both peers check their engine against before timing.
 func (c Config) Reference(preset string) string {
@@ -588,8 +634,12 @@ func (c Config) Reference(preset string) string {
 
 // export runs export_onnx.py, which does nothing when its files are up to date.
 func (c Config) export(ctx context.Context, preset string, args ...string) error {
-	args = append([]string{filepath.Join(c.Dir, "export_onnx.py"), "--preset", preset,
-		"--opset", strconv.Itoa(c.Opset), "--out", c.cacheDir()}, args...)
+	return c.python(ctx, append([]string{filepath.Join(c.Dir, "export_onnx.py"), "--preset", preset,
+		"--opset", strconv.Itoa(c.Opset), "--out", c.cacheDir()}, args...)...)
+}
+
+// python runs a script of the peers and returns its output as the error if it fails.
+func (c Config) python(ctx context.Context, args ...string) error {
 	cmd := exec.CommandContext(ctx, c.Python, args...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("%s: %w: %s", cmd, err, clip(strings.TrimSpace(string(out)), 2000))
@@ -597,11 +647,28 @@ func (c Config) export(ctx context.Context, preset string, args ...string) error
 	return nil
 }
 
+// ORTInt8Check bounds the INT8 ONNX Runtime model's distance to PyTorch's
+// float32 outputs, checked before timing: per-tensor uint8 activations
+// measured 0.33 at most and cosine 0.9982 on bert-base's random weights, so
+// these catch a broken graph (a wrong scale is off by far more), not
+// quantization's own error.
+var ORTInt8Check = struct{ MaxErr, MinCosine float64 }{MaxErr: 1, MinCosine: 0.995}
+
 // NewORTPeer is ONNX Runtime (onnxruntime-node, CPU) on the model that
-// export_onnx.py exports, which it runs first.
-func NewORTPeer(c Config) *PeerEngine {
+// export_onnx.py exports, which it runs first; with dtype int8, on that
+// model quantized by quantize_onnx.py.
+func NewORTPeer(c Config, dtype string) (*PeerEngine, error) {
+	int8 := false
+	switch NormDType(dtype) {
+	case "f32":
+	case "int8":
+		int8 = true
+	default:
+		return nil, fmt.Errorf("the ONNX Runtime peer has no dtype %q (f32, int8)", dtype)
+	}
 	return &PeerEngine{
-		EngineName: "onnxruntime",
+		EngineName:  "onnxruntime",
+		EngineDType: NormDType(dtype),
 		Require: func(ctx context.Context) error {
 			if _, err := exec.LookPath(c.Node); err != nil {
 				return fmt.Errorf("node not found (%w): install Node.js to run the ONNX Runtime peer", err)
@@ -609,15 +676,33 @@ func NewORTPeer(c Config) *PeerEngine {
 			if _, err := os.Stat(filepath.Join(c.Dir, "node_modules", "onnxruntime-node")); err != nil {
 				return fmt.Errorf("onnxruntime-node is not installed in %s: run `npm ci --ignore-scripts` there (or `make bench-peers`)", c.Dir)
 			}
-			return requireTorch(ctx, c.Python, "exporting the ONNX model")
+			if int8 {
+				if err := requireModule(ctx, c.Python, "onnx", "python3-onnx", "quantizing the ONNX model"); err != nil {
+					return err
+				}
+			}
+			return requireModule(ctx, c.Python, "torch", "python3-torch", "exporting the ONNX model")
 		},
-		Prepare: func(ctx context.Context, preset string) error { return c.export(ctx, preset) },
+		Prepare: func(ctx context.Context, preset string) error {
+			if err := c.export(ctx, preset); err != nil {
+				return err
+			}
+			if !int8 {
+				return nil
+			}
+			return c.python(ctx, filepath.Join(c.Dir, "quantize_onnx.py"), "--in", c.ONNXModel(preset), "--out", c.ONNXModelInt8(preset))
+		},
 		Command: func(preset string) *exec.Cmd {
-			args := append([]string{filepath.Join(c.Dir, "ort_peer.mjs"), "--model", c.ONNXModel(preset),
+			model, check := c.ONNXModel(preset), []string(nil)
+			if int8 {
+				model = c.ONNXModelInt8(preset)
+				check = []string{"--dtype", "int8", "--max-err", fmt.Sprint(ORTInt8Check.MaxErr), "--min-cosine", fmt.Sprint(ORTInt8Check.MinCosine)}
+			}
+			args := append([]string{filepath.Join(c.Dir, "ort_peer.mjs"), "--model", model,
 				"--ref", c.Reference(preset), "--preset", preset, "--shapes", "-", "--ops"}, c.timing()...)
-			return exec.Command(c.Node, args...)
+			return exec.Command(c.Node, append(args, check...)...)
 		},
-	}
+	}, nil
 }
 
 // NewPyTorchPeer is PyTorch eager on the CPU, in the environment of PyTorchEnv.
@@ -625,7 +710,7 @@ func NewPyTorchPeer(c Config) *PeerEngine {
 	return &PeerEngine{
 		EngineName: "pytorch",
 		Require: func(ctx context.Context) error {
-			return requireTorch(ctx, c.Python, "the PyTorch peer")
+			return requireModule(ctx, c.Python, "torch", "python3-torch", "the PyTorch peer")
 		},
 		// The reference comes from a process with the system's BLAS, so that
 		// the BLAS the peer gets is checked too.
@@ -726,11 +811,13 @@ func CPUFlags() []string {
 	return nil
 }
 
-func requireTorch(ctx context.Context, python, what string) error {
-	out, err := exec.CommandContext(ctx, python, "-c", "import torch").CombinedOutput()
+// requireModule says why python cannot import module, which Debian's
+// package pkg installs.
+func requireModule(ctx context.Context, python, module, pkg, what string) error {
+	out, err := exec.CommandContext(ctx, python, "-c", "import "+module).CombinedOutput()
 	if err != nil {
-		return fmt.Errorf("%s cannot import torch, needed for %s (`apt-get install python3-torch`, or `make bench-peers`): %v: %s",
-			python, what, err, clip(strings.TrimSpace(string(out)), 500))
+		return fmt.Errorf("%s cannot import %s, needed for %s (`apt-get install %s`, or `make bench-peers`): %v: %s",
+			python, module, what, pkg, err, clip(strings.TrimSpace(string(out)), 500))
 	}
 	return nil
 }

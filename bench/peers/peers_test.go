@@ -68,6 +68,8 @@ func TestParseResult(t *testing.T) {
 // order it was asked in.
 type fakeEngine struct {
 	name     string
+	dtype    string // "": a float32 engine that names no dtype
+	answer   string // the dtype it answers with, if not dtype
 	ms       func(s Shape, call int) float64
 	checkErr error
 	timeErr  error
@@ -77,16 +79,21 @@ type fakeEngine struct {
 }
 
 func (f *fakeEngine) Name() string                    { return f.name }
+func (f *fakeEngine) DType() string                   { return f.dtype }
 func (f *fakeEngine) Close() error                    { return nil }
 func (f *fakeEngine) Check(ctx context.Context) error { return f.checkErr }
 func (f *fakeEngine) Time(ctx context.Context, s Shape) (Result, error) {
-	*f.calls = append(*f.calls, f.name+" "+s.String())
+	*f.calls = append(*f.calls, strings.TrimSpace(f.name+" "+f.dtype)+" "+s.String())
 	f.n++
 	if f.timeErr != nil && f.n >= f.failFrom {
 		return Result{}, f.timeErr
 	}
 	ms := f.ms(s, f.n)
-	return Result{Engine: f.name, Preset: s.Preset, Batch: s.Batch, Seq: s.Seq, MsPerBatch: ms, SeqPerS: float64(s.Batch) / ms * 1000}, nil
+	d := f.dtype
+	if f.answer != "" {
+		d = f.answer
+	}
+	return Result{Engine: f.name, DType: d, Preset: s.Preset, Batch: s.Batch, Seq: s.Seq, MsPerBatch: ms, SeqPerS: float64(s.Batch) / ms * 1000}, nil
 }
 
 func TestCompareInterleavesAndKeepsBestRound(t *testing.T) {
@@ -353,4 +360,120 @@ func TestPyTorchPeer(t *testing.T) {
 		t.Errorf("reference check: %s", r.Extra["check_max_abs_err"])
 	}
 	t.Logf("PyTorch %s, nano B=1 T=8: %.1f ms, BLAS %s, max abs error %.2g", r.Version, r.MsPerBatch, blas, checkErr)
+}
+
+func TestParseResultDType(t *testing.T) {
+	for in, want := range map[string]string{`"dtype":"INT8",`: "int8", `"dtype":"bf16",`: "bf16", ``: "f32"} {
+		r, err := ParseResult([]byte(`{"engine":"bertstream",` + in + `"preset":"base","batch":8,"seq":128,"ms_per_batch":100,"seq_per_s":80}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.DType != want || r.Variant() != (Variant{"bertstream", want}) || r.Extra != nil {
+			t.Errorf("dtype %q: got %+v, want %s", in, r, want)
+		}
+	}
+}
+
+// TestCompareDTypes: one engine at two dtypes is two variants, each with
+// its results; an engine that answers in another dtype than asked fails.
+func TestCompareDTypes(t *testing.T) {
+	var calls []string
+	f32 := &fakeEngine{name: "e", calls: &calls, ms: func(Shape, int) float64 { return 20 }}
+	int8 := &fakeEngine{name: "e", dtype: "int8", calls: &calls, ms: func(Shape, int) float64 { return 10 }}
+	liar := &fakeEngine{name: "l", dtype: "bf16", answer: "F32", calls: &calls, ms: func(Shape, int) float64 { return 5 }}
+	shapes := []Shape{{"nano", 1, 8}}
+	res := Compare(context.Background(), []Engine{f32, int8, liar}, shapes, CompareOptions{Rounds: 2})
+	if want := []string{"e nano B=1 T=8", "e int8 nano B=1 T=8", "l bf16 nano B=1 T=8", "e int8 nano B=1 T=8", "l bf16 nano B=1 T=8", "e nano B=1 T=8"}; !slices.Equal(calls, want) {
+		t.Errorf("calls %v, want %v", calls, want)
+	}
+	if len(res) != 3 {
+		t.Fatalf("%d results, want 3: %+v", len(res), res)
+	}
+	for i, want := range []struct {
+		v  Variant
+		ms float64
+	}{{Variant{"e", "f32"}, 20}, {Variant{"e", "int8"}, 10}, {Variant{"l", "bf16"}, 0}} {
+		if r := res[i]; r.Variant() != want.v || r.MsPerBatch != want.ms || len(r.RoundMs) != 2*btoi(want.ms > 0) {
+			t.Errorf("result %d: %+v, want %s at %v ms over 2 rounds", i, r, want.v, want.ms)
+		}
+	}
+	if !strings.Contains(res[2].Err, "asked for bf16, the engine answered in f32") {
+		t.Errorf("an engine answering in another dtype: %q", res[2].Err)
+	}
+}
+
+func TestORTPeerDTypes(t *testing.T) {
+	c := Config{Dir: "peers", Python: "python3", Node: "node", Opset: 12, Threads: 2, Warmup: 1, Runs: 3, MaxSeconds: 5}
+	if _, err := NewORTPeer(c, "bf16"); err == nil || !strings.Contains(err.Error(), `no dtype "bf16"`) {
+		t.Errorf("a bf16 ONNX Runtime peer: %v", err)
+	}
+	f32, err := NewORTPeer(c, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	int8, err := NewORTPeer(c, "INT8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if f32.DType() != "f32" || int8.DType() != "int8" {
+		t.Errorf("dtypes %s, %s", f32.DType(), int8.DType())
+	}
+	args := strings.Join(f32.Command("base").Args, " ")
+	if !strings.Contains(args, "--model peers/.cache/bert-base-opset12.onnx ") || strings.Contains(args, "--dtype") {
+		t.Errorf("f32 peer: %s", args)
+	}
+	args = strings.Join(int8.Command("base").Args, " ")
+	for _, want := range []string{"--model peers/.cache/bert-base-opset12-int8.onnx ", "--ref peers/.cache/bert-base.ref.json ",
+		fmt.Sprintf("--dtype int8 --max-err %v --min-cosine %v", ORTInt8Check.MaxErr, ORTInt8Check.MinCosine)} {
+		if !strings.Contains(args, want) {
+			t.Errorf("int8 peer %s lacks %q", args, want)
+		}
+	}
+}
+
+// TestQuantizeONNX runs quantize_onnx.py on a two-layer graph made here and
+// checks its output by the ONNX operators' definitions, in numpy: the
+// weights per output column, and each style's graph computing what the
+// float graph does within the quantization's error.
+func TestQuantizeONNX(t *testing.T) {
+	if out, err := exec.Command("/usr/bin/python3", "-c", "import onnx, numpy").CombinedOutput(); err != nil {
+		t.Skipf("needs Python's onnx and numpy (apt-get install python3-onnx): %v: %s", err, out)
+	}
+	cmd := exec.Command("/usr/bin/python3", "testdata/quantize_check.py", t.TempDir())
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("%v:\n%s", err, out)
+	}
+	t.Logf("%s", out)
+}
+
+// TestORTInt8Peer quantizes the smallest preset and runs it on ONNX Runtime,
+// which checks it against PyTorch's float32 outputs first.
+func TestORTInt8Peer(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts Python, torch and Node")
+	}
+	c := Config{Dir: ".", CacheDir: t.TempDir(), Python: "/usr/bin/python3", Node: "node", Opset: 12, Threads: 1, Warmup: 0, Runs: 1, MaxSeconds: 1}
+	p, err := NewORTPeer(c, "int8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Check(context.Background()); err != nil {
+		t.Skip(err)
+	}
+	defer p.Close()
+	r, err := timeShape(context.Background(), p, Shape{"nano", 1, 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ops map[string]int
+	var maxErr, cos float64
+	if err := json.Unmarshal(r.Extra["graph_ops"], &ops); err != nil || ops["com.microsoft.DynamicQuantizeMatMul"] == 0 || ops["com.microsoft.MatMulIntegerToFloat"] == 0 {
+		t.Errorf("ONNX Runtime fused no DynamicQuantizeMatMul or MatMulIntegerToFloat: %s", r.Extra["graph_ops"])
+	}
+	if json.Unmarshal(r.Extra["check_max_abs_err"], &maxErr) != nil || json.Unmarshal(r.Extra["check_cosine"], &cos) != nil ||
+		maxErr > ORTInt8Check.MaxErr || cos < ORTInt8Check.MinCosine || maxErr == 0 {
+		t.Errorf("reference check: max error %s, cosine %s", r.Extra["check_max_abs_err"], r.Extra["check_cosine"])
+	}
+	t.Logf("ONNX Runtime %s int8, nano B=1 T=8: %.1f ms, max abs error %.3g, cosine %.5f", r.Version, r.MsPerBatch, maxErr, cos)
 }

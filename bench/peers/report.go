@@ -103,11 +103,16 @@ func LoadAvg() string {
 type Report struct {
 	Machine Machine `json:"machine"`
 	// Commit is the source tree bertstream was built from (git describe).
-	Commit  string `json:"commit,omitempty"`
+	Commit string `json:"commit,omitempty"`
+	// Command is the driver's command line, which reproduces the run.
+	Command string `json:"command,omitempty"`
 	Threads int    `json:"threads"`
 	Rounds  int    `json:"rounds"`
 	// Engines are the engines compared, in the table's column order.
 	Engines []string `json:"engines"`
+	// DTypes are the compute dtypes asked for, in the table's row order
+	// (NormDType's names); reports from before dtypes have none: f32.
+	DTypes  []string `json:"dtypes,omitempty"`
 	Notes   []string `json:"notes,omitempty"`
 	Results []Result `json:"results"`
 }
@@ -146,25 +151,124 @@ func (r *Report) Shapes() []Shape {
 	return out
 }
 
-// Get is an engine's successful result for a shape.
-func (r *Report) Get(engine string, s Shape) (Result, bool) {
+// dtypes are the report's dtypes in row order: DTypes, then any other the
+// results have.
+func (r *Report) dtypes() []string {
+	var out []string
+	for _, d := range r.DTypes {
+		if d = NormDType(d); !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
 	for _, res := range r.Results {
-		if res.Engine == engine && res.Shape() == s && res.Err == "" {
+		if d := NormDType(res.DType); !slices.Contains(out, d) {
+			out = append(out, d)
+		}
+	}
+	return out
+}
+
+// variants are the engine-dtype pairs that have results, engines in
+// column order, each one's dtypes in row order.
+func (r *Report) variants() []Variant {
+	var out []Variant
+	for _, e := range r.Engines {
+		for _, d := range r.dtypes() {
+			v := Variant{e, d}
+			if slices.ContainsFunc(r.Results, func(res Result) bool { return res.Variant() == v }) {
+				out = append(out, v)
+			}
+		}
+	}
+	return out
+}
+
+// Get is a variant's successful result for a shape.
+func (r *Report) Get(v Variant, s Shape) (Result, bool) {
+	for _, res := range r.Results {
+		if res.Variant() == v && res.Shape() == s && res.Err == "" {
 			return res, true
 		}
 	}
 	return Result{}, false
 }
 
-// Ratio is engine a's throughput over engine b's at shape s (above 1: a is
-// faster). At a fixed batch this is also b's latency over a's.
-func (r *Report) Ratio(a, b string, s Shape) (float64, bool) {
+// Ratio is variant a's throughput over variant b's at shape s (above 1: a
+// is faster). At a fixed batch this is also b's latency over a's.
+func (r *Report) Ratio(a, b Variant, s Shape) (float64, bool) {
 	ra, ok1 := r.Get(a, s)
 	rb, ok2 := r.Get(b, s)
 	if !ok1 || !ok2 {
 		return 0, false
 	}
 	return ra.SeqPerS / rb.SeqPerS, true
+}
+
+// RoundRatios are the lowest and highest of Ratio taken round by round
+// (each round's medians, the two timed side by side): the spread that load
+// from others put on it. Only where both ran every round.
+func (r *Report) RoundRatios(a, b Variant, s Shape) (lo, hi float64, ok bool) {
+	ra, ok1 := r.Get(a, s)
+	rb, ok2 := r.Get(b, s)
+	// A round that failed leaves no entry, which would pair other rounds.
+	if !ok1 || !ok2 || r.Rounds < 2 || len(ra.RoundMs) != r.Rounds || len(rb.RoundMs) != r.Rounds {
+		return 0, 0, false
+	}
+	for i := range ra.RoundMs {
+		x := rb.RoundMs[i] / ra.RoundMs[i]
+		if i == 0 || x < lo {
+			lo = x
+		}
+		if i == 0 || x > hi {
+			hi = x
+		}
+	}
+	return lo, hi, true
+}
+
+// Target is a ratio the comparison is held to: A's throughput over B's at
+// Shape at least Bound, or with Latency, A's latency over B's at most Bound.
+type Target struct {
+	What    string
+	A, B    Variant
+	Shape   Shape
+	Latency bool
+	Bound   float64
+}
+
+// Targets are issue 13's "must show" ratios, on bert-base with 2 threads;
+// the report states those whose shapes it has.
+var Targets = []Target{
+	{"f32 throughput, bertstream / ONNX Runtime", Variant{Subject, "f32"}, Variant{"onnxruntime", "f32"}, Shape{"base", 8, 128}, false, 1.2},
+	{"f32 latency, bertstream / ONNX Runtime", Variant{Subject, "f32"}, Variant{"onnxruntime", "f32"}, Shape{"base", 1, 128}, true, 0.85},
+	{"bf16 throughput, bertstream bf16 / f32", Variant{Subject, "bf16"}, Variant{Subject, "f32"}, Shape{"base", 8, 128}, false, 1.8},
+	{"int8 throughput, bertstream / ONNX Runtime int8", Variant{Subject, "int8"}, Variant{"onnxruntime", "int8"}, Shape{"base", 8, 128}, false, 1.25},
+	{"int8 latency, bertstream / ONNX Runtime int8", Variant{Subject, "int8"}, Variant{"onnxruntime", "int8"}, Shape{"base", 1, 128}, true, 1},
+}
+
+// targetLine states one target: its ratio in this report, the rounds'
+// spread and whether it is met, or false where the report lacks a side.
+func (r *Report) targetLine(t Target) (string, bool) {
+	x, ok := r.Ratio(t.A, t.B, t.Shape)
+	if !ok {
+		return "", false
+	}
+	lo, hi, spread := r.RoundRatios(t.A, t.B, t.Shape)
+	rel, met := "≥", x >= t.Bound
+	if t.Latency {
+		x, lo, hi = 1/x, 1/hi, 1/lo
+		rel, met = "≤", x <= t.Bound
+	}
+	// Three decimals: two would show 1.1998 as 1.20 beside "target ≥ 1.20x: not met".
+	line := fmt.Sprintf("%s, %s: %.3fx", t.What, t.Shape, x)
+	if spread {
+		line += fmt.Sprintf(" (rounds %.2f–%.2fx)", lo, hi)
+	}
+	verdict := "met"
+	if !met {
+		verdict = "not met"
+	}
+	return fmt.Sprintf("%s; target %s %.2fx: %s", line, rel, t.Bound, verdict), true
 }
 
 // Markdown is the report as a markdown page: the setup, one row per shape
@@ -192,39 +296,75 @@ func (r *Report) Markdown() string {
 	}
 
 	peers := r.peers()
-	b.WriteString("| shape |")
+	// The subject's own f32 beside its other dtypes, where it ran them.
+	vsF32 := slices.Contains(r.Engines, Subject) && slices.ContainsFunc(r.variants(), func(v Variant) bool {
+		return v.Engine == Subject && v.DType != "f32"
+	})
+	b.WriteString("| shape | dtype |")
 	for _, e := range r.Engines {
 		fmt.Fprintf(&b, " %s seq/s | %s ms |", Label(e), Label(e))
 	}
 	for _, p := range peers {
 		fmt.Fprintf(&b, " %s / %s |", Label(Subject), Label(p))
 	}
-	b.WriteString("\n|---|")
-	b.WriteString(strings.Repeat("--:|", 2*len(r.Engines)+len(peers)))
+	if vsF32 {
+		fmt.Fprintf(&b, " %s / its f32 |", Label(Subject))
+	}
+	b.WriteString("\n|---|---|")
+	b.WriteString(strings.Repeat("--:|", 2*len(r.Engines)+len(peers)+btoi(vsF32)))
 	b.WriteString("\n")
 	for _, s := range r.Shapes() {
-		fmt.Fprintf(&b, "| %s |", s)
-		for _, e := range r.Engines {
-			if res, ok := r.Get(e, s); ok {
-				fmt.Fprintf(&b, " %s | %s |", num(res.SeqPerS), num(res.MsPerBatch))
-			} else if r.failed(e, s) {
-				b.WriteString(" error | error |")
-			} else {
-				b.WriteString(" — | — |")
+		for _, d := range r.dtypes() {
+			if !slices.ContainsFunc(r.Results, func(res Result) bool {
+				return res.Shape() == s && res.Variant().DType == d && slices.Contains(r.Engines, res.Engine)
+			}) {
+				continue
 			}
-		}
-		for _, p := range peers {
-			if x, ok := r.Ratio(Subject, p, s); ok {
-				fmt.Fprintf(&b, " %.2fx |", x)
-			} else {
-				b.WriteString(" — |")
+			fmt.Fprintf(&b, "| %s | %s |", s, d)
+			for _, e := range r.Engines {
+				v := Variant{e, d}
+				if res, ok := r.Get(v, s); ok {
+					fmt.Fprintf(&b, " %s | %s |", num(res.SeqPerS), num(res.MsPerBatch))
+				} else if r.failed(v, s) {
+					b.WriteString(" error | error |")
+				} else {
+					b.WriteString(" — | — |")
+				}
 			}
+			for _, p := range peers {
+				b.WriteString(ratioCell(r.Ratio(Variant{Subject, d}, Variant{p, d}, s)))
+			}
+			if vsF32 {
+				if d == "f32" {
+					b.WriteString(" — |")
+				} else {
+					b.WriteString(ratioCell(r.Ratio(Variant{Subject, d}, Variant{Subject, "f32"}, s)))
+				}
+			}
+			b.WriteString("\n")
 		}
-		b.WriteString("\n")
 	}
 	if len(peers) > 0 {
-		fmt.Fprintf(&b, "\nRatios are %s's sequences per second over the peer's: above 1.00x %s is faster (at a given batch, the same as the peer's latency over %s's).\n",
-			Label(Subject), Label(Subject), Label(Subject))
+		fmt.Fprintf(&b, "\nRatios are %s's sequences per second over the other's, at the same dtype (or over %s's own f32): above 1.00x %s is faster (at a given batch, the same as the other's latency over %s's).\n",
+			Label(Subject), Label(Subject), Label(Subject), Label(Subject))
+	}
+	var targets []string
+	for _, t := range Targets {
+		if len(peers) == 0 {
+			break
+		}
+		if line, ok := r.targetLine(t); ok {
+			targets = append(targets, line)
+		}
+	}
+	if len(targets) > 0 {
+		b.WriteString("\nTargets (issue 13; latency ratios are bertstream's milliseconds over the other's; rounds: the ratio of each round's medians, timed side by side):\n\n")
+		for _, t := range targets {
+			fmt.Fprintf(&b, "- %s\n", t)
+		}
+	}
+	if r.Command != "" {
+		fmt.Fprintf(&b, "\nMeasured with `%s`.\n", r.Command)
 	}
 	if len(r.Notes) > 0 {
 		b.WriteString("\nNotes:\n\n")
@@ -273,9 +413,9 @@ func (r *Report) peers() []string {
 	return out
 }
 
-func (r *Report) failed(engine string, s Shape) bool {
+func (r *Report) failed(v Variant, s Shape) bool {
 	for _, res := range r.Results {
-		if res.Engine == engine && res.Shape() == s && res.Err != "" {
+		if res.Variant() == v && res.Shape() == s && res.Err != "" {
 			return true
 		}
 	}
@@ -290,7 +430,7 @@ func (r *Report) errors() []string {
 		if res.Err == "" {
 			continue
 		}
-		k := Label(res.Engine) + ": " + strings.ReplaceAll(res.Err, "\n", " ")
+		k := Label(res.Engine) + " " + NormDType(res.DType) + ": " + strings.ReplaceAll(res.Err, "\n", " ")
 		if _, ok := shapes[k]; !ok {
 			keys = append(keys, k)
 		}
@@ -301,6 +441,20 @@ func (r *Report) errors() []string {
 		out[i] = fmt.Sprintf("%s (%s)", k, strings.Join(shapes[k], ", "))
 	}
 	return out
+}
+
+func ratioCell(x float64, ok bool) string {
+	if !ok {
+		return " — |"
+	}
+	return fmt.Sprintf(" %.2fx |", x)
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 func num(x float64) string {
@@ -324,7 +478,7 @@ func orDash(s string) string {
 // Plot draws sequences per second as grouped bars: one panel per preset
 // and sequence length (throughput differs by an order of magnitude
 // between them, so each gets its own scale), batch sizes along x, one bar
-// per engine.
+// per engine and dtype.
 func (r *Report) Plot(w io.Writer) error {
 	type panelKey struct {
 		preset string
@@ -345,6 +499,7 @@ func (r *Report) Plot(w io.Writer) error {
 		return fmt.Errorf("no results to plot")
 	}
 	row := make([]*plot.Plot, len(panels))
+	variants := r.variants()
 	barWidth := vg.Points(14)
 	for i, k := range panels {
 		bs := batches[k]
@@ -361,32 +516,37 @@ func (r *Report) Plot(w io.Writer) error {
 		p.NominalX(names...)
 		p.Legend.Top = true
 		top := 0.0
-		for j, e := range r.Engines {
+		for j, v := range variants {
 			vals := make(plotter.Values, len(bs))
 			for n, b := range bs {
-				if res, ok := r.Get(e, Shape{Preset: k.preset, Batch: b, Seq: k.seq}); ok {
+				if res, ok := r.Get(v, Shape{Preset: k.preset, Batch: b, Seq: k.seq}); ok {
 					vals[n] = res.SeqPerS
 					top = max(top, res.SeqPerS)
 				}
 			}
 			bar, err := plotter.NewBarChart(vals, barWidth)
 			if err != nil {
-				return fmt.Errorf("plotting %s: %w", e, err)
+				return fmt.Errorf("plotting %s: %w", v, err)
 			}
 			bar.Color = plotutil.Color(j)
 			bar.LineStyle.Color = color.Black
 			bar.LineStyle.Width = vg.Points(0.5)
-			bar.Offset = barWidth * vg.Length(2*j-len(r.Engines)+1) / 2
+			bar.Offset = barWidth * vg.Length(2*j-len(variants)+1) / 2
 			p.Add(bar)
 			if i == 0 {
-				p.Legend.Add(Label(e), bar)
+				p.Legend.Add(Label(v.Engine)+" "+v.DType, bar)
 			}
 		}
 		// Headroom above the tallest bar for the legend.
-		p.Y.Max = top * (1.15 + 0.1*float64(len(r.Engines)))
+		p.Y.Max = top * (1.15 + 0.1*float64(len(variants)))
 		row[i] = p
 	}
-	width := vg.Length(len(panels)) * 3.6 * vg.Inch
+	// Each panel wide enough for its bars, a bar's width apart between batches.
+	groups := 0
+	for _, k := range panels {
+		groups = max(groups, len(batches[k]))
+	}
+	width := vg.Length(len(panels)) * max(3.6*vg.Inch, vg.Length((len(variants)+1)*groups+2)*barWidth)
 	img := vgimg.New(width, 3.4*vg.Inch)
 	dc := draw.New(img)
 	tiles := draw.Tiles{Rows: 1, Cols: len(panels), PadX: vg.Millimeter * 4, PadTop: vg.Millimeter * 2,

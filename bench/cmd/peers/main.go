@@ -1,9 +1,12 @@
 // Command peers compares bertstream's CPU throughput with ONNX Runtime's and
-// PyTorch's on the same shapes, threads and machine, engines interleaved
-// shape by shape, and writes bench/results/cpu-peers.{json,md,png}.
+// PyTorch's on the same shapes, threads and machine, each engine at each
+// dtype it has (bertstream f32, bf16, int8; ONNX Runtime f32, int8; PyTorch
+// f32), engines interleaved shape by shape, and writes
+// bench/results/cpu-peers.{json,md,png}.
 //
 //	go run ./bench/cmd/peers                               # base, B 1,8,32 x T 32,128,384
 //	go run ./bench/cmd/peers -shapes base:8x128,base:1x128 -rounds 3
+//	go run ./bench/cmd/peers -dtypes f32                   # float32 only
 //	go run ./bench/cmd/peers -engines onnxruntime,pytorch -presets nano
 //	go run ./bench/cmd/peers -from bench/results/cpu-peers.json   # redraw table and plot
 //
@@ -38,6 +41,7 @@ func main() {
 func run() error {
 	var (
 		engines    = flag.String("engines", "bertstream,onnxruntime,pytorch", "engines to compare, in table order")
+		dtypes     = flag.String("dtypes", "f32,bf16,int8", "compute dtypes, in table order; each engine runs those it has ("+dtypeList()+")")
 		presets    = flag.String("presets", "base", "presets (nano, mini, micro, base, large), comma-separated")
 		batches    = flag.String("batch", "1,8,32", "batch sizes")
 		seqs       = flag.String("seq", "32,128,384", "sequence lengths")
@@ -109,30 +113,49 @@ func run() error {
 
 	var es []peers.Engine
 	names := strings.Split(*engines, ",")
+	ds := strings.Split(*dtypes, ",")
+	for _, d := range ds {
+		if !slices.Contains(engineDTypes["bertstream"], d) {
+			return fmt.Errorf("-dtypes: unknown dtype %q (have %s)", d, dtypeList())
+		}
+	}
 	for _, e := range names {
-		switch e {
-		case "bertstream":
-			es = append(es, &peers.CommandEngine{EngineName: e, Path: *bin, Timeout: *timeout, Args: func(s peers.Shape) []string {
-				return []string{"bench", "--preset", s.Preset, "--batch", strconv.Itoa(s.Batch), "--seq", strconv.Itoa(s.Seq),
-					"--threads", strconv.Itoa(*threads), "--json"}
-			}})
-		case "onnxruntime":
-			p := peers.NewORTPeer(cfg)
-			p.Timeout = *timeout
-			es = append(es, p)
-		case "pytorch":
-			p := peers.NewPyTorchPeer(cfg)
-			p.Timeout = *timeout
-			es = append(es, p)
-			if n := peers.PyTorchEnvNote(os.Environ()); n != "" {
-				notes = append(notes, n)
-			}
-			if cfg.OpenBLASCore != "" {
-				notes = append(notes, fmt.Sprintf("PyTorch ran with OPENBLAS_CORETYPE=%s, the newest kernel family this CPU's instructions cover: Debian's OpenBLAS 0.3.21 takes CPU models it does not know (Emerald Rapids among them) for Prescott and runs its SSE3 kernels.", cfg.OpenBLASCore))
-			}
-		default:
+		have, ok := engineDTypes[e]
+		if !ok {
 			return fmt.Errorf("-engines: unknown engine %q (have bertstream, onnxruntime, pytorch)", e)
 		}
+		for _, d := range ds {
+			if !slices.Contains(have, d) {
+				continue
+			}
+			switch e {
+			case "bertstream":
+				es = append(es, &peers.CommandEngine{EngineName: e, EngineDType: d, Path: *bin, Timeout: *timeout, Args: func(s peers.Shape) []string {
+					return []string{"bench", "--preset", s.Preset, "--batch", strconv.Itoa(s.Batch), "--seq", strconv.Itoa(s.Seq),
+						"--threads", strconv.Itoa(*threads), "--dtype", d, "--json"}
+				}})
+			case "onnxruntime":
+				p, err := peers.NewORTPeer(cfg, d)
+				if err != nil {
+					return err
+				}
+				p.Timeout = *timeout
+				es = append(es, p)
+			case "pytorch":
+				p := peers.NewPyTorchPeer(cfg)
+				p.Timeout = *timeout
+				es = append(es, p)
+				if n := peers.PyTorchEnvNote(os.Environ()); n != "" {
+					notes = append(notes, n)
+				}
+				if cfg.OpenBLASCore != "" {
+					notes = append(notes, fmt.Sprintf("PyTorch ran with OPENBLAS_CORETYPE=%s, the newest kernel family this CPU's instructions cover: Debian's OpenBLAS 0.3.21 takes CPU models it does not know (Emerald Rapids among them) for Prescott and runs its SSE3 kernels.", cfg.OpenBLASCore))
+				}
+			}
+		}
+	}
+	if len(es) == 0 {
+		return fmt.Errorf("no engine of -engines %s has a dtype of -dtypes %s", *engines, *dtypes)
 	}
 	defer func() {
 		for _, e := range es {
@@ -154,7 +177,8 @@ func run() error {
 	if *torchMax > 0 && slices.Contains(names, "pytorch") {
 		notes = append(notes, fmt.Sprintf("PyTorch was run only on shapes of at most %d tokens (B*T).", *torchMax))
 	}
-	r := &peers.Report{Machine: machine, Commit: commit(), Threads: *threads, Rounds: *rounds, Engines: names, Notes: notes, Results: results}
+	r := &peers.Report{Machine: machine, Commit: commit(), Command: command(), Threads: *threads, Rounds: *rounds,
+		Engines: names, DTypes: ds, Notes: notes, Results: results}
 	if err := r.WriteFiles(*outDir, *name); err != nil {
 		return err
 	}
@@ -171,16 +195,54 @@ func run() error {
 	return nil
 }
 
+// engineDTypes are the compute dtypes each engine is run at; bertstream's
+// are all of them.
+var engineDTypes = map[string][]string{
+	"bertstream":  {"f32", "bf16", "int8"},
+	"onnxruntime": {"f32", "int8"},
+	"pytorch":     {"f32"},
+}
+
+func dtypeList() string {
+	var out []string
+	for _, e := range []string{"bertstream", "onnxruntime", "pytorch"} {
+		out = append(out, e+" "+strings.Join(engineDTypes[e], "/"))
+	}
+	return strings.Join(out, ", ")
+}
+
+// command is how the driver was run, as `make bench-peers` or `go run` would
+// run it again.
+func command() string {
+	args := []string{"go run ./bench/cmd/peers"}
+	for _, a := range os.Args[1:] {
+		if strings.ContainsAny(a, " '\"$") {
+			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+		}
+		args = append(args, a)
+	}
+	return strings.Join(args, " ")
+}
+
 // engineNotes says how the peers ran, from what they reported: the BLAS
 // library PyTorch loaded and the operators ONNX Runtime's optimizer left.
 func engineNotes(results []peers.Result, cfg peers.Config) []string {
 	var notes []string
 	seen := map[string]bool{}
 	for _, r := range results {
-		if r.Err != "" || seen[r.Engine+r.Preset] {
+		key := r.Variant().String() + " " + r.Preset
+		if r.Err != "" || seen[key] {
 			continue
 		}
-		seen[r.Engine+r.Preset] = true
+		seen[key] = true
+		switch {
+		case r.Engine == "onnxruntime" && r.Variant().DType == "int8":
+			var cos float64
+			json.Unmarshal(r.Extra["check_cosine"], &cos)
+			notes = append(notes, fmt.Sprintf("ONNX Runtime %s int8, %s: the same model quantized dynamically by quantize_onnx.py as ONNX Runtime's quantize_dynamic does it (each MatMul's weight int8 per output column, symmetric; its input uint8 per tensor at run time); same session settings; %s, cosine similarity %.5f. Operators after ONNX Runtime's optimizations: %s.",
+				r.Version, r.Preset, checked(r, "PyTorch's float32"), cos, string(r.Extra["graph_ops"])))
+			continue
+		}
 		switch r.Engine {
 		case "pytorch":
 			var blas, core string
