@@ -13,7 +13,7 @@ func TestSgemmVersions(t *testing.T) {
 		impl := Implementation{Engine: e}
 		for _, m := range oddSizes {
 			for _, n := range oddSizes {
-				for _, k := range append(oddSizes, 300) { // 300 > kc: two k blocks
+				for _, k := range append(oddSizes, 400) { // 400 > every kc of the table: two k blocks
 					for ti := 0; ti < 4; ti++ {
 						ta, tb := ti&1 != 0, ti&2 != 0
 						alpha, beta := float32(1), float32(0)

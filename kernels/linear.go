@@ -115,7 +115,8 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 	default:
 		kern = e.gemm
 	}
-	if w.kern != kern {
+	// Kernels of one name share the panel layout whatever their blocking.
+	if w.kern == nil || w.kern.name != kern.name {
 		w.pack(kern, e.Threads())
 	}
 	gemmPacked(kern, e.vec, e.Threads(), false, m, w.N, w.K, 1, x, w.K, w.packed, 0, out, w.N, bias, a)
