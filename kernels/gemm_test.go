@@ -60,6 +60,29 @@ func TestSgemmVersions(t *testing.T) {
 	})
 }
 
+// TestSgemmPackSplit checks products whose op(B) is packed in several
+// blocks of panels on several goroutines, the last panel partial.
+func TestSgemmPackSplit(t *testing.T) {
+	forVersions(t, func(t *testing.T, e *Engine) {
+		e = engine(t, Config{Version: e.cfg.Version, Tuning: e.cfg.Tuning, Threads: 3})
+		rng := rand.New(rand.NewSource(2))
+		const m, n, k = 7, 1501, 333 // blocks of panels cover 768 columns at k = 333
+		for _, tb := range []bool{false, true} {
+			ldb, tB := n+1, blas.NoTrans
+			if tb {
+				ldb, tB = k+1, blas.Trans
+			}
+			a, b := randSlice(rng, m*k), randSlice(rng, max(n, k)*ldb)
+			want, got := make([]float32, m*n), make([]float32, m*n)
+			GemmRef(false, tb, m, n, k, 1, a, k, b, ldb, 0, want, n)
+			Implementation{Engine: e}.Sgemm(blas.NoTrans, tB, m, n, k, 1, a, k, b, ldb, 0, got, n)
+			if err := closeTo(got, want, 2e-6*k, 1e-5); err != nil {
+				t.Errorf("transB=%v: %v", tb, err)
+			}
+		}
+	})
+}
+
 func TestSgemmNoAllocs(t *testing.T) {
 	if raceDetector {
 		t.Skip("under -race sync.Pool drops items at random: allocation counts mean nothing")

@@ -1,6 +1,8 @@
 package kernels
 
 import (
+	"sync"
+
 	"gonum.org/v1/gonum/blas"
 	"gonum.org/v1/gonum/blas/gonum"
 )
@@ -49,28 +51,43 @@ func (w *Weight) pack(kern *microKernel, threads int) {
 	// Panels are independent: blocks of them go to all cores. A load
 	// packs every weight of the model once, and with the checkpoint
 	// mapped in place packing is most of what loading costs.
-	t := &packTask{kern: kern, dst: w.packed, n: w.N, k: w.K, src: w.Data}
-	t.per = kern.nr * max(1, (1<<18)/max(kern.nr*w.K, 1))
-	parallel(threads, (w.N+t.per-1)/t.per, t)
+	packParallel(kern, threads, w.packed, true, w.N, w.K, w.Data, w.K)
 	w.kern = kern
 }
 
-// packTask packs blocks of per rows of a weight (per a multiple of the
+// packParallel is packB (packBBF16 for a kernel of pairs) with blocks of
+// panels on up to threads goroutines.
+func packParallel(kern *microKernel, threads int, dst []float32, transB bool, n, k int, b []float32, ldb int) {
+	t := packTasks.Get().(*packTask)
+	*t = packTask{kern: kern, dst: dst, trans: transB, n: n, k: k, src: b, ld: ldb}
+	t.per = kern.nr * max(1, (1<<18)/max(kern.nr*k, 1))
+	parallel(threads, (n+t.per-1)/t.per, t)
+	*t = packTask{}
+	packTasks.Put(t)
+}
+
+var packTasks = sync.Pool{New: func() any { return new(packTask) }}
+
+// packTask packs blocks of per columns of op(B) (per a multiple of the
 // micro-kernel's nr, so each block is whole panels).
 type packTask struct {
-	kern      *microKernel
-	dst, src  []float32
-	n, k, per int
+	kern          *microKernel
+	dst, src      []float32
+	trans         bool
+	n, k, ld, per int
 }
 
 func (t *packTask) run(i int, _ *scratch) {
 	j0 := i * t.per
 	n := min(t.per, t.n-j0)
-	dst, src := t.dst[j0*kWords(t.kern, t.k):], t.src[j0*t.k:]
+	dst, src := t.dst[j0*kWords(t.kern, t.k):], t.src[j0:]
+	if t.trans {
+		src = t.src[j0*t.ld:]
+	}
 	if t.kern.pairs {
-		packBBF16(t.kern, dst, true, n, t.k, src, t.k)
+		packBBF16(t.kern, dst, t.trans, n, t.k, src, t.ld)
 	} else {
-		packB(t.kern, dst, true, n, t.k, src, t.k)
+		packB(t.kern, dst, t.trans, n, t.k, src, t.ld)
 	}
 }
 
