@@ -47,10 +47,11 @@ var tunings = []struct {
 		return id.vendor == "GenuineIntel" && id.family == 6 && (id.model == 0x8f || id.model == 0xcf || id.model == 0xad || id.model == 0xae)
 	}},
 	// AMD Zen 5 (family 0x1a): 48 KB of L1D and a 1 MB L2 like Sapphire
-	// Rapids, but a k slice of 384 halves the passes over C of the
-	// products with k = 768 and was 1-1.5 points of the peak ahead at
-	// 1024 rows (no difference at 128); tiles of 24 to 128 query rows
-	// timed alike.
+	// Rapids, but k slices of 384 (fewer passes over C) were 1-3 points
+	// of the FMA peak ahead of 256 on every BERT-base linear layer at 128
+	// and 1024 rows (one core, thread CPU time, entries interleaved);
+	// slices of 512 or 768 and blocks of 48 or 144 rows were no better,
+	// and tiles of 24 to 128 query rows timed alike.
 	{tuning{name: "amd-zen5", gemm: map[string]blocking{"avx512": {384, 72}}, attnRows: 96}, func(id cpuIdentity) bool {
 		return id.vendor == "AuthenticAMD" && id.family == 0x1a
 	}},
