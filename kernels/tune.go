@@ -41,10 +41,10 @@ var tunings = []struct {
 	match func(cpuIdentity) bool
 }{
 	{tuning{name: "default", gemm: map[string]blocking{"avx512": {256, 72}}, attnRows: 96}, nil},
-	// Sapphire, Emerald and Granite Rapids (family 6, models 0x8f,
-	// 0xcf, 0xad, 0xae): the default's measurements.
+	// Sapphire and Emerald Rapids (family 6, models 0x8f and 0xcf),
+	// where the default was measured.
 	{tuning{name: "intel-sapphire-rapids", gemm: map[string]blocking{"avx512": {256, 72}}, attnRows: 96}, func(id cpuIdentity) bool {
-		return id.vendor == "GenuineIntel" && id.family == 6 && (id.model == 0x8f || id.model == 0xcf || id.model == 0xad || id.model == 0xae)
+		return id.vendor == "GenuineIntel" && id.family == 6 && (id.model == 0x8f || id.model == 0xcf)
 	}},
 	// AMD Zen 5 (family 0x1a): 48 KB of L1D and a 1 MB L2 like Sapphire
 	// Rapids, but k slices of 384 (fewer passes over C) were 1-3 points
