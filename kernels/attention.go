@@ -63,17 +63,13 @@ func softmaxRef(x []float32, scale float32) {
 	}
 }
 
-// attnRows is how many query rows of one head a score tile holds: the
-// tile (attnRows x sequence length) stays in L2 between the two products.
-const attnRows = 96
-
 // Attention is the fast AttentionRef. Tasks are (sequence,
 // head) pairs, or parts of a head's queries when there are too few pairs
 // to keep every core busy. A task packs the head's keys and values once,
-// then for each block of attnRows queries computes the score tile with
-// the SGEMM micro-kernel, turns it into probabilities with the vector
-// softmax and multiplies by the values: no more than one tile of scores
-// per core exists.
+// then for each block of queries (the tuning's attnRows) computes the
+// score tile with the SGEMM micro-kernel, turns it into probabilities
+// with the vector softmax and multiplies by the values: no more than one
+// tile of scores per core exists.
 func (e *Engine) Attention(out, qkv []float32, seqs []int32, hidden, heads int, scale float32) {
 	if len(seqs) < 2 || seqs[len(seqs)-1] == seqs[0] {
 		return
@@ -81,7 +77,7 @@ func (e *Engine) Attention(out, qkv []float32, seqs []int32, hidden, heads int, 
 	threads := e.Threads()
 	t := attentionTasks.Get().(*attentionTask)
 	*t = attentionTask{out: out, qkv: qkv, seqs: seqs, hidden: hidden, heads: heads, scale: scale,
-		kern: e.gemm, vec: e.vec, first: t.first[:0], split: 1}
+		kern: e.gemm, vec: e.vec, rows: e.tune.attnRows, first: t.first[:0], split: 1}
 	if pairs := (len(seqs) - 1) * heads; pairs < 4*threads {
 		t.split = (4*threads + pairs - 1) / pairs
 	}
@@ -103,6 +99,7 @@ type attentionTask struct {
 	scale         float32
 	kern          *microKernel
 	vec           *vecOps
+	rows          int // query rows of a score tile
 	// first[b] is the number of the first task of sequence b.
 	first []int
 	// split is how many parts a head's queries may be cut into.
@@ -113,7 +110,7 @@ var attentionTasks = sync.Pool{New: func() any { return new(attentionTask) }}
 
 // parts is how many tasks share one head of a sequence of n tokens.
 func (t *attentionTask) parts(n int) int {
-	return min(t.split, (n+attnRows-1)/attnRows)
+	return min(t.split, (n+t.rows-1)/t.rows)
 }
 
 func (t *attentionTask) run(i int, s *scratch) {
@@ -125,7 +122,7 @@ func (t *attentionTask) run(i int, s *scratch) {
 	parts := t.parts(n)
 	r := i - t.first[b]
 	h, part := r/parts, r%parts
-	blocks := (n + attnRows - 1) / attnRows
+	blocks := (n + t.rows - 1) / t.rows
 	H, dh := t.hidden, t.hidden/t.heads
 	ld := 3 * H
 	col := h * dh
@@ -137,8 +134,8 @@ func (t *attentionTask) run(i int, s *scratch) {
 	vp := grow(&s.v, packedLen(kern, dh, n))
 	packB(kern, vp, false, dh, n, t.qkv[lo*ld+2*H+col:], ld)
 	for blk := part * blocks / parts; blk < (part+1)*blocks/parts; blk++ {
-		q0 := blk * attnRows
-		rows := min(attnRows, n-q0)
+		q0 := blk * t.rows
+		rows := min(t.rows, n-q0)
 		scores := grow(&s.scores, rows*n)
 		// The scale goes into the softmax, so that q is read in place.
 		gemmSerial(kern, rows, n, dh, t.qkv[(lo+q0)*ld+col:], ld, kp, scores, n, s)

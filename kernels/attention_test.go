@@ -13,6 +13,7 @@ import (
 func TestAttentionVersions(t *testing.T) {
 	forVersions(t, func(t *testing.T, e *Engine) {
 		rng := rand.New(rand.NewSource(4))
+		rows := e.tune.attnRows
 		for _, c := range []struct {
 			hidden, heads int
 			lengths       []int
@@ -20,8 +21,8 @@ func TestAttentionVersions(t *testing.T) {
 			{4, 1, []int{1}},
 			{12, 3, []int{3, 0, 17}},
 			{64, 4, []int{65, 1, 129}},
-			{48, 2, []int{attnRows, attnRows + 1}},
-			{32, 2, []int{2*attnRows - 1, 5, 0}},
+			{48, 2, []int{rows, rows + 1}},
+			{32, 2, []int{2*rows - 1, 5, 0}},
 			{768, 12, []int{33, 128}},
 			{15, 5, []int{9, 16, 1, 4}},
 		} {

@@ -13,7 +13,7 @@ func TestSgemmVersions(t *testing.T) {
 		impl := Implementation{Engine: e}
 		for _, m := range oddSizes {
 			for _, n := range oddSizes {
-				for _, k := range append(oddSizes, 300) { // 300 > kc: two k blocks
+				for _, k := range append(oddSizes, 400) { // 400 > every kc of the table: two k blocks
 					for ti := 0; ti < 4; ti++ {
 						ta, tb := ti&1 != 0, ti&2 != 0
 						alpha, beta := float32(1), float32(0)
@@ -55,6 +55,29 @@ func TestSgemmVersions(t *testing.T) {
 						}
 					}
 				}
+			}
+		}
+	})
+}
+
+// TestSgemmPackSplit checks products whose op(B) is packed in several
+// blocks of panels on several goroutines, the last panel partial.
+func TestSgemmPackSplit(t *testing.T) {
+	forVersions(t, func(t *testing.T, e *Engine) {
+		e = engine(t, Config{Version: e.cfg.Version, Tuning: e.cfg.Tuning, Threads: 3})
+		rng := rand.New(rand.NewSource(2))
+		const m, n, k = 7, 1501, 333 // blocks of panels cover 768 columns at k = 333
+		for _, tb := range []bool{false, true} {
+			ldb, tB := n+1, blas.NoTrans
+			if tb {
+				ldb, tB = k+1, blas.Trans
+			}
+			a, b := randSlice(rng, m*k), randSlice(rng, max(n, k)*ldb)
+			want, got := make([]float32, m*n), make([]float32, m*n)
+			GemmRef(false, tb, m, n, k, 1, a, k, b, ldb, 0, want, n)
+			Implementation{Engine: e}.Sgemm(blas.NoTrans, tB, m, n, k, 1, a, k, b, ldb, 0, got, n)
+			if err := closeTo(got, want, 2e-6*k, 1e-5); err != nil {
+				t.Errorf("transB=%v: %v", tb, err)
 			}
 		}
 	})

@@ -42,9 +42,19 @@ func engine(tb testing.TB, c Config) *Engine {
 }
 
 // forVersions runs f once per kernel version this CPU runs (avx512, avx2,
-// go), with an Engine of that version.
+// go) and entry of the blocking table that blocks that version otherwise
+// (every CPU's entry is checked on any CPU), with an Engine of each.
 func forVersions(t *testing.T, f func(t *testing.T, e *Engine)) {
 	for _, v := range Versions() {
-		t.Run(v, func(t *testing.T) { f(t, engine(t, Config{Version: v})) })
+		seen := map[[3]int]bool{}
+		for _, tn := range Tunings() {
+			e := engine(t, Config{Version: v, Tuning: tn})
+			key := [3]int{e.gemm.kc, e.gemm.mc, e.tune.attnRows}
+			if seen[key] {
+				continue
+			}
+			seen[key] = true
+			t.Run(v+"/"+tn, func(t *testing.T) { f(t, e) })
+		}
 	}
 }

@@ -155,7 +155,7 @@ func (w *Weight) pack(kern *microKernel, threads int, parts [][]float32) {
 	w.kern = kern
 }
 
-// packTask packs blocks of per rows of a weight (per a multiple of the
+// packTask packs blocks of per columns of op(B) (per a multiple of the
 // micro-kernel's nr, so each block is whole panels).
 type packTask struct {
 	kern      *microKernel
@@ -300,10 +300,48 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 	default:
 		kern = e.gemm
 	}
-	if w.kern != kern {
+	// Kernels of one name share the panel layout whatever their blocking.
+	if w.kern == nil || w.kern.name != kern.name {
 		parts, done := w.parts()
 		w.pack(kern, e.Threads(), parts)
 		done()
 	}
 	gemmPacked(kern, e.vec, e.Threads(), false, m, w.N, w.K, 1, x, w.K, w.packed, 0, out, w.N, bias, a)
+}
+
+// packParallel is packB (packBBF16 for a kernel of pairs) of op(B) with
+// blocks of panels on up to threads goroutines, for SGEMM, whose B is packed
+// at every call.
+func packParallel(kern *microKernel, threads int, dst []float32, transB bool, n, k int, b []float32, ldb int) {
+	t := packBTasks.Get().(*packBTask)
+	*t = packBTask{kern: kern, dst: dst, trans: transB, n: n, k: k, src: b, ld: ldb}
+	t.per = kern.nr * max(1, (1<<18)/max(kern.nr*k, 1))
+	parallel(threads, (n+t.per-1)/t.per, t)
+	*t = packBTask{}
+	packBTasks.Put(t)
+}
+
+var packBTasks = sync.Pool{New: func() any { return new(packBTask) }}
+
+// packBTask packs blocks of per columns of op(B) (per a multiple of the
+// micro-kernel's nr, so each block is whole panels).
+type packBTask struct {
+	kern          *microKernel
+	dst, src      []float32
+	trans         bool
+	n, k, ld, per int
+}
+
+func (t *packBTask) run(i int, _ *scratch) {
+	j0 := i * t.per
+	n := min(t.per, t.n-j0)
+	dst, src := t.dst[j0*kWords(t.kern, t.k):], t.src[j0:]
+	if t.trans {
+		src = t.src[j0*t.ld:]
+	}
+	if t.kern.pairs {
+		packBBF16(t.kern, dst, t.trans, n, t.k, src, t.ld)
+	} else {
+		packB(t.kern, dst, t.trans, n, t.k, src, t.ld)
+	}
 }

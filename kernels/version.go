@@ -71,6 +71,9 @@ type Config struct {
 	Threads int
 	// BLAS is BLASNative (or empty) or BLASGonum.
 	BLAS string
+	// Tuning names the entry of the blocking table (see Tunings); empty:
+	// the one of this CPU.
+	Tuning string
 }
 
 // Engine runs the kernels of one Config. It holds no mutable state: one
@@ -83,6 +86,7 @@ type Engine struct {
 	bf16  *microKernel
 	int8  *int8Kernel
 	gonum bool
+	tune  tuning
 }
 
 // New resolves c into an Engine, or reports the name this CPU has no
@@ -94,6 +98,14 @@ func New(c Config) (*Engine, error) {
 		return nil, err
 	}
 	e.gemm, e.vec = v.gemm, v.vec
+	if e.tune, err = pick(tuningList(), func(t tuning) string { return t.name }, &e.cfg.Tuning, "tuning", Tunings); err != nil {
+		return nil, err
+	}
+	if b, ok := e.tune.gemm[e.gemm.name]; ok {
+		k := *e.gemm
+		k.kc, k.mc = b.kc, b.mc
+		e.gemm = &k
+	}
 	if e.bf16, err = pick(bf16Kernels(), func(k *microKernel) string { return k.name }, &e.cfg.BF16Version, "BF16 kernel", BF16Versions); err != nil {
 		return nil, err
 	}

@@ -124,7 +124,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		}
-		fmt.Fprintf(stdout, "FMA peak: %.1f GFLOP/s (%s, %d threads)\n\n", peak.GFLOPS, peak.ISA, peak.Threads)
+		fmt.Fprintf(stdout, "FMA peak: %.1f GFLOP/s (%s, %d threads); blocking: %s\n\n", peak.GFLOPS, peak.ISA, peak.Threads, kernels.Default().Config().Tuning)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "family\tshape\tversion\tmax err\tms\tGFLOP/s\tGB/s\t% peak")
 		for _, r := range res {
