@@ -298,3 +298,238 @@ dequantnobias:
 	JNZ dequantnobias
 	VZEROUPPER
 	RET
+
+// VPDPBUSDY is AVX-VNNI's VPDPBUSD on Y registers (VEX.256.66.0F38.W0 50
+// /r), written out because the assembler encodes VPDPBUSD only as EVEX,
+// which CPUs with AVX-VNNI but no AVX512-VNNI (Alder Lake and later
+// Intel cores) do not run: Y(reg) += the unsigned bytes of Y(v) times the
+// signed bytes of Y(rm), four products per lane.
+#define VPDPBUSDY(rm, v, reg) BYTE $0xc4; BYTE $(0x42 | ((1-((reg)>>3))<<7) | ((1-((rm)>>3))<<5)); BYTE $(0x05 | ((15-(v))<<3)); BYTE $0x50; BYTE $(0xc0 | (((reg)&7)<<3) | ((rm)&7))
+
+// One quad step of the 6 x 16 AVX-VNNI kernel: B holds, per column, four
+// shifted weights (Y12, Y13: 16 columns); each row's four activations are
+// broadcast (VEX has no broadcast operand; Y14 and Y15 alternate) and
+// VPDPBUSD adds their products into the accumulators Y0-Y11. Rows are at
+// SI, +lda (R11), +2lda, +3lda (R12), +4lda, +5lda (R13).
+#define STEPAVXVNNI \
+	VMOVDQU (DI), Y12; \
+	VMOVDQU 32(DI), Y13; \
+	VPBROADCASTD (SI), Y14; \
+	VPDPBUSDY(14, 12, 0); \
+	VPDPBUSDY(14, 13, 1); \
+	VPBROADCASTD (SI)(R11*1), Y15; \
+	VPDPBUSDY(15, 12, 2); \
+	VPDPBUSDY(15, 13, 3); \
+	VPBROADCASTD (SI)(R11*2), Y14; \
+	VPDPBUSDY(14, 12, 4); \
+	VPDPBUSDY(14, 13, 5); \
+	VPBROADCASTD (SI)(R12*1), Y15; \
+	VPDPBUSDY(15, 12, 6); \
+	VPDPBUSDY(15, 13, 7); \
+	VPBROADCASTD (SI)(R11*4), Y14; \
+	VPDPBUSDY(14, 12, 8); \
+	VPDPBUSDY(14, 13, 9); \
+	VPBROADCASTD (SI)(R13*1), Y15; \
+	VPDPBUSDY(15, 12, 10); \
+	VPDPBUSDY(15, 13, 11); \
+	ADDQ $4, SI; \
+	ADDQ $64, DI
+
+// func gemmInt8AVXVNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool)
+TEXT ·gemmInt8AVXVNNI(SB), NOSPLIT, $0-49
+	MOVQ kq+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R11
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	LEAQ (R11)(R11*2), R12
+	LEAQ (R11)(R11*4), R13
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	VPXOR Y4, Y4, Y4
+	VPXOR Y5, Y5, Y5
+	VPXOR Y6, Y6, Y6
+	VPXOR Y7, Y7, Y7
+	VPXOR Y8, Y8, Y8
+	VPXOR Y9, Y9, Y9
+	VPXOR Y10, Y10, Y10
+	VPXOR Y11, Y11, Y11
+	SHRQ $1, CX
+	JCC avxvnnione
+	STEPAVXVNNI
+avxvnnione:
+	TESTQ CX, CX
+	JZ avxvnnidone
+avxvnniloop:
+	STEPAVXVNNI
+	STEPAVXVNNI
+	DECQ CX
+	JNZ avxvnniloop
+avxvnnidone:
+	CMPB add+48(FP), $0
+	JEQ avxvnniset
+	VPADDD (DX), Y0, Y0
+	VPADDD 32(DX), Y1, Y1
+	VMOVDQU Y0, (DX)
+	VMOVDQU Y1, 32(DX)
+	ADDQ R8, DX
+	VPADDD (DX), Y2, Y2
+	VPADDD 32(DX), Y3, Y3
+	VMOVDQU Y2, (DX)
+	VMOVDQU Y3, 32(DX)
+	ADDQ R8, DX
+	VPADDD (DX), Y4, Y4
+	VPADDD 32(DX), Y5, Y5
+	VMOVDQU Y4, (DX)
+	VMOVDQU Y5, 32(DX)
+	ADDQ R8, DX
+	VPADDD (DX), Y6, Y6
+	VPADDD 32(DX), Y7, Y7
+	VMOVDQU Y6, (DX)
+	VMOVDQU Y7, 32(DX)
+	ADDQ R8, DX
+	VPADDD (DX), Y8, Y8
+	VPADDD 32(DX), Y9, Y9
+	VMOVDQU Y8, (DX)
+	VMOVDQU Y9, 32(DX)
+	ADDQ R8, DX
+	VPADDD (DX), Y10, Y10
+	VPADDD 32(DX), Y11, Y11
+	VMOVDQU Y10, (DX)
+	VMOVDQU Y11, 32(DX)
+	VZEROUPPER
+	RET
+avxvnniset:
+	VMOVDQU Y0, (DX)
+	VMOVDQU Y1, 32(DX)
+	ADDQ R8, DX
+	VMOVDQU Y2, (DX)
+	VMOVDQU Y3, 32(DX)
+	ADDQ R8, DX
+	VMOVDQU Y4, (DX)
+	VMOVDQU Y5, 32(DX)
+	ADDQ R8, DX
+	VMOVDQU Y6, (DX)
+	VMOVDQU Y7, 32(DX)
+	ADDQ R8, DX
+	VMOVDQU Y8, (DX)
+	VMOVDQU Y9, 32(DX)
+	ADDQ R8, DX
+	VMOVDQU Y10, (DX)
+	VMOVDQU Y11, 32(DX)
+	VZEROUPPER
+	RET
+
+// func maxAbsAVX2(n int, x *float32) float32
+// n is a multiple of 8.
+TEXT ·maxAbsAVX2(SB), NOSPLIT, $0-20
+	MOVQ n+0(FP), CX
+	MOVQ x+8(FP), SI
+	MOVL $0x7fffffff, AX
+	VMOVD AX, X2
+	VPBROADCASTD X2, Y2
+	VXORPS Y0, Y0, Y0
+	SHRQ $3, CX
+maxabs2loop:
+	VANDPS (SI), Y2, Y1
+	VMAXPS Y1, Y0, Y0
+	ADDQ $32, SI
+	DECQ CX
+	JNZ maxabs2loop
+	VEXTRACTF128 $1, Y0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0x4e, X0, X1
+	VMAXPS X1, X0, X0
+	VPERMILPS $0xb1, X0, X1
+	VMAXPS X1, X0, X0
+	VMOVSS X0, ret+16(FP)
+	VZEROUPPER
+	RET
+
+// func quantAVX2(n int, q *byte, x *float32, inv float32) int32
+// quantAVX512's, eight values at a time; n is a multiple of 8.
+TEXT ·quantAVX2(SB), NOSPLIT, $0-36
+	MOVQ n+0(FP), CX
+	MOVQ q+8(FP), DI
+	MOVQ x+16(FP), SI
+	VBROADCASTSS inv+24(FP), Y3
+	MOVL $-127, AX
+	VMOVD AX, X4
+	VPBROADCASTD X4, Y4
+	MOVL $127, AX
+	VMOVD AX, X5
+	VPBROADCASTD X5, Y5
+	VPXOR Y6, Y6, Y6
+	SHRQ $3, CX
+quant2loop:
+	VMULPS (SI), Y3, Y0
+	VCVTPS2DQ Y0, Y0
+	VPMAXSD Y4, Y0, Y0
+	VPMINSD Y5, Y0, Y0
+	VPADDD Y0, Y6, Y6
+	VEXTRACTI128 $1, Y0, X1
+	VPACKSSDW X1, X0, X0
+	VPACKSSWB X0, X0, X0
+	MOVQ X0, (DI)
+	ADDQ $32, SI
+	ADDQ $8, DI
+	DECQ CX
+	JNZ quant2loop
+	VEXTRACTI128 $1, Y6, X1
+	VPADDD X1, X6, X6
+	VPSHUFD $0x4e, X6, X1
+	VPADDD X1, X6, X6
+	VPSHUFD $0xb1, X6, X1
+	VPADDD X1, X6, X6
+	VMOVD X6, AX
+	MOVL AX, ret+32(FP)
+	VZEROUPPER
+	RET
+
+// func dequantAVX2(n int, c *float32, corr int32, rowScale float32, colScale, bias *float32)
+// dequantAVX512's, eight values at a time; n is a multiple of 8.
+TEXT ·dequantAVX2(SB), NOSPLIT, $0-40
+	MOVQ n+0(FP), CX
+	MOVQ c+8(FP), DI
+	MOVL corr+16(FP), AX
+	VMOVD AX, X2
+	VPBROADCASTD X2, Y2
+	VBROADCASTSS rowScale+20(FP), Y3
+	MOVQ colScale+24(FP), R8
+	MOVQ bias+32(FP), R9
+	SHRQ $3, CX
+	TESTQ R9, R9
+	JZ dequant2nobias
+dequant2loop:
+	VMOVDQU (DI), Y0
+	VPSUBD Y2, Y0, Y0
+	VCVTDQ2PS Y0, Y0
+	VMULPS Y3, Y0, Y0
+	VMULPS (R8), Y0, Y0
+	VADDPS (R9), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	ADDQ $32, R8
+	ADDQ $32, R9
+	DECQ CX
+	JNZ dequant2loop
+	VZEROUPPER
+	RET
+dequant2nobias:
+	VMOVDQU (DI), Y0
+	VPSUBD Y2, Y0, Y0
+	VCVTDQ2PS Y0, Y0
+	VMULPS Y3, Y0, Y0
+	VMULPS (R8), Y0, Y0
+	VMOVUPS Y0, (DI)
+	ADDQ $32, DI
+	ADDQ $32, R8
+	DECQ CX
+	JNZ dequant2nobias
+	VZEROUPPER
+	RET
+
