@@ -7,7 +7,7 @@ import "golang.org/x/sys/cpu"
 // The INT8 kernels of gemm_int8_amd64.s.
 
 //go:noescape
-func gemmInt8VNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool)
+func gemmInt8VNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
 
 //go:noescape
 func maxAbsAVX512(n int, x *float32) float32
@@ -19,7 +19,7 @@ func quantAVX512(n int, q *byte, x *float32, inv float32) int32
 func dequantAVX512(n int, c *float32, corr int32, rowScale float32, colScale, bias *float32)
 
 //go:noescape
-func gemmInt8AVXVNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool)
+func gemmInt8AVXVNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
 
 //go:noescape
 func maxAbsAVX2(n int, x *float32) float32
@@ -35,9 +35,9 @@ func dequantAVX2(n int, c *float32, corr int32, rowScale float32, colScale, bias
 // activations broadcast from memory by the instruction itself. A k block of
 // 256 quads keeps a panel's slice of B (32 KB) in L1.
 var avx512VNNIKernel = &int8Kernel{name: "avx512vnni", mr: 12, nr: 32, kc: 256, mc: 144,
-	run: func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool) {
+	run: func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
 		_, _, _ = a[11*lda+4*kq-1], b[128*kq-1], c[11*ldc+31]
-		gemmInt8VNNI(kq, &a[0], lda, &b[0], &c[0], ldc, add)
+		gemmInt8VNNI(kq, &a[0], lda, &b[0], &c[0], ldc, add, ep)
 	},
 	maxAbs:  vecMaxAbs(16, maxAbsAVX512),
 	quant:   vecQuant(16, quantAVX512),
@@ -48,9 +48,9 @@ var avx512VNNIKernel = &int8Kernel{name: "avx512vnni", mr: 12, nr: 32, kc: 256, 
 // broadcast rows. A k block of 512 quads keeps a panel's slice of B (32
 // KB) in L1, as the AVX-512 kernel's does.
 var avxVNNIKernel = &int8Kernel{name: "avxvnni", mr: 6, nr: 16, kc: 512, mc: 144,
-	run: func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool) {
+	run: func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
 		_, _, _ = a[5*lda+4*kq-1], b[64*kq-1], c[5*ldc+15]
-		gemmInt8AVXVNNI(kq, &a[0], lda, &b[0], &c[0], ldc, add)
+		gemmInt8AVXVNNI(kq, &a[0], lda, &b[0], &c[0], ldc, add, ep)
 	},
 	maxAbs:  vecMaxAbs(8, maxAbsAVX2),
 	quant:   vecQuant(8, quantAVX2),
