@@ -77,9 +77,9 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 		}
 		engines[v] = e
 	}
-	// The INT8 engines and peak, made when a family needs them.
+	// The INT8 peak and engines, made when a family needs them.
 	var int8Peak *Peak
-	int8Engine := func(v string) (*kernels.Engine, error) {
+	measureInt8 := func() Peak {
 		if int8Peak == nil {
 			pt := threads
 			if pt <= 0 {
@@ -91,6 +91,9 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 			}
 			int8Peak = &p
 		}
+		return *int8Peak
+	}
+	int8Engine := func(v string) (*kernels.Engine, error) {
 		if e := engines["int8:"+v]; e != nil {
 			return e, nil
 		}
@@ -120,12 +123,15 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 			for _, v := range versions {
 				r := KernelResult{Family: c.family, Shape: c.shape, Version: v}
 				e, peak := engines[v], peak
-				if c.int8 && v != "ref" {
-					var err error
-					if e, err = int8Engine(v); err != nil {
-						return nil, err
+				if c.int8 {
+					p := measureInt8()
+					peak, r.PeakISA = p.GFLOPS, p.ISA
+					if v != "ref" {
+						var err error
+						if e, err = int8Engine(v); err != nil {
+							return nil, err
+						}
 					}
-					peak, r.PeakISA = int8Peak.GFLOPS, int8Peak.ISA
 				}
 				run, got := c.prepare(v, e)
 				run()
@@ -216,7 +222,7 @@ func kernelCases(family string) ([]kernelCase, error) {
 			if family == "linear-int8" {
 				// Every INT8 version computes the reference's integers
 				// exactly; what differs is the GELU's last bits.
-				cs = append(cs, kernelCase{family: family, shape: shape + "+bias+gelu", flops: flops, bytes: float64(m*k+n*k) + 4*float64(m*n), tol: 1e-5, int8: true,
+				cs = append(cs, kernelCase{family: family, shape: shape + "+bias+gelu", flops: flops, bytes: 4*float64(m*k) + float64(n*k) + 4*float64(m*n), tol: 1e-5, int8: true,
 					ref: func() []float32 {
 						want := make([]float32, m*n)
 						kernels.LinearInt8Ref(want, x, m, w, n, k, bias, kernels.ActGELU)
