@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand"
+	"runtime"
 	"sort"
 	"time"
 
@@ -31,6 +32,10 @@ type KernelResult struct {
 	GFLOPS  float64 `json:"gflops,omitempty"`
 	GBps    float64 `json:"gb_per_s"`
 	PeakPct float64 `json:"peak_pct,omitempty"` // GFLOPS over the measured FMA peak
+	// PeakISA names the peak of PeakPct where it is not the FMA one: the
+	// INT8 dot-product loop's (MeasurePeakInt8) for linear-int8, whose
+	// GFLOPS are then integer GOP/s.
+	PeakISA string `json:"peak_isa,omitempty"`
 }
 
 // kernelCase is one family on one shape: how to compute the reference and
@@ -46,15 +51,20 @@ type kernelCase struct {
 	prepare func(v string, e *kernels.Engine) (run func(), out []float32)
 	// versions beyond "ref" and the kernels package's ones.
 	extra []string
+	// int8 marks a case of the INT8 micro-kernels: its versions are
+	// kernels.Int8Versions (engines of that Int8Version) and its rate is
+	// a share of the INT8 dot-product peak.
+	int8 bool
 }
 
 // KernelFamilies lists what RunKernels can run.
-var KernelFamilies = []string{"sgemm", "linear", "attention", "layernorm", "gelu", "embed"}
+var KernelFamilies = []string{"sgemm", "linear", "linear-int8", "attention", "layernorm", "gelu", "embed"}
 
 // RunKernels validates and times the families named (all when empty) at
 // BERT-base shapes for a batch of 8 x 128 tokens, the kernels on up to
 // threads goroutines (0: all). peak (GFLOP/s, 0 if unknown) turns rates
-// into a share of the machine.
+// into a share of the machine; linear-int8's share is of the INT8
+// dot-product peak, measured here (a second) when that family runs.
 func RunKernels(families []string, threads int, peak float64, minTime time.Duration) ([]KernelResult, error) {
 	if len(families) == 0 {
 		families = KernelFamilies
@@ -80,6 +90,33 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 		engines[v+"@default"] = e
 		alt = append(alt, v+"@default")
 	}
+	// The INT8 peak and engines, made when a family needs them.
+	var int8Peak *Peak
+	measureInt8 := func() Peak {
+		if int8Peak == nil {
+			pt := threads
+			if pt <= 0 {
+				pt = runtime.GOMAXPROCS(0)
+			}
+			p, err := MeasurePeakInt8(pt, time.Second)
+			if err != nil {
+				p = Peak{} // rates without a share
+			}
+			int8Peak = &p
+		}
+		return *int8Peak
+	}
+	int8Engine := func(v string) (*kernels.Engine, error) {
+		if e := engines["int8:"+v]; e != nil {
+			return e, nil
+		}
+		e, err := kernels.New(kernels.Config{Int8Version: v, Threads: threads})
+		if err != nil {
+			return nil, fmt.Errorf("INT8 kernel version %s: %w", v, err)
+		}
+		engines["int8:"+v] = e
+		return e, nil
+	}
 	var out []KernelResult
 	for _, f := range families {
 		cases, err := kernelCases(f)
@@ -93,12 +130,26 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 				scale = math.Max(scale, math.Abs(float64(v)))
 			}
 			versions := append(append([]string{"ref"}, c.extra...), kernels.Versions()...)
-			if c.family == "sgemm" || c.family == "linear" || c.family == "attention" {
+			switch {
+			case c.int8:
+				versions = append([]string{"ref"}, kernels.Int8Versions()...)
+			case c.family == "sgemm" || c.family == "linear" || c.family == "attention":
 				versions = append(versions, alt...)
 			}
 			for _, v := range versions {
 				r := KernelResult{Family: c.family, Shape: c.shape, Version: v}
-				run, got := c.prepare(v, engines[v])
+				e, peak := engines[v], peak
+				if c.int8 {
+					p := measureInt8()
+					peak, r.PeakISA = p.GFLOPS, p.ISA
+					if v != "ref" {
+						var err error
+						if e, err = int8Engine(v); err != nil {
+							return nil, err
+						}
+					}
+				}
+				run, got := c.prepare(v, e)
 				run()
 				r.MaxErr = nn.MaxAbsDiff(got, want) / math.Max(scale, 1e-30)
 				r.Valid = r.MaxErr <= c.tol
@@ -155,7 +206,7 @@ const (
 func kernelCases(family string) ([]kernelCase, error) {
 	rng := rand.New(rand.NewSource(1))
 	switch family {
-	case "sgemm", "linear":
+	case "sgemm", "linear", "linear-int8":
 		var cs []kernelCase
 		for _, sh := range [][3]int{{benchTokens, 3 * benchH, benchH}, {benchTokens, benchI, benchH}, {benchTokens, benchH, benchI}} {
 			m, n, k := sh[0], sh[1], sh[2]
@@ -181,6 +232,24 @@ func kernelCases(family string) ([]kernelCase, error) {
 						}
 						impl := kernels.Implementation{Engine: e}
 						return func() { impl.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, x, k, w, k, 0, out, n) }, out
+					}})
+				continue
+			}
+			if family == "linear-int8" {
+				// Every INT8 version computes the reference's integers
+				// exactly; what differs is the GELU's last bits.
+				cs = append(cs, kernelCase{family: family, shape: shape + "+bias+gelu", flops: flops, bytes: 4*float64(m*k) + float64(n*k) + 4*float64(m*n), tol: 1e-5, int8: true,
+					ref: func() []float32 {
+						want := make([]float32, m*n)
+						kernels.LinearInt8Ref(want, x, m, w, n, k, bias, kernels.ActGELU)
+						return want
+					},
+					prepare: func(v string, e *kernels.Engine) (func(), []float32) {
+						if v == "ref" {
+							return func() { kernels.LinearInt8Ref(out, x, m, w, n, k, bias, kernels.ActGELU) }, out
+						}
+						pw := e.PrepareWeightInt8(w, n, k)
+						return func() { e.Linear(out, x, m, pw, bias, kernels.ActGELU) }, out
 					}})
 				continue
 			}

@@ -31,7 +31,7 @@ func MeasurePeak(threads int, d time.Duration) (Peak, error) {
 func MeasurePeakInt8(threads int, d time.Duration) (Peak, error) {
 	isa, loop, perIter := vnniProbe()
 	if loop == nil {
-		return Peak{}, errors.New("no INT8 dot-product probe for this CPU (needs AVX512-VNNI and a build without noasm)")
+		return Peak{}, errors.New("no INT8 dot-product probe for this CPU (needs AVX512-VNNI or AVX-VNNI and a build without noasm)")
 	}
 	return measure(isa, loop, perIter, threads, d), nil
 }

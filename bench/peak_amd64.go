@@ -25,11 +25,17 @@ func fmaProbe() (name string, loop func(n int), flopsPerIter float64) {
 //go:noescape
 func vnniAVX512(n int)
 
-// vnniProbe returns the INT8 dot-product loop of this CPU and the
+//go:noescape
+func vnniAVX(n int)
+
+// vnniProbe returns the widest INT8 dot-product loop of this CPU and the
 // operations (two per multiply-add) one iteration performs.
 func vnniProbe() (name string, loop func(n int), opsPerIter float64) {
-	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512VNNI {
+	switch {
+	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512VNNI:
 		return "avx512vnni", vnniAVX512, 24 * 64 * 2
+	case cpu.X86.HasAVX2 && cpu.X86.HasAVXVNNI:
+		return "avxvnni", vnniAVX, 14 * 32 * 2
 	}
 	return "", nil, 0
 }

@@ -2,6 +2,12 @@
 
 #include "textflag.h"
 
+// VPDPBUSDY is AVX-VNNI's VPDPBUSD on Y registers (VEX.256.66.0F38.W0 50
+// /r), written out because the assembler encodes VPDPBUSD only as EVEX,
+// which a CPU with AVX-VNNI but no AVX512-VNNI does not run: acc (reg) +=
+// the unsigned bytes of v times the signed bytes of rm, four per lane.
+#define VPDPBUSDY(rm, v, reg) BYTE $0xc4; BYTE $(0x42 | ((1-((reg)>>3))<<7) | ((1-((rm)>>3))<<5)); BYTE $(0x05 | ((15-(v))<<3)); BYTE $0x50; BYTE $(0xc0 | (((reg)&7)<<3) | ((rm)&7))
+
 // func fmaAVX2(n int)
 // n iterations of 12 independent 8-wide FMAs: enough chains to cover the
 // FMA latency on two pipes, so the loop runs at the FMA throughput.
@@ -165,5 +171,47 @@ vnniloop:
 	DECQ CX
 	JNZ vnniloop
 vnnidone:
+	VZEROUPPER
+	RET
+
+// func vnniAVX(n int): 14 independent AVX-VNNI VPDPBUSD chains on Y registers.
+TEXT ·vnniAVX(SB), NOSPLIT, $0-8
+	MOVQ n+0(FP), CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	VPXOR Y4, Y4, Y4
+	VPXOR Y5, Y5, Y5
+	VPXOR Y6, Y6, Y6
+	VPXOR Y7, Y7, Y7
+	VPXOR Y8, Y8, Y8
+	VPXOR Y9, Y9, Y9
+	VPXOR Y10, Y10, Y10
+	VPXOR Y11, Y11, Y11
+	VPXOR Y12, Y12, Y12
+	VPXOR Y13, Y13, Y13
+	VPCMPEQD Y14, Y14, Y14
+	VPCMPEQD Y15, Y15, Y15
+	TESTQ CX, CX
+	JZ avxvnnidone
+avxvnniloop:
+	VPDPBUSDY(15, 14, 0)
+	VPDPBUSDY(15, 14, 1)
+	VPDPBUSDY(15, 14, 2)
+	VPDPBUSDY(15, 14, 3)
+	VPDPBUSDY(15, 14, 4)
+	VPDPBUSDY(15, 14, 5)
+	VPDPBUSDY(15, 14, 6)
+	VPDPBUSDY(15, 14, 7)
+	VPDPBUSDY(15, 14, 8)
+	VPDPBUSDY(15, 14, 9)
+	VPDPBUSDY(15, 14, 10)
+	VPDPBUSDY(15, 14, 11)
+	VPDPBUSDY(15, 14, 12)
+	VPDPBUSDY(15, 14, 13)
+	DECQ CX
+	JNZ avxvnniloop
+avxvnnidone:
 	VZEROUPPER
 	RET

@@ -112,8 +112,9 @@ type int8Kernel struct {
 	// run computes the mr x nr int32 tile c (row stride ldc) = [c +] a*b
 	// over kq quads: a holds mr rows of signed activations (row stride
 	// lda bytes), b a kq-quad slice of a weight panel (for each quad, nr
-	// columns of 4 shifted weights). kq >= 1.
-	run func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool)
+	// columns of 4 shifted weights). kq >= 1. With ep (the last k block),
+	// the tile is stored dequantized instead, float32 in c's place.
+	run func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue)
 	// maxAbs returns max|x|; quant writes q[j] = quantize(x[j], inv) and
 	// returns their sum.
 	maxAbs func(x []float32) float32
@@ -122,6 +123,19 @@ type int8Kernel struct {
 	// colScale[j], bias[j]) in place (bias may be nil: 0).
 	dequant func(c []float32, corr int32, rowScale float32, colScale, bias []float32)
 }
+
+// int8Epilogue is what dequantizes one tile as a kernel stores it: its
+// rows' corrections and scales (mr each), its columns' scales and bias (nr
+// each; zeros where the layer has no bias).
+type int8Epilogue struct {
+	corr     *int32
+	rowScale *float32
+	colScale *float32
+	bias     *float32
+}
+
+// int8NoBias is the bias of a tile of a layer without one.
+var int8NoBias [32]float32
 
 // int8Weight is a weight quantized and packed for one int8Kernel.
 type int8Weight struct {
@@ -287,21 +301,36 @@ func (g *int8Task) run(t int, s *scratch) {
 	tileF := grow(&s.tile, mr*nr)
 	tile := int32s(tileF)
 	c := int32s(g.out)
+	var ep int8Epilogue
 	for pc := 0; pc < pw.kq; pc += kc {
 		kcb := min(kc, pw.kq-pc)
-		add := pc > 0
+		add, last := pc > 0, pc+kcb == pw.kq
 		for jp := p0; jp < p1; jp++ {
 			bpan := pw.packed[(jp*pw.kq+pc)*nr*4:]
 			j0 := jp * nr
 			cols := min(nr, g.n-j0)
+			var bias []float32
+			if g.bias != nil {
+				bias = g.bias[j0 : j0+cols]
+			}
 			for r := i0; r < i1; r += mr {
 				rows := min(mr, i1-r)
 				a := g.q[r*g.lda+pc*4:]
 				if cols == nr && rows == mr {
-					kern.run(kcb, a, g.lda, bpan, c[r*g.n+j0:], g.n, add)
+					// The last k block stores the tile dequantized,
+					// saving a pass over C.
+					var tep *int8Epilogue
+					if last {
+						ep = int8Epilogue{corr: &g.corr[r : r+mr][0], rowScale: &g.xs[r : r+mr][0], colScale: &pw.scale[j0 : j0+nr][0], bias: &int8NoBias[0]}
+						if bias != nil {
+							ep.bias = &bias[:nr][0]
+						}
+						tep = &ep
+					}
+					kern.run(kcb, a, g.lda, bpan, c[r*g.n+j0:], g.n, add, tep)
 					continue
 				}
-				kern.run(kcb, a, g.lda, bpan, tile, nr, false)
+				kern.run(kcb, a, g.lda, bpan, tile, nr, false, nil)
 				for i := 0; i < rows; i++ {
 					d := c[(r+i)*g.n+j0 : (r+i)*g.n+j0+cols]
 					src := tile[i*nr : i*nr+cols]
@@ -312,23 +341,20 @@ func (g *int8Task) run(t int, s *scratch) {
 					} else {
 						copy(d, src)
 					}
+					if last {
+						kern.dequant(g.out[(r+i)*g.n+j0:(r+i)*g.n+j0+cols], g.corr[r+i], g.xs[r+i], pw.scale[j0:j0+cols], bias)
+					}
 				}
 			}
 		}
 	}
-	// The epilogue over the task's block while it is in L2: integers to
-	// floats with both scales and the bias, then the activation.
-	j0, j1 := p0*nr, min(p1*nr, g.n)
-	var bias []float32
-	if g.bias != nil {
-		bias = g.bias[j0:j1]
+	// The activation over the task's block while it is in L2.
+	if g.act == ActNone {
+		return
 	}
+	j0, j1 := p0*nr, min(p1*nr, g.n)
 	for r := i0; r < i1; r++ {
-		row := g.out[r*g.n+j0 : r*g.n+j1]
-		kern.dequant(row, g.corr[r], g.xs[r], pw.scale[j0:j1], bias)
-		if g.act != ActNone {
-			biasAct(g.vec, row, nil, g.act)
-		}
+		biasAct(g.vec, g.out[r*g.n+j0:r*g.n+j1], nil, g.act)
 	}
 }
 
@@ -359,7 +385,7 @@ func int32s(f []float32) []int32 {
 var goInt8Kernel = &int8Kernel{name: "go-int8", mr: 4, nr: 8, kc: 256, mc: 128,
 	run: kernelGoInt8, maxAbs: maxAbsGo, quant: quantGo, dequant: dequantGo}
 
-func kernelGoInt8(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool) {
+func kernelGoInt8(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
 	var acc [4][8]int32
 	b = b[:kq*32]
 	for i := 0; i < 4; i++ {
@@ -377,12 +403,23 @@ func kernelGoInt8(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add b
 		d := c[i*ldc : i*ldc+8]
 		for j := range d {
 			if add {
-				d[j] += acc[i][j]
-			} else {
-				d[j] = acc[i][j]
+				acc[i][j] += d[j]
 			}
+			d[j] = acc[i][j]
 		}
 	}
+	if ep != nil {
+		corr, rs := unsafe.Slice(ep.corr, 4), unsafe.Slice(ep.rowScale, 4)
+		cs, bias := unsafe.Slice(ep.colScale, 8), unsafe.Slice(ep.bias, 8)
+		for i := 0; i < 4; i++ {
+			dequantGo(float32s(c[i*ldc:i*ldc+8]), corr[i], rs[i], cs, bias)
+		}
+	}
+}
+
+// float32s is int32s the other way: C's values once dequantized.
+func float32s(c []int32) []float32 {
+	return unsafe.Slice((*float32)(unsafe.Pointer(&c[0])), len(c))
 }
 
 func maxAbsGo(x []float32) float32 {

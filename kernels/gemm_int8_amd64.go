@@ -7,7 +7,7 @@ import "golang.org/x/sys/cpu"
 // The INT8 kernels of gemm_int8_amd64.s.
 
 //go:noescape
-func gemmInt8VNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool)
+func gemmInt8VNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
 
 //go:noescape
 func maxAbsAVX512(n int, x *float32) float32
@@ -18,34 +18,72 @@ func quantAVX512(n int, q *byte, x *float32, inv float32) int32
 //go:noescape
 func dequantAVX512(n int, c *float32, corr int32, rowScale float32, colScale, bias *float32)
 
+//go:noescape
+func gemmInt8AVXVNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
+
+//go:noescape
+func maxAbsAVX2(n int, x *float32) float32
+
+//go:noescape
+func quantAVX2(n int, q *byte, x *float32, inv float32) int32
+
+//go:noescape
+func dequantAVX2(n int, c *float32, corr int32, rowScale float32, colScale, bias *float32)
+
 // 12 x 32 with VPDPBUSD: the FP32 kernel's register blocking, each lane
 // of an accumulator summing four products per instruction, the
 // activations broadcast from memory by the instruction itself. A k block of
 // 256 quads keeps a panel's slice of B (32 KB) in L1.
 var avx512VNNIKernel = &int8Kernel{name: "avx512vnni", mr: 12, nr: 32, kc: 256, mc: 144,
-	run: func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool) {
+	run: func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
 		_, _, _ = a[11*lda+4*kq-1], b[128*kq-1], c[11*ldc+31]
-		gemmInt8VNNI(kq, &a[0], lda, &b[0], &c[0], ldc, add)
+		gemmInt8VNNI(kq, &a[0], lda, &b[0], &c[0], ldc, add, ep)
 	},
-	maxAbs: func(x []float32) float32 {
-		n := len(x) &^ 15
+	maxAbs:  vecMaxAbs(16, maxAbsAVX512),
+	quant:   vecQuant(16, quantAVX512),
+	dequant: vecDequant(16, dequantAVX512)}
+
+// 6 x 16 with AVX-VNNI's VEX VPDPBUSD, for CPUs that have it without
+// AVX512-VNNI: 16 Y registers hold 12 accumulators, two of B and two
+// broadcast rows. A k block of 512 quads keeps a panel's slice of B (32
+// KB) in L1, as the AVX-512 kernel's does.
+var avxVNNIKernel = &int8Kernel{name: "avxvnni", mr: 6, nr: 16, kc: 512, mc: 144,
+	run: func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
+		_, _, _ = a[5*lda+4*kq-1], b[64*kq-1], c[5*ldc+15]
+		gemmInt8AVXVNNI(kq, &a[0], lda, &b[0], &c[0], ldc, add, ep)
+	},
+	maxAbs:  vecMaxAbs(8, maxAbsAVX2),
+	quant:   vecQuant(8, quantAVX2),
+	dequant: vecDequant(8, dequantAVX2)}
+
+// vecMaxAbs, vecQuant and vecDequant wrap vector code that takes multiples
+// of w values: the rest goes to the Go versions.
+func vecMaxAbs(w int, f func(n int, x *float32) float32) func([]float32) float32 {
+	return func(x []float32) float32 {
+		n := len(x) / w * w
 		var m float32
 		if n > 0 {
-			m = maxAbsAVX512(n, &x[0])
+			m = f(n, &x[0])
 		}
 		return max(m, maxAbsGo(x[n:]))
-	},
-	quant: func(q []byte, x []float32, inv float32) int32 {
-		n := len(x) &^ 15
+	}
+}
+
+func vecQuant(w int, f func(n int, q *byte, x *float32, inv float32) int32) func([]byte, []float32, float32) int32 {
+	return func(q []byte, x []float32, inv float32) int32 {
+		n := len(x) / w * w
 		var sum int32
 		if n > 0 {
 			_ = q[n-1]
-			sum = quantAVX512(n, &q[0], &x[0], inv)
+			sum = f(n, &q[0], &x[0], inv)
 		}
 		return sum + quantGo(q[n:len(x)], x[n:], inv)
-	},
-	dequant: func(c []float32, corr int32, rowScale float32, colScale, bias []float32) {
-		n := len(c) &^ 15
+	}
+}
+
+func vecDequant(w int, f func(n int, c *float32, corr int32, rowScale float32, colScale, bias *float32)) func([]float32, int32, float32, []float32, []float32) {
+	return func(c []float32, corr int32, rowScale float32, colScale, bias []float32) {
+		n := len(c) / w * w
 		if n > 0 {
 			_ = colScale[n-1]
 			var bp *float32
@@ -53,18 +91,26 @@ var avx512VNNIKernel = &int8Kernel{name: "avx512vnni", mr: 12, nr: 32, kc: 256, 
 				_ = bias[n-1]
 				bp = &bias[0]
 			}
-			dequantAVX512(n, &c[0], corr, rowScale, &colScale[0], bp)
+			f(n, &c[0], corr, rowScale, &colScale[0], bp)
 		}
 		var tb []float32
 		if bias != nil {
 			tb = bias[n:]
 		}
 		dequantGo(c[n:], corr, rowScale, colScale[n:], tb)
-	}}
-
-func asmInt8Kernels() []*int8Kernel {
-	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
-		return []*int8Kernel{avx512VNNIKernel}
 	}
-	return nil
+}
+
+// asmInt8Kernels lists the VNNI kernels this CPU runs, widest first: a
+// CPU with both (Zen 4 and 5, Sapphire Rapids) can be made to run the
+// AVX-VNNI one through Config.Int8Version.
+func asmInt8Kernels() []*int8Kernel {
+	var ks []*int8Kernel
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
+		ks = append(ks, avx512VNNIKernel)
+	}
+	if cpu.X86.HasAVX2 && cpu.X86.HasAVXVNNI {
+		ks = append(ks, avxVNNIKernel)
+	}
+	return ks
 }

@@ -9,37 +9,54 @@ import (
 
 // TestInt8Kernels checks each INT8 micro-kernel's integers against plain
 // loops over the same bytes (signed activations, unsigned shifted
-// weights), with and without accumulation, on every byte value.
+// weights), with and without accumulation, on every byte value, and the
+// tile each stores dequantized against dequant, bit for bit.
 func TestInt8Kernels(t *testing.T) {
 	rng := rand.New(rand.NewSource(21))
 	for _, kern := range int8Kernels() {
+		mr, nr := kern.mr, kern.nr
+		corr, rs := make([]int32, mr), randSlice(rng, mr)
+		cs, bias := randSlice(rng, nr), randSlice(rng, nr)
+		for i := range corr {
+			corr[i] = rng.Int31n(1<<16) - 1<<15
+		}
 		for _, kq := range []int{1, 2, 3, 17, 256} {
 			lda := 4*kq + 12 // rows read in place, with a stride of their own
-			a := make([]byte, kern.mr*lda)
-			b := make([]byte, kern.nr*4*kq)
+			a := make([]byte, mr*lda)
+			b := make([]byte, nr*4*kq)
 			rng.Read(a)
 			rng.Read(b)
 			a[0], a[1], b[0], b[1] = 0x80, 0x7f, 255, 0
-			ldc := kern.nr + 5
-			c := make([]int32, kern.mr*ldc)
+			ldc := nr + 5
+			c := make([]int32, mr*ldc)
 			prev := make([]int32, len(c))
 			for i := range prev {
 				prev[i] = rng.Int31() - 1<<30
 			}
 			for _, add := range []bool{false, true} {
-				copy(c, prev)
-				kern.run(kq, a, lda, b, c, ldc, add)
-				for i := 0; i < kern.mr; i++ {
-					for j := 0; j < kern.nr; j++ {
-						var want int32
-						if add {
-							want = prev[i*ldc+j]
-						}
-						for p := 0; p < 4*kq; p++ {
-							want += int32(int8(a[i*lda+p])) * int32(b[(p/4*kern.nr+j)*4+p%4])
-						}
-						if c[i*ldc+j] != want {
-							t.Fatalf("%s kq=%d add=%v: c[%d][%d] = %d, want %d", kern.name, kq, add, i, j, c[i*ldc+j], want)
+				for _, deq := range []bool{false, true} {
+					copy(c, prev)
+					var ep *int8Epilogue
+					if deq {
+						ep = &int8Epilogue{corr: &corr[0], rowScale: &rs[0], colScale: &cs[0], bias: &bias[0]}
+					}
+					kern.run(kq, a, lda, b, c, ldc, add, ep)
+					for i := 0; i < mr; i++ {
+						for j := 0; j < nr; j++ {
+							var want int32
+							if add {
+								want = prev[i*ldc+j]
+							}
+							for p := 0; p < 4*kq; p++ {
+								want += int32(int8(a[i*lda+p])) * int32(b[(p/4*nr+j)*4+p%4])
+							}
+							if !deq && c[i*ldc+j] != want {
+								t.Fatalf("%s kq=%d add=%v: c[%d][%d] = %d, want %d", kern.name, kq, add, i, j, c[i*ldc+j], want)
+							}
+							got := math.Float32frombits(uint32(c[i*ldc+j]))
+							if wantF := dequant(want-corr[i], rs[i], cs[j], bias[j]); deq && got != wantF {
+								t.Fatalf("%s kq=%d add=%v dequantized: c[%d][%d] = %g, want %g", kern.name, kq, add, i, j, got, wantF)
+							}
 						}
 					}
 				}
@@ -225,7 +242,7 @@ func BenchmarkInt8Kernel(b *testing.B) {
 		c := make([]int32, kern.mr*kern.nr)
 		b.Run(kern.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				kern.run(kq, a, 4*kq, bp, c, kern.nr, false)
+				kern.run(kq, a, 4*kq, bp, c, kern.nr, false, nil)
 			}
 			b.ReportMetric(2*float64(kern.mr*kern.nr*4*kq)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOPS")
 		})

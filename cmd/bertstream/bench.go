@@ -124,7 +124,14 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		}
-		fmt.Fprintf(stdout, "FMA peak: %.1f GFLOP/s (%s, %d threads); blocking: %s\n\n", peak.GFLOPS, peak.ISA, peak.Threads, kernels.Default().Config().Tuning)
+		fmt.Fprintf(stdout, "FMA peak: %.1f GFLOP/s (%s, %d threads); blocking: %s\n", peak.GFLOPS, peak.ISA, peak.Threads, kernels.Default().Config().Tuning)
+		for _, r := range res {
+			if r.PeakISA != "" {
+				fmt.Fprintf(stdout, "%s: GOP/s, %% of the INT8 dot-product peak (%s)\n", r.Family, r.PeakISA)
+				break
+			}
+		}
+		fmt.Fprintln(stdout)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "family\tshape\tversion\tmax err\tms\tGFLOP/s\tGB/s\t% peak")
 		for _, r := range res {
