@@ -39,7 +39,7 @@ func (e *Engine) PrepareWeight(w []float32, n, k int) *Weight {
 // bfloat16, accumulated in float32.
 func (e *Engine) PrepareWeightBF16(w []float32, n, k int) *Weight {
 	pw := &Weight{N: n, K: k, Data: w, bf16: true}
-	pw.pack(e.bf16, e.Threads())
+	pw.pack(e.bf16.microKernel, e.Threads())
 	return pw
 }
 
@@ -101,7 +101,8 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 		e.linearInt8(out, x, m, w, bias, a)
 		return
 	case w.bf16 && w.K > 0:
-		kern = e.bf16
+		e.linearBF16(out, x, m, w, bias, a)
+		return
 	case e.gonum || w.K == 0:
 		if e.gonum {
 			gonum.Implementation{}.Sgemm(blas.NoTrans, blas.Trans, m, w.N, w.K, 1, x, w.K, w.Data, w.K, 0, out, w.N)
