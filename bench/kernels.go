@@ -30,7 +30,7 @@ type KernelResult struct {
 	Ms      float64 `json:"ms"`
 	GFLOPS  float64 `json:"gflops,omitempty"`
 	GBps    float64 `json:"gb_per_s"`
-	PeakPct float64 `json:"peak_pct,omitempty"` // GFLOPS over the measured FMA peak
+	PeakPct float64 `json:"peak_pct,omitempty"` // GFLOPS over the measured FMA peak (BF16 cases: the VDPBF16PS peak)
 }
 
 // kernelCase is one family on one shape: how to compute the reference and
@@ -46,20 +46,25 @@ type kernelCase struct {
 	prepare func(v string, e *kernels.Engine) (run func(), out []float32)
 	// versions beyond "ref" and the kernels package's ones.
 	extra []string
+	// bf16 runs the BF16 kernel versions (BF16Versions) instead, against
+	// the BF16 dot-product peak.
+	bf16 bool
 }
 
 // KernelFamilies lists what RunKernels can run.
-var KernelFamilies = []string{"sgemm", "linear", "attention", "layernorm", "gelu", "embed"}
+var KernelFamilies = []string{"sgemm", "linear", "linear-bf16", "attention", "layernorm", "gelu", "embed"}
 
 // RunKernels validates and times the families named (all when empty) at
 // BERT-base shapes for a batch of 8 x 128 tokens, the kernels on up to
 // threads goroutines (0: all). peak (GFLOP/s, 0 if unknown) turns rates
-// into a share of the machine.
+// into a share of the machine; BF16 cases are put against the BF16
+// dot-product peak, measured here when one runs (left out where the CPU
+// has no such instruction).
 func RunKernels(families []string, threads int, peak float64, minTime time.Duration) ([]KernelResult, error) {
 	if len(families) == 0 {
 		families = KernelFamilies
 	}
-	engines := map[string]*kernels.Engine{}
+	engines, bf16Engines := map[string]*kernels.Engine{}, map[string]*kernels.Engine{}
 	for _, v := range kernels.Versions() {
 		e, err := kernels.New(kernels.Config{Version: v, Threads: threads})
 		if err != nil {
@@ -67,6 +72,14 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 		}
 		engines[v] = e
 	}
+	for _, v := range kernels.BF16Versions() {
+		e, err := kernels.New(kernels.Config{BF16Version: v, Threads: threads})
+		if err != nil {
+			return nil, fmt.Errorf("BF16 kernel version %s: %w", v, err)
+		}
+		bf16Engines[v] = e
+	}
+	bf16Peak := -1.0 // not measured yet
 	var out []KernelResult
 	for _, f := range families {
 		cases, err := kernelCases(f)
@@ -79,10 +92,19 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 			for _, v := range want {
 				scale = math.Max(scale, math.Abs(float64(v)))
 			}
-			versions := append(append([]string{"ref"}, c.extra...), kernels.Versions()...)
+			versions, engs, pk := append(append([]string{"ref"}, c.extra...), kernels.Versions()...), engines, peak
+			if c.bf16 {
+				if bf16Peak < 0 {
+					bf16Peak = 0
+					if p, err := MeasurePeakBF16(max(threads, 0), time.Second); err == nil {
+						bf16Peak = p.GFLOPS
+					}
+				}
+				versions, engs, pk = append([]string{"ref"}, kernels.BF16Versions()...), bf16Engines, bf16Peak
+			}
 			for _, v := range versions {
 				r := KernelResult{Family: c.family, Shape: c.shape, Version: v}
-				run, got := c.prepare(v, engines[v])
+				run, got := c.prepare(v, engs[v])
 				run()
 				r.MaxErr = nn.MaxAbsDiff(got, want) / math.Max(scale, 1e-30)
 				r.Valid = r.MaxErr <= c.tol
@@ -91,8 +113,8 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 					r.GBps = c.bytes / r.Ms / 1e6
 					if c.flops > 0 {
 						r.GFLOPS = c.flops / r.Ms / 1e6
-						if peak > 0 {
-							r.PeakPct = 100 * r.GFLOPS / peak
+						if pk > 0 {
+							r.PeakPct = 100 * r.GFLOPS / pk
 						}
 					}
 				}
@@ -120,6 +142,15 @@ func timeIt(run func(), minTime time.Duration, once bool) float64 {
 	return median(ts)
 }
 
+// roundBF16 is x rounded to bfloat16 and back.
+func roundBF16(x []float32) []float32 {
+	h := make([]uint16, len(x))
+	kernels.F32ToBF16(h, x)
+	out := make([]float32, len(x))
+	kernels.BF16ToF32(out, h)
+	return out
+}
+
 func randVec(rng *rand.Rand, n int, lo, hi float32) []float32 {
 	x := make([]float32, n)
 	for i := range x {
@@ -139,7 +170,7 @@ const (
 func kernelCases(family string) ([]kernelCase, error) {
 	rng := rand.New(rand.NewSource(1))
 	switch family {
-	case "sgemm", "linear":
+	case "sgemm", "linear", "linear-bf16":
 		var cs []kernelCase
 		for _, sh := range [][3]int{{benchTokens, 3 * benchH, benchH}, {benchTokens, benchI, benchH}, {benchTokens, benchH, benchI}} {
 			m, n, k := sh[0], sh[1], sh[2]
@@ -165,6 +196,26 @@ func kernelCases(family string) ([]kernelCase, error) {
 						}
 						impl := kernels.Implementation{Engine: e}
 						return func() { impl.Sgemm(blas.NoTrans, blas.Trans, m, n, k, 1, x, k, w, k, 0, out, n) }, out
+					}})
+				continue
+			}
+			if family == "linear-bf16" {
+				// The reference multiplies the BF16-rounded inputs (exact
+				// products, float64 sums): what every BF16 version computes
+				// up to float32 summation.
+				xr, wr := roundBF16(x), roundBF16(w)
+				cs = append(cs, kernelCase{family: family, shape: shape + "+bias+gelu", flops: flops, bytes: 2*float64(m*k+n*k) + 4*float64(m*n), tol: 1e-5, bf16: true,
+					ref: func() []float32 {
+						want := make([]float32, m*n)
+						kernels.LinearRef(want, xr, m, wr, n, k, bias, kernels.ActGELU)
+						return want
+					},
+					prepare: func(v string, e *kernels.Engine) (func(), []float32) {
+						if v == "ref" {
+							return func() { kernels.LinearRef(out, xr, m, wr, n, k, bias, kernels.ActGELU) }, out
+						}
+						pw := e.PrepareWeightBF16(w, n, k)
+						return func() { e.Linear(out, x, m, pw, bias, kernels.ActGELU) }, out
 					}})
 				continue
 			}

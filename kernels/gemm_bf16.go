@@ -126,30 +126,74 @@ func packBBF16(kern *microKernel, dst []float32, transB bool, n, k int, b []floa
 // without AVX512_BF16. Each lane adds both products of a pair at once,
 // as the instruction does.
 var goBF16Kernel = newBF16Kernel(&microKernel{name: "go-bf16", mr: 4, nr: 4, kc: 128, mc: 128, pairs: true,
-	direct: goBF16Direct(4), tails: []tailKernel{{2, goBF16Direct(2)}, {1, goBF16Direct(1)}}}, F32ToBF16)
+	direct: kernelGoBF16x4, tails: []tailKernel{{2, goBF16Direct(2)}, {1, goBF16Direct(1)}}}, F32ToBF16)
 
-// goBF16Direct returns the portable kernel of rows (at most 4) rows of A.
+// lo and hi are the two BF16 values of a pair word as float32.
+func lo(w uint32) float32 { return math.Float32frombits(w << 16) }
+func hi(w uint32) float32 { return math.Float32frombits(w & 0xffff0000) }
+
+// kernelGoBF16x4 is the portable kernel's full tile: sixteen accumulators
+// the Go compiler keeps in registers, each pair of B split once per step.
+func kernelGoBF16x4(k int, a []float32, lda int, b, c []float32, ldc int, add bool, _ []float32) {
+	var c00, c01, c02, c03, c10, c11, c12, c13 float32
+	var c20, c21, c22, c23, c30, c31, c32, c33 float32
+	a0, a1, a2, a3 := words(a[:k]), words(a[lda:lda+k]), words(a[2*lda:2*lda+k]), words(a[3*lda:3*lda+k])
+	bw := words(b[:4*k])
+	for p := range a0 {
+		bp := bw[4*p : 4*p+4 : 4*p+4]
+		b0l, b0h, b1l, b1h := lo(bp[0]), hi(bp[0]), lo(bp[1]), hi(bp[1])
+		b2l, b2h, b3l, b3h := lo(bp[2]), hi(bp[2]), lo(bp[3]), hi(bp[3])
+		xl, xh := lo(a0[p]), hi(a0[p])
+		c00 += xl*b0l + xh*b0h
+		c01 += xl*b1l + xh*b1h
+		c02 += xl*b2l + xh*b2h
+		c03 += xl*b3l + xh*b3h
+		xl, xh = lo(a1[p]), hi(a1[p])
+		c10 += xl*b0l + xh*b0h
+		c11 += xl*b1l + xh*b1h
+		c12 += xl*b2l + xh*b2h
+		c13 += xl*b3l + xh*b3h
+		xl, xh = lo(a2[p]), hi(a2[p])
+		c20 += xl*b0l + xh*b0h
+		c21 += xl*b1l + xh*b1h
+		c22 += xl*b2l + xh*b2h
+		c23 += xl*b3l + xh*b3h
+		xl, xh = lo(a3[p]), hi(a3[p])
+		c30 += xl*b0l + xh*b0h
+		c31 += xl*b1l + xh*b1h
+		c32 += xl*b2l + xh*b2h
+		c33 += xl*b3l + xh*b3h
+	}
+	acc := [4][4]float32{{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}, {c30, c31, c32, c33}}
+	storeGoBF16(acc[:], c, ldc, add)
+}
+
+// goBF16Direct returns the portable kernel of rows (fewer than 4) rows of A.
 func goBF16Direct(rows int) directFunc {
 	return func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, _ []float32) {
 		bw := words(b[:4*k])
 		var acc [4][4]float32
 		for i := 0; i < rows; i++ {
 			for p, x := range words(a[i*lda : i*lda+k]) {
-				x0, x1 := math.Float32frombits(x<<16), math.Float32frombits(x&0xffff0000)
+				xl, xh := lo(x), hi(x)
 				for j := 0; j < 4; j++ {
 					y := bw[p*4+j]
-					acc[i][j] += x0*math.Float32frombits(y<<16) + x1*math.Float32frombits(y&0xffff0000)
+					acc[i][j] += xl*lo(y) + xh*hi(y)
 				}
 			}
 		}
-		for i := 0; i < rows; i++ {
-			row := c[i*ldc : i*ldc+4]
-			for j := range row {
-				if add {
-					row[j] += acc[i][j]
-				} else {
-					row[j] = acc[i][j]
-				}
+		storeGoBF16(acc[:rows], c, ldc, add)
+	}
+}
+
+func storeGoBF16(acc [][4]float32, c []float32, ldc int, add bool) {
+	for i := range acc {
+		row := c[i*ldc : i*ldc+4]
+		for j := range row {
+			if add {
+				row[j] += acc[i][j]
+			} else {
+				row[j] = acc[i][j]
 			}
 		}
 	}
