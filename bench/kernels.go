@@ -30,7 +30,10 @@ type KernelResult struct {
 	Ms      float64 `json:"ms"`
 	GFLOPS  float64 `json:"gflops,omitempty"`
 	GBps    float64 `json:"gb_per_s"`
-	PeakPct float64 `json:"peak_pct,omitempty"` // GFLOPS over the measured FMA peak (BF16 cases: the VDPBF16PS peak)
+	PeakPct float64 `json:"peak_pct,omitempty"` // GFLOPS over Peak
+	// Peak is the measured GFLOP/s PeakPct is a share of: the FMA peak,
+	// or the BF16 dot-product (VDPBF16PS) peak for BF16 versions.
+	Peak float64 `json:"peak_gflops,omitempty"`
 }
 
 // kernelCase is one family on one shape: how to compute the reference and
@@ -114,7 +117,7 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 					if c.flops > 0 {
 						r.GFLOPS = c.flops / r.Ms / 1e6
 						if pk > 0 {
-							r.PeakPct = 100 * r.GFLOPS / pk
+							r.PeakPct, r.Peak = 100*r.GFLOPS/pk, pk
 						}
 					}
 				}

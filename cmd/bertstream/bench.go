@@ -125,6 +125,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stdout, "FMA peak: %.1f GFLOP/s (%s, %d threads)\n\n", peak.GFLOPS, peak.ISA, peak.Threads)
 		tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "family\tshape\tversion\tmax err\tms\tGFLOP/s\tGB/s\t% peak")
+		var bf16Peak float64
 		for _, r := range res {
 			if !r.Valid {
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%.2g\tINVALID\t\t\t\n", r.Family, r.Shape, r.Version, r.MaxErr)
@@ -132,8 +133,17 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			}
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2g\t%.3f\t%s\t%.1f\t%s\n", r.Family, r.Shape, r.Version, r.MaxErr, r.Ms,
 				blankZero("%.1f", r.GFLOPS), r.GBps, blankZero("%.1f", r.PeakPct))
+			if strings.HasSuffix(r.Family, "-bf16") && r.Peak > 0 {
+				bf16Peak = r.Peak
+			}
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		if bf16Peak > 0 {
+			fmt.Fprintf(stdout, "\n%% peak of the BF16 families: of the BF16 dot-product (VDPBF16PS) peak, %.1f GFLOP/s\n", bf16Peak)
+		}
+		return nil
 	}
 
 	ps := strings.Split(*presets, ",")
