@@ -31,10 +31,13 @@ type KernelResult struct {
 	Ms      float64 `json:"ms"`
 	GFLOPS  float64 `json:"gflops,omitempty"`
 	GBps    float64 `json:"gb_per_s"`
-	PeakPct float64 `json:"peak_pct,omitempty"` // GFLOPS over the measured FMA peak
-	// PeakISA names the peak of PeakPct where it is not the FMA one: the
-	// INT8 dot-product loop's (MeasurePeakInt8) for linear-int8, whose
-	// GFLOPS are then integer GOP/s.
+	PeakPct float64 `json:"peak_pct,omitempty"` // GFLOPS over Peak
+	// Peak is the measured GFLOP/s PeakPct is a share of: the FMA peak,
+	// or the dot-product peak of the family's instruction (PeakISA).
+	Peak float64 `json:"peak_gflops,omitempty"`
+	// PeakISA names the peak where it is not the FMA one: the BF16
+	// (VDPBF16PS) loop's for linear-bf16, the INT8 (VPDPBUSD) loop's for
+	// linear-int8, whose GFLOPS are then integer GOP/s.
 	PeakISA string `json:"peak_isa,omitempty"`
 }
 
@@ -55,16 +58,20 @@ type kernelCase struct {
 	// kernels.Int8Versions (engines of that Int8Version) and its rate is
 	// a share of the INT8 dot-product peak.
 	int8 bool
+	// bf16 runs the BF16 kernel versions (BF16Versions) instead, against
+	// the BF16 dot-product peak.
+	bf16 bool
 }
 
 // KernelFamilies lists what RunKernels can run.
-var KernelFamilies = []string{"sgemm", "linear", "linear-int8", "attention", "layernorm", "gelu", "embed"}
+var KernelFamilies = []string{"sgemm", "linear", "linear-bf16", "linear-int8", "attention", "layernorm", "gelu", "embed"}
 
 // RunKernels validates and times the families named (all when empty) at
 // BERT-base shapes for a batch of 8 x 128 tokens, the kernels on up to
 // threads goroutines (0: all). peak (GFLOP/s, 0 if unknown) turns rates
-// into a share of the machine; linear-int8's share is of the INT8
-// dot-product peak, measured here (a second) when that family runs.
+// into a share of the machine; the BF16 and INT8 families' shares are of
+// their dot-product instruction's peak, measured here (a second) when such
+// a family runs, and left out where the CPU lacks the instruction.
 func RunKernels(families []string, threads int, peak float64, minTime time.Duration) ([]KernelResult, error) {
 	if len(families) == 0 {
 		families = KernelFamilies
@@ -90,21 +97,30 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 		engines[v+"@default"] = e
 		alt = append(alt, v+"@default")
 	}
-	// The INT8 peak and engines, made when a family needs them.
-	var int8Peak *Peak
-	measureInt8 := func() Peak {
-		if int8Peak == nil {
-			pt := threads
-			if pt <= 0 {
-				pt = runtime.GOMAXPROCS(0)
-			}
-			p, err := MeasurePeakInt8(pt, time.Second)
-			if err != nil {
-				p = Peak{} // rates without a share
-			}
-			int8Peak = &p
+	// The dot-product peaks, measured when a family needs them.
+	peaks := map[string]Peak{}
+	measureDot := func(name string, measure func(int, time.Duration) (Peak, error)) Peak {
+		if p, ok := peaks[name]; ok {
+			return p
 		}
-		return *int8Peak
+		pt := threads
+		if pt <= 0 {
+			pt = runtime.GOMAXPROCS(0)
+		}
+		p, err := measure(pt, time.Second)
+		if err != nil {
+			p = Peak{} // rates without a share
+		}
+		peaks[name] = p
+		return p
+	}
+	bf16Engines := map[string]*kernels.Engine{}
+	for _, v := range kernels.BF16Versions() {
+		e, err := kernels.New(kernels.Config{BF16Version: v, Threads: threads})
+		if err != nil {
+			return nil, fmt.Errorf("BF16 kernel version %s: %w", v, err)
+		}
+		bf16Engines[v] = e
 	}
 	int8Engine := func(v string) (*kernels.Engine, error) {
 		if e := engines["int8:"+v]; e != nil {
@@ -130,23 +146,24 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 				scale = math.Max(scale, math.Abs(float64(v)))
 			}
 			versions := append(append([]string{"ref"}, c.extra...), kernels.Versions()...)
+			engs, pk, isa := engines, peak, ""
 			switch {
 			case c.int8:
-				versions = append([]string{"ref"}, kernels.Int8Versions()...)
+				p := measureDot("int8", MeasurePeakInt8)
+				versions, pk, isa = append([]string{"ref"}, kernels.Int8Versions()...), p.GFLOPS, p.ISA
+			case c.bf16:
+				p := measureDot("bf16", MeasurePeakBF16)
+				versions, engs, pk, isa = append([]string{"ref"}, kernels.BF16Versions()...), bf16Engines, p.GFLOPS, p.ISA
 			case c.family == "sgemm" || c.family == "linear" || c.family == "attention":
 				versions = append(versions, alt...)
 			}
 			for _, v := range versions {
-				r := KernelResult{Family: c.family, Shape: c.shape, Version: v}
-				e, peak := engines[v], peak
-				if c.int8 {
-					p := measureInt8()
-					peak, r.PeakISA = p.GFLOPS, p.ISA
-					if v != "ref" {
-						var err error
-						if e, err = int8Engine(v); err != nil {
-							return nil, err
-						}
+				r := KernelResult{Family: c.family, Shape: c.shape, Version: v, PeakISA: isa}
+				e := engs[v]
+				if c.int8 && v != "ref" {
+					var err error
+					if e, err = int8Engine(v); err != nil {
+						return nil, err
 					}
 				}
 				run, got := c.prepare(v, e)
@@ -158,8 +175,8 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 					r.GBps = c.bytes / r.Ms / 1e6
 					if c.flops > 0 {
 						r.GFLOPS = c.flops / r.Ms / 1e6
-						if peak > 0 {
-							r.PeakPct = 100 * r.GFLOPS / peak
+						if pk > 0 {
+							r.PeakPct, r.Peak = 100*r.GFLOPS/pk, pk
 						}
 					}
 				}
@@ -187,6 +204,15 @@ func timeIt(run func(), minTime time.Duration, once bool) float64 {
 	return median(ts)
 }
 
+// roundBF16 is x rounded to bfloat16 and back.
+func roundBF16(x []float32) []float32 {
+	h := make([]uint16, len(x))
+	kernels.F32ToBF16(h, x)
+	out := make([]float32, len(x))
+	kernels.BF16ToF32(out, h)
+	return out
+}
+
 func randVec(rng *rand.Rand, n int, lo, hi float32) []float32 {
 	x := make([]float32, n)
 	for i := range x {
@@ -206,7 +232,7 @@ const (
 func kernelCases(family string) ([]kernelCase, error) {
 	rng := rand.New(rand.NewSource(1))
 	switch family {
-	case "sgemm", "linear", "linear-int8":
+	case "sgemm", "linear", "linear-bf16", "linear-int8":
 		var cs []kernelCase
 		for _, sh := range [][3]int{{benchTokens, 3 * benchH, benchH}, {benchTokens, benchI, benchH}, {benchTokens, benchH, benchI}} {
 			m, n, k := sh[0], sh[1], sh[2]
@@ -249,6 +275,26 @@ func kernelCases(family string) ([]kernelCase, error) {
 							return func() { kernels.LinearInt8Ref(out, x, m, w, n, k, bias, kernels.ActGELU) }, out
 						}
 						pw := e.PrepareWeightInt8(w, n, k)
+						return func() { e.Linear(out, x, m, pw, bias, kernels.ActGELU) }, out
+					}})
+				continue
+			}
+			if family == "linear-bf16" {
+				// The reference multiplies the BF16-rounded inputs (exact
+				// products, float64 sums): what every BF16 version computes
+				// up to float32 summation.
+				xr, wr := roundBF16(x), roundBF16(w)
+				cs = append(cs, kernelCase{family: family, shape: shape + "+bias+gelu", flops: flops, bytes: 2*float64(m*k+n*k) + 4*float64(m*n), tol: 1e-5, bf16: true,
+					ref: func() []float32 {
+						want := make([]float32, m*n)
+						kernels.LinearRef(want, xr, m, wr, n, k, bias, kernels.ActGELU)
+						return want
+					},
+					prepare: func(v string, e *kernels.Engine) (func(), []float32) {
+						if v == "ref" {
+							return func() { kernels.LinearRef(out, xr, m, wr, n, k, bias, kernels.ActGELU) }, out
+						}
+						pw := e.PrepareWeightBF16(w, n, k)
 						return func() { e.Linear(out, x, m, pw, bias, kernels.ActGELU) }, out
 					}})
 				continue

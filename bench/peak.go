@@ -36,6 +36,17 @@ func MeasurePeakInt8(threads int, d time.Duration) (Peak, error) {
 	return measure(isa, loop, perIter, threads, d), nil
 }
 
+// MeasurePeakBF16 is MeasurePeak for the BF16 dot products of the BF16
+// linear layers (VDPBF16PS): the ceiling of their GFLOP/s, twice the FMA
+// peak where the instruction runs at the FMA's rate.
+func MeasurePeakBF16(threads int, d time.Duration) (Peak, error) {
+	isa, loop, perIter := bf16Probe()
+	if loop == nil {
+		return Peak{}, errors.New("no BF16 dot-product probe for this CPU (needs AVX512_BF16 and a build without noasm)")
+	}
+	return measure(isa, loop, perIter, threads, d), nil
+}
+
 func measure(isa string, loop func(n int), perIter float64, threads int, d time.Duration) Peak {
 	const iters = 1 << 20
 	best := 0.0

@@ -39,3 +39,16 @@ func vnniProbe() (name string, loop func(n int), opsPerIter float64) {
 	}
 	return "", nil, 0
 }
+
+//go:noescape
+func dpbf16AVX512(n int)
+
+// bf16Probe returns the BF16 dot-product loop of this CPU and the float32
+// operations (two multiply-adds per lane, four flops) one iteration
+// performs.
+func bf16Probe() (name string, loop func(n int), flopsPerIter float64) {
+	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BF16 {
+		return "avx512bf16", dpbf16AVX512, 24 * 16 * 4
+	}
+	return "", nil, 0
+}

@@ -10,3 +10,7 @@ func fmaProbe() (name string, loop func(n int), flopsPerIter float64) {
 func vnniProbe() (name string, loop func(n int), opsPerIter float64) {
 	return "", nil, 0
 }
+
+func bf16Probe() (name string, loop func(n int), flopsPerIter float64) {
+	return "", nil, 0
+}

@@ -28,3 +28,15 @@ func TestMeasurePeakInt8(t *testing.T) {
 	}
 	t.Logf("INT8 dot-product peak, 1 thread: %.1f GOP/s (%s)", p.GFLOPS, p.ISA)
 }
+
+func TestMeasurePeakBF16(t *testing.T) {
+	p, err := MeasurePeakBF16(1, 100*time.Millisecond)
+	if err != nil {
+		t.Skip(err)
+	}
+	// 32 multiply-adds per instruction: well over the FMA floor above.
+	if p.GFLOPS < 16 || p.GFLOPS > 1e5 {
+		t.Errorf("BF16 peak %.1f GFLOP/s on %s is not plausible", p.GFLOPS, p.ISA)
+	}
+	t.Logf("BF16 dot-product peak, 1 thread: %.1f GFLOP/s (%s)", p.GFLOPS, p.ISA)
+}

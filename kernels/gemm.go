@@ -50,7 +50,9 @@ type microKernel struct {
 	mr, nr int
 	kc, mc int
 	// pairs marks a BF16 kernel: panels hold pairs of BF16 values along
-	// k in 32-bit words, and k, kc count pairs.
+	// k in 32-bit words, and k, kc count pairs. Its A is rows of such
+	// words (lda in words), always read in place: it has direct and
+	// tails down to one row, and no run.
 	pairs bool
 	// run computes the mr x nr tile c (row stride ldc) = [c +] a*b over k
 	// steps, from an mr-row panel a and an nr-column panel b; add says
@@ -310,7 +312,6 @@ type gemmTask struct {
 	vec            *vecOps // for bias and act
 	transA         bool
 	m, n, k        int // k in packed words (see kWords)
-	kElems         int // k in values
 	alpha, beta    float32
 	a              []float32
 	lda            int
@@ -333,7 +334,7 @@ func gemmPacked(kern *microKernel, vec *vecOps, threads int, transA bool, m, n, 
 		beta = 1
 	}
 	g := gemmTasks.Get().(*gemmTask)
-	*g = gemmTask{kern: kern, vec: vec, transA: transA, m: m, n: n, k: kWords(kern, k), kElems: k, alpha: alpha, beta: beta,
+	*g = gemmTask{kern: kern, vec: vec, transA: transA, m: m, n: n, k: kWords(kern, k), alpha: alpha, beta: beta,
 		a: a, lda: lda, bp: bp, c: c, ldc: ldc, bias: bias, act: act}
 	// Balance the row blocks: as many as kern.mc requires, of equal size.
 	// A product of few rows (a small batch) takes blocks of up to twice
@@ -435,11 +436,7 @@ func (g *gemmTask) run(t int, s *scratch) {
 		var abuf []float32
 		if packedRows > 0 {
 			abuf = grow(&s.a, (packedRows+mr-1)/mr*mr*kcb)
-			if kern.pairs {
-				packABF16(mr, abuf, g.transA, g.a, g.lda, packedFrom, packedRows, 2*pc, min(2*kcb, g.kElems-2*pc), g.alpha)
-			} else {
-				packA(mr, abuf, g.transA, g.a, g.lda, packedFrom, packedRows, pc, kcb, g.alpha)
-			}
+			packA(mr, abuf, g.transA, g.a, g.lda, packedFrom, packedRows, pc, kcb, g.alpha)
 		}
 		add := pc > 0 || g.beta != 0
 		for jp := p0; jp < p1; jp++ {
@@ -497,7 +494,7 @@ func (g *gemmTask) run(t int, s *scratch) {
 // packB, for products that are themselves part of a task of a parallel
 // kernel.
 func gemmSerial(kern *microKernel, m, n, k int, a []float32, lda int, bp []float32, c []float32, ldc int, s *scratch) {
-	g := gemmTask{kern: kern, m: m, n: n, k: k, kElems: k, alpha: 1, a: a, lda: lda, bp: bp, c: c, ldc: ldc}
+	g := gemmTask{kern: kern, m: m, n: n, k: k, alpha: 1, a: a, lda: lda, bp: bp, c: c, ldc: ldc}
 	g.mc = (kern.mc + kern.mr - 1) / kern.mr * kern.mr
 	g.mBlocks = (m + g.mc - 1) / g.mc
 	g.panelsPerChunk = (n + kern.nr - 1) / kern.nr

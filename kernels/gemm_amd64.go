@@ -84,20 +84,3 @@ func asmVersions() []version {
 	}
 	return vs
 }
-
-//go:noescape
-func sgemmBF16(k int, a, b, c *float32, ldc int, add bool)
-
-// 12 x 32 with VDPBF16PS: the FP32 kernel's blocking, k in pairs.
-var avx512BF16Kernel = &microKernel{name: "avx512bf16", mr: 12, nr: 32, kc: 256, mc: 144, pairs: true,
-	run: func(k int, a, b, c []float32, ldc int, add bool) {
-		_, _, _ = a[12*k-1], b[32*k-1], c[11*ldc+31]
-		sgemmBF16(k, &a[0], &b[0], &c[0], ldc, add)
-	}}
-
-func asmBF16Kernels() []*microKernel {
-	if cpu.X86.HasAVX512BF16 {
-		return []*microKernel{avx512BF16Kernel}
-	}
-	return nil
-}

@@ -2,17 +2,54 @@ package kernels
 
 import (
 	"math"
+	"sync"
 	"unsafe"
 )
 
 //go:generate go run ./internal/genbf16 -o gemm_bf16_amd64.s
 
-// The BF16 path: weights rounded to bfloat16 once, at load, activations
-// rounded as they are packed, products accumulated in float32. On CPUs
-// with AVX512_BF16 each VDPBF16PS does two multiply-adds per lane, and the
-// packed weights take half the memory traffic; elsewhere a portable Go
-// kernel computes the same rounded products, so results do not depend on
-// the machine beyond float32 summation order.
+// The BF16 path: weights rounded to bfloat16 once, at load, and packed in
+// panels of BF16 pairs; activations rounded once per Linear call, by
+// vector code, into rows of BF16 pairs that the micro-kernel reads in
+// place, as the FP32 kernel reads rows of float32 (no packing of A);
+// products accumulated in float32. Rounding is to nearest even
+// (f32ToBF16) everywhere, subnormals kept, so the inputs of the products
+// are the same bits on every version. On CPUs with AVX512_BF16 each
+// VDPBF16PS does two multiply-adds per lane, and the packed weights take
+// half the memory traffic; elsewhere a portable Go kernel computes the
+// same rounded products, so results do not depend on the machine beyond
+// float32 summation order.
+
+// bf16Kernel is one BF16 micro-kernel and the conversion of activations
+// that feeds it.
+type bf16Kernel struct {
+	// microKernel has pairs set, and direct and tails down to one row:
+	// A is always read in place.
+	*microKernel
+	// toBF16 is F32ToBF16 for this version.
+	toBF16 func(dst []uint16, src []float32)
+	// convert is a rowTask function that writes rows [lo, hi) of t.x
+	// (t.cols values each) as BF16 rows of (t.cols+1)/2 words into t.out,
+	// padding an odd row with a zero.
+	convert func(t *rowTask, lo, hi int)
+}
+
+func newBF16Kernel(mk *microKernel, toBF16 func(dst []uint16, src []float32)) *bf16Kernel {
+	return &bf16Kernel{microKernel: mk, toBF16: toBF16, convert: func(t *rowTask, lo, hi int) {
+		k := t.cols
+		kw := (k + 1) / 2
+		if k%2 == 0 {
+			// The rows are contiguous on both sides: one call.
+			toBF16(halves(t.out[lo*kw:hi*kw]), t.x[lo*k:hi*k])
+			return
+		}
+		for r := lo; r < hi; r++ {
+			h := halves(t.out[r*kw : r*kw+kw])
+			toBF16(h[:k], t.x[r*k:r*k+k])
+			h[k] = 0
+		}
+	}}
+}
 
 // words views packed panels as the 32-bit words they are: pairs of BF16
 // values, not float32s.
@@ -23,36 +60,38 @@ func words(f []float32) []uint32 {
 	return unsafe.Slice((*uint32)(unsafe.Pointer(&f[0])), len(f))
 }
 
-// packABF16 writes rows [i0, i0+rows) and values [p0, p0+kc) of alpha*op(A)
-// as panels of mr rows of BF16 pairs: for each pair p, mr words holding
-// values p0+2p (low half) and p0+2p+1 (high half; zero past kc).
-func packABF16(mr int, dst []float32, transA bool, a []float32, lda, i0, rows, p0, kc int, alpha float32) {
-	kw := (kc + 1) / 2
-	w := words(dst)
-	at := func(i, p int) float32 {
-		if transA {
-			return alpha * a[(p0+p)*lda+i]
-		}
-		return alpha * a[i*lda+p0+p]
+// halves views BF16 rows stored in float32 words as their BF16 values,
+// the lower half of each word first (little-endian: value 2p, then 2p+1).
+func halves(f []float32) []uint16 {
+	if len(f) == 0 {
+		return nil
 	}
-	for r0 := 0; r0 < rows; r0 += mr {
-		panel := w[r0*kw : r0*kw+mr*kw]
-		rr := min(mr, rows-r0)
-		if rr < mr {
-			clear(panel)
-		}
-		for ii := 0; ii < rr; ii++ {
-			i := i0 + r0 + ii
-			for p := 0; p < kw; p++ {
-				lo := uint32(f32ToBF16(at(i, 2*p)))
-				var hi uint32
-				if 2*p+1 < kc {
-					hi = uint32(f32ToBF16(at(i, 2*p+1)))
-				}
-				panel[p*mr+ii] = lo | hi<<16
-			}
-		}
+	return unsafe.Slice((*uint16)(unsafe.Pointer(&f[0])), 2*len(f))
+}
+
+// bf16Rows holds the activations of one Linear call as BF16 rows.
+var bf16Rows = sync.Pool{New: func() any { return new([]float32) }}
+
+// linearBF16 is Linear for a BF16 weight: x rounded to BF16 rows on all
+// cores, then gemmPacked reading them in place (lda in words, k in
+// values), bias and act fused as for FP32.
+func (e *Engine) linearBF16(out, x []float32, m int, w *Weight, bias []float32, a Act) {
+	kern := e.bf16
+	threads := e.Threads()
+	// Kernels of one name share the panel layout whatever their blocking.
+	if w.kern == nil || w.kern.name != kern.name {
+		parts, done := w.parts()
+		w.pack(kern.microKernel, threads, parts)
+		done()
 	}
+	kw := (w.K + 1) / 2
+	bufp := bf16Rows.Get().(*[]float32)
+	xb := grow(bufp, m*kw)
+	t := rowTasks.Get().(*rowTask)
+	*t = rowTask{fn: kern.convert, rows: m, out: xb, x: x, cols: w.K}
+	runRows(threads, t)
+	gemmPacked(kern.microKernel, e.vec, threads, false, m, w.N, w.K, 1, xb, kw, w.packed, 0, out, w.N, bias, a)
+	bf16Rows.Put(bufp)
 }
 
 // packBBF16 writes op(B) (k x n) as panels of nr columns of BF16 pairs:
@@ -89,22 +128,69 @@ func packBBF16(kern *microKernel, dst []float32, transB bool, n, k int, b []floa
 // goBF16Kernel computes what VDPBF16PS does, 4 x 4 at a time, for CPUs
 // without AVX512_BF16. Each lane adds both products of a pair at once,
 // as the instruction does.
-var goBF16Kernel = &microKernel{name: "go-bf16", mr: 4, nr: 4, kc: 128, mc: 128, pairs: true, run: kernelGoBF16}
+var goBF16Kernel = newBF16Kernel(&microKernel{name: "go-bf16", mr: 4, nr: 4, kc: 128, mc: 128, pairs: true,
+	direct: kernelGoBF16x4, tails: []tailKernel{{2, goBF16Direct(2)}, {1, goBF16Direct(1)}}}, F32ToBF16)
 
-func kernelGoBF16(k int, a, b, c []float32, ldc int, add bool) {
-	aw, bw := words(a[:4*k]), words(b[:4*k])
-	var acc [4][4]float32
-	for p := 0; p < k; p++ {
-		for i := 0; i < 4; i++ {
-			x := aw[p*4+i]
-			x0, x1 := math.Float32frombits(x<<16), math.Float32frombits(x&0xffff0000)
-			for j := 0; j < 4; j++ {
-				y := bw[p*4+j]
-				acc[i][j] += x0*math.Float32frombits(y<<16) + x1*math.Float32frombits(y&0xffff0000)
+// lo and hi are the two BF16 values of a pair word as float32.
+func lo(w uint32) float32 { return math.Float32frombits(w << 16) }
+func hi(w uint32) float32 { return math.Float32frombits(w & 0xffff0000) }
+
+// kernelGoBF16x4 is the portable kernel's full tile: sixteen accumulators
+// the Go compiler keeps in registers, each pair of B split once per step.
+func kernelGoBF16x4(k int, a []float32, lda int, b, c []float32, ldc int, add bool, _ []float32) {
+	var c00, c01, c02, c03, c10, c11, c12, c13 float32
+	var c20, c21, c22, c23, c30, c31, c32, c33 float32
+	a0, a1, a2, a3 := words(a[:k]), words(a[lda:lda+k]), words(a[2*lda:2*lda+k]), words(a[3*lda:3*lda+k])
+	bw := words(b[:4*k])
+	for p := range a0 {
+		bp := bw[4*p : 4*p+4 : 4*p+4]
+		b0l, b0h, b1l, b1h := lo(bp[0]), hi(bp[0]), lo(bp[1]), hi(bp[1])
+		b2l, b2h, b3l, b3h := lo(bp[2]), hi(bp[2]), lo(bp[3]), hi(bp[3])
+		xl, xh := lo(a0[p]), hi(a0[p])
+		c00 += xl*b0l + xh*b0h
+		c01 += xl*b1l + xh*b1h
+		c02 += xl*b2l + xh*b2h
+		c03 += xl*b3l + xh*b3h
+		xl, xh = lo(a1[p]), hi(a1[p])
+		c10 += xl*b0l + xh*b0h
+		c11 += xl*b1l + xh*b1h
+		c12 += xl*b2l + xh*b2h
+		c13 += xl*b3l + xh*b3h
+		xl, xh = lo(a2[p]), hi(a2[p])
+		c20 += xl*b0l + xh*b0h
+		c21 += xl*b1l + xh*b1h
+		c22 += xl*b2l + xh*b2h
+		c23 += xl*b3l + xh*b3h
+		xl, xh = lo(a3[p]), hi(a3[p])
+		c30 += xl*b0l + xh*b0h
+		c31 += xl*b1l + xh*b1h
+		c32 += xl*b2l + xh*b2h
+		c33 += xl*b3l + xh*b3h
+	}
+	acc := [4][4]float32{{c00, c01, c02, c03}, {c10, c11, c12, c13}, {c20, c21, c22, c23}, {c30, c31, c32, c33}}
+	storeGoBF16(acc[:], c, ldc, add)
+}
+
+// goBF16Direct returns the portable kernel of rows (fewer than 4) rows of A.
+func goBF16Direct(rows int) directFunc {
+	return func(k int, a []float32, lda int, b, c []float32, ldc int, add bool, _ []float32) {
+		bw := words(b[:4*k])
+		var acc [4][4]float32
+		for i := 0; i < rows; i++ {
+			for p, x := range words(a[i*lda : i*lda+k]) {
+				xl, xh := lo(x), hi(x)
+				for j := 0; j < 4; j++ {
+					y := bw[p*4+j]
+					acc[i][j] += xl*lo(y) + xh*hi(y)
+				}
 			}
 		}
+		storeGoBF16(acc[:rows], c, ldc, add)
 	}
-	for i := 0; i < 4; i++ {
+}
+
+func storeGoBF16(acc [][4]float32, c []float32, ldc int, add bool) {
+	for i := range acc {
 		row := c[i*ldc : i*ldc+4]
 		for j := range row {
 			if add {

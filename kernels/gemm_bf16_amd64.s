@@ -4,62 +4,72 @@
 
 #include "textflag.h"
 
-// One k-pair step of the 12 x 32 BF16 kernel: B holds, per column, the
-// BF16 values of rows 2p and 2p+1 of op(B) in one 32-bit word (Z24 and
-// Z25: 32 columns); A holds the same pairs per row of op(A), broadcast in
-// turn; VDPBF16PS multiplies both pairs and adds them into the float32
-// accumulators Z0-Z23 (rows 0-11).
-#define STEPBF16 \
+// The BF16 micro-kernels read A in place: rows of BF16 values, each 32-bit
+// word the pair (2p, 2p+1) of a row, so that one VPBROADCASTD gives a row's
+// pair to every lane. B is packed by packBBF16: per pair, the words of 32
+// columns. k counts pairs. pf is where the next panel of B is: one line of
+// it is asked into L2 per k step.
+
+// One k-pair step of the 12 x 32 kernel: Z24 and Z25 hold the pairs of 32
+// columns of B, each row's pair of A is broadcast in turn, and VDPBF16PS
+// adds both products into the row's float32 accumulators.
+#define STEPBF16D12 \
 	VMOVUPS (DI), Z24; \
 	VMOVUPS 64(DI), Z25; \
-	VPBROADCASTD 0(SI), Z26; \
+	VPBROADCASTD (SI), Z26; \
 	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc2; \
 	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xca; \
-	VPBROADCASTD 4(SI), Z27; \
+	VPBROADCASTD (SI)(R11*1), Z27; \
 	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd3; \
 	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xdb; \
-	VPBROADCASTD 8(SI), Z28; \
+	VPBROADCASTD (SI)(R11*2), Z28; \
 	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe4; \
 	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xec; \
-	VPBROADCASTD 12(SI), Z29; \
+	VPBROADCASTD (SI)(R12*1), Z29; \
 	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf5; \
 	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xfd; \
-	VPBROADCASTD 16(SI), Z26; \
+	VPBROADCASTD (SI)(R11*4), Z26; \
 	BYTE $0x62; BYTE $0x12; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc2; \
 	BYTE $0x62; BYTE $0x12; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xca; \
-	VPBROADCASTD 20(SI), Z27; \
+	VPBROADCASTD (SI)(R13*1), Z27; \
 	BYTE $0x62; BYTE $0x12; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd3; \
 	BYTE $0x62; BYTE $0x12; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xdb; \
-	VPBROADCASTD 24(SI), Z28; \
+	VPBROADCASTD (R14), Z28; \
 	BYTE $0x62; BYTE $0x12; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe4; \
 	BYTE $0x62; BYTE $0x12; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xec; \
-	VPBROADCASTD 28(SI), Z29; \
+	VPBROADCASTD (R14)(R11*1), Z29; \
 	BYTE $0x62; BYTE $0x12; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf5; \
 	BYTE $0x62; BYTE $0x12; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xfd; \
-	VPBROADCASTD 32(SI), Z26; \
+	VPBROADCASTD (R14)(R11*2), Z26; \
 	BYTE $0x62; BYTE $0x82; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc2; \
 	BYTE $0x62; BYTE $0x82; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xca; \
-	VPBROADCASTD 36(SI), Z27; \
+	VPBROADCASTD (R14)(R12*1), Z27; \
 	BYTE $0x62; BYTE $0x82; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd3; \
 	BYTE $0x62; BYTE $0x82; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xdb; \
-	VPBROADCASTD 40(SI), Z28; \
+	VPBROADCASTD (R14)(R11*4), Z28; \
 	BYTE $0x62; BYTE $0x82; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe4; \
 	BYTE $0x62; BYTE $0x82; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xec; \
-	VPBROADCASTD 44(SI), Z29; \
+	VPBROADCASTD (R14)(R13*1), Z29; \
 	BYTE $0x62; BYTE $0x82; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf5; \
 	BYTE $0x62; BYTE $0x82; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xfd; \
-	ADDQ $48, SI; \
+	ADDQ $4, SI; \
+	ADDQ $4, R14; \
 	ADDQ $128, DI
 
-// func sgemmBF16(k int, a, b, c *float32, ldc int, add bool)
-// k counts pairs; a and b point at packed BF16 pairs.
-TEXT ·sgemmBF16(SB), NOSPLIT, $0-41
+// func sgemmBF16Direct12(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+TEXT ·sgemmBF16Direct12(SB), NOSPLIT, $0-64
 	MOVQ k+0(FP), CX
 	MOVQ a+8(FP), SI
-	MOVQ b+16(FP), DI
-	MOVQ c+24(FP), DX
-	MOVQ ldc+32(FP), R8
+	MOVQ lda+16(FP), R11
+	SHLQ $2, R11
+	LEAQ (R11)(R11*2), R12
+	LEAQ (R11)(R11*4), R13
+	LEAQ (SI)(R12*2), R14
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
 	SHLQ $2, R8
+	MOVQ pf+56(FP), R9
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -84,12 +94,31 @@ TEXT ·sgemmBF16(SB), NOSPLIT, $0-41
 	VPXORD Z21, Z21, Z21
 	VPXORD Z22, Z22, Z22
 	VPXORD Z23, Z23, Z23
-bf16loop:
-	STEPBF16
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ bf16d12tail
+bf16d12loop4:
+	PREFETCHT1 (R9)
+	PREFETCHT1 64(R9)
+	PREFETCHT1 128(R9)
+	PREFETCHT1 192(R9)
+	ADDQ $256, R9
+	STEPBF16D12
+	STEPBF16D12
+	STEPBF16D12
+	STEPBF16D12
+	DECQ BX
+	JNZ bf16d12loop4
+bf16d12tail:
+	ANDQ $3, CX
+	JZ bf16d12store
+bf16d12loop1:
+	STEPBF16D12
 	DECQ CX
-	JNZ bf16loop
-	CMPB add+40(FP), $0
-	JEQ bf16set
+	JNZ bf16d12loop1
+bf16d12store:
+	CMPB add+48(FP), $0
+	JEQ bf16d12set
 	VADDPS (DX), Z0, Z0
 	VADDPS 64(DX), Z1, Z1
 	VMOVUPS Z0, (DX)
@@ -151,7 +180,7 @@ bf16loop:
 	VMOVUPS Z23, 64(DX)
 	VZEROUPPER
 	RET
-bf16set:
+bf16d12set:
 	VMOVUPS Z0, (DX)
 	VMOVUPS Z1, 64(DX)
 	ADDQ R8, DX
@@ -187,5 +216,441 @@ bf16set:
 	ADDQ R8, DX
 	VMOVUPS Z22, (DX)
 	VMOVUPS Z23, 64(DX)
+	VZEROUPPER
+	RET
+
+// One k-pair step of the 8 x 32 kernel: Z24 and Z25 hold the pairs of 32
+// columns of B, each row's pair of A is broadcast in turn, and VDPBF16PS
+// adds both products into the row's float32 accumulators.
+#define STEPBF16D8 \
+	VMOVUPS (DI), Z24; \
+	VMOVUPS 64(DI), Z25; \
+	VPBROADCASTD (SI), Z26; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc2; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xca; \
+	VPBROADCASTD (SI)(R11*1), Z27; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd3; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xdb; \
+	VPBROADCASTD (SI)(R11*2), Z28; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe4; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xec; \
+	VPBROADCASTD (SI)(R12*1), Z29; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf5; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xfd; \
+	VPBROADCASTD (SI)(R11*4), Z26; \
+	BYTE $0x62; BYTE $0x12; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc2; \
+	BYTE $0x62; BYTE $0x12; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xca; \
+	VPBROADCASTD (SI)(R13*1), Z27; \
+	BYTE $0x62; BYTE $0x12; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd3; \
+	BYTE $0x62; BYTE $0x12; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xdb; \
+	VPBROADCASTD (R14), Z28; \
+	BYTE $0x62; BYTE $0x12; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe4; \
+	BYTE $0x62; BYTE $0x12; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xec; \
+	VPBROADCASTD (R14)(R11*1), Z29; \
+	BYTE $0x62; BYTE $0x12; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf5; \
+	BYTE $0x62; BYTE $0x12; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xfd; \
+	ADDQ $4, SI; \
+	ADDQ $4, R14; \
+	ADDQ $128, DI
+
+// func sgemmBF16Direct8(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+TEXT ·sgemmBF16Direct8(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R11
+	SHLQ $2, R11
+	LEAQ (R11)(R11*2), R12
+	LEAQ (R11)(R11*4), R13
+	LEAQ (SI)(R12*2), R14
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	MOVQ pf+56(FP), R9
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	VPXORD Z8, Z8, Z8
+	VPXORD Z9, Z9, Z9
+	VPXORD Z10, Z10, Z10
+	VPXORD Z11, Z11, Z11
+	VPXORD Z12, Z12, Z12
+	VPXORD Z13, Z13, Z13
+	VPXORD Z14, Z14, Z14
+	VPXORD Z15, Z15, Z15
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ bf16d8tail
+bf16d8loop4:
+	PREFETCHT1 (R9)
+	PREFETCHT1 64(R9)
+	PREFETCHT1 128(R9)
+	PREFETCHT1 192(R9)
+	ADDQ $256, R9
+	STEPBF16D8
+	STEPBF16D8
+	STEPBF16D8
+	STEPBF16D8
+	DECQ BX
+	JNZ bf16d8loop4
+bf16d8tail:
+	ANDQ $3, CX
+	JZ bf16d8store
+bf16d8loop1:
+	STEPBF16D8
+	DECQ CX
+	JNZ bf16d8loop1
+bf16d8store:
+	CMPB add+48(FP), $0
+	JEQ bf16d8set
+	VADDPS (DX), Z0, Z0
+	VADDPS 64(DX), Z1, Z1
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z2, Z2
+	VADDPS 64(DX), Z3, Z3
+	VMOVUPS Z2, (DX)
+	VMOVUPS Z3, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z4, Z4
+	VADDPS 64(DX), Z5, Z5
+	VMOVUPS Z4, (DX)
+	VMOVUPS Z5, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z6, Z6
+	VADDPS 64(DX), Z7, Z7
+	VMOVUPS Z6, (DX)
+	VMOVUPS Z7, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z8, Z8
+	VADDPS 64(DX), Z9, Z9
+	VMOVUPS Z8, (DX)
+	VMOVUPS Z9, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z10, Z10
+	VADDPS 64(DX), Z11, Z11
+	VMOVUPS Z10, (DX)
+	VMOVUPS Z11, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z12, Z12
+	VADDPS 64(DX), Z13, Z13
+	VMOVUPS Z12, (DX)
+	VMOVUPS Z13, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z14, Z14
+	VADDPS 64(DX), Z15, Z15
+	VMOVUPS Z14, (DX)
+	VMOVUPS Z15, 64(DX)
+	VZEROUPPER
+	RET
+bf16d8set:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z2, (DX)
+	VMOVUPS Z3, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z4, (DX)
+	VMOVUPS Z5, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z6, (DX)
+	VMOVUPS Z7, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z8, (DX)
+	VMOVUPS Z9, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z10, (DX)
+	VMOVUPS Z11, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z12, (DX)
+	VMOVUPS Z13, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z14, (DX)
+	VMOVUPS Z15, 64(DX)
+	VZEROUPPER
+	RET
+
+// One k-pair step of the 4 x 32 kernel: Z24 and Z25 hold the pairs of 32
+// columns of B, each row's pair of A is broadcast in turn, and VDPBF16PS
+// adds both products into the row's float32 accumulators.
+#define STEPBF16D4 \
+	VMOVUPS (DI), Z24; \
+	VMOVUPS 64(DI), Z25; \
+	VPBROADCASTD (SI), Z26; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc2; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xca; \
+	VPBROADCASTD (SI)(R11*1), Z27; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd3; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xdb; \
+	VPBROADCASTD (SI)(R11*2), Z28; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xe4; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xec; \
+	VPBROADCASTD (SI)(R12*1), Z29; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xf5; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xfd; \
+	ADDQ $4, SI; \
+	ADDQ $128, DI
+
+// func sgemmBF16Direct4(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+TEXT ·sgemmBF16Direct4(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R11
+	SHLQ $2, R11
+	LEAQ (R11)(R11*2), R12
+	LEAQ (R11)(R11*4), R13
+	LEAQ (SI)(R12*2), R14
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	MOVQ pf+56(FP), R9
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	VPXORD Z4, Z4, Z4
+	VPXORD Z5, Z5, Z5
+	VPXORD Z6, Z6, Z6
+	VPXORD Z7, Z7, Z7
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ bf16d4tail
+bf16d4loop4:
+	PREFETCHT1 (R9)
+	PREFETCHT1 64(R9)
+	PREFETCHT1 128(R9)
+	PREFETCHT1 192(R9)
+	ADDQ $256, R9
+	STEPBF16D4
+	STEPBF16D4
+	STEPBF16D4
+	STEPBF16D4
+	DECQ BX
+	JNZ bf16d4loop4
+bf16d4tail:
+	ANDQ $3, CX
+	JZ bf16d4store
+bf16d4loop1:
+	STEPBF16D4
+	DECQ CX
+	JNZ bf16d4loop1
+bf16d4store:
+	CMPB add+48(FP), $0
+	JEQ bf16d4set
+	VADDPS (DX), Z0, Z0
+	VADDPS 64(DX), Z1, Z1
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z2, Z2
+	VADDPS 64(DX), Z3, Z3
+	VMOVUPS Z2, (DX)
+	VMOVUPS Z3, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z4, Z4
+	VADDPS 64(DX), Z5, Z5
+	VMOVUPS Z4, (DX)
+	VMOVUPS Z5, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z6, Z6
+	VADDPS 64(DX), Z7, Z7
+	VMOVUPS Z6, (DX)
+	VMOVUPS Z7, 64(DX)
+	VZEROUPPER
+	RET
+bf16d4set:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z2, (DX)
+	VMOVUPS Z3, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z4, (DX)
+	VMOVUPS Z5, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z6, (DX)
+	VMOVUPS Z7, 64(DX)
+	VZEROUPPER
+	RET
+
+// One k-pair step of the 2 x 32 kernel: Z24 and Z25 hold the pairs of 32
+// columns of B, each row's pair of A is broadcast in turn, and VDPBF16PS
+// adds both products into the row's float32 accumulators.
+#define STEPBF16D2 \
+	VMOVUPS (DI), Z24; \
+	VMOVUPS 64(DI), Z25; \
+	VPBROADCASTD (SI), Z26; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc2; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xca; \
+	VPBROADCASTD (SI)(R11*1), Z27; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xd3; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xdb; \
+	ADDQ $4, SI; \
+	ADDQ $128, DI
+
+// func sgemmBF16Direct2(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+TEXT ·sgemmBF16Direct2(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R11
+	SHLQ $2, R11
+	LEAQ (R11)(R11*2), R12
+	LEAQ (R11)(R11*4), R13
+	LEAQ (SI)(R12*2), R14
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	MOVQ pf+56(FP), R9
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	VPXORD Z2, Z2, Z2
+	VPXORD Z3, Z3, Z3
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ bf16d2tail
+bf16d2loop4:
+	PREFETCHT1 (R9)
+	PREFETCHT1 64(R9)
+	PREFETCHT1 128(R9)
+	PREFETCHT1 192(R9)
+	ADDQ $256, R9
+	STEPBF16D2
+	STEPBF16D2
+	STEPBF16D2
+	STEPBF16D2
+	DECQ BX
+	JNZ bf16d2loop4
+bf16d2tail:
+	ANDQ $3, CX
+	JZ bf16d2store
+bf16d2loop1:
+	STEPBF16D2
+	DECQ CX
+	JNZ bf16d2loop1
+bf16d2store:
+	CMPB add+48(FP), $0
+	JEQ bf16d2set
+	VADDPS (DX), Z0, Z0
+	VADDPS 64(DX), Z1, Z1
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	ADDQ R8, DX
+	VADDPS (DX), Z2, Z2
+	VADDPS 64(DX), Z3, Z3
+	VMOVUPS Z2, (DX)
+	VMOVUPS Z3, 64(DX)
+	VZEROUPPER
+	RET
+bf16d2set:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	ADDQ R8, DX
+	VMOVUPS Z2, (DX)
+	VMOVUPS Z3, 64(DX)
+	VZEROUPPER
+	RET
+
+// One k-pair step of the 1 x 32 kernel: Z24 and Z25 hold the pairs of 32
+// columns of B, each row's pair of A is broadcast in turn, and VDPBF16PS
+// adds both products into the row's float32 accumulators.
+#define STEPBF16D1 \
+	VMOVUPS (DI), Z24; \
+	VMOVUPS 64(DI), Z25; \
+	VPBROADCASTD (SI), Z26; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x3e; BYTE $0x40; BYTE $0x52; BYTE $0xc2; \
+	BYTE $0x62; BYTE $0x92; BYTE $0x36; BYTE $0x40; BYTE $0x52; BYTE $0xca; \
+	ADDQ $4, SI; \
+	ADDQ $128, DI
+
+// func sgemmBF16Direct1(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+TEXT ·sgemmBF16Direct1(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R11
+	SHLQ $2, R11
+	LEAQ (R11)(R11*2), R12
+	LEAQ (R11)(R11*4), R13
+	LEAQ (SI)(R12*2), R14
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	MOVQ pf+56(FP), R9
+	VPXORD Z0, Z0, Z0
+	VPXORD Z1, Z1, Z1
+	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ bf16d1tail
+bf16d1loop4:
+	PREFETCHT1 (R9)
+	PREFETCHT1 64(R9)
+	PREFETCHT1 128(R9)
+	PREFETCHT1 192(R9)
+	ADDQ $256, R9
+	STEPBF16D1
+	STEPBF16D1
+	STEPBF16D1
+	STEPBF16D1
+	DECQ BX
+	JNZ bf16d1loop4
+bf16d1tail:
+	ANDQ $3, CX
+	JZ bf16d1store
+bf16d1loop1:
+	STEPBF16D1
+	DECQ CX
+	JNZ bf16d1loop1
+bf16d1store:
+	CMPB add+48(FP), $0
+	JEQ bf16d1set
+	VADDPS (DX), Z0, Z0
+	VADDPS 64(DX), Z1, Z1
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VZEROUPPER
+	RET
+bf16d1set:
+	VMOVUPS Z0, (DX)
+	VMOVUPS Z1, 64(DX)
+	VZEROUPPER
+	RET
+
+// func toBF16AVX512(dst *uint16, src *float32, n int)
+// n is a positive multiple of 16. Each value is rounded to nearest even by
+// adding 0x7fff and the kept LSB to its bits; a NaN keeps its top bits and
+// gets the quiet bit instead (see f32ToBF16).
+TEXT ·toBF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $4, CX
+	MOVL $0x7fff, AX
+	VPBROADCASTD AX, Z30
+	MOVL $1, AX
+	VPBROADCASTD AX, Z29
+	MOVL $0x40, AX
+	VPBROADCASTD AX, Z28
+tobf16loop:
+	VMOVUPS (SI), Z0
+	VPSRLD $16, Z0, Z1
+	VPANDD Z29, Z1, Z2
+	VPADDD Z30, Z0, Z3
+	VPADDD Z2, Z3, Z3
+	VPSRLD $16, Z3, Z3
+	VCMPPS $3, Z0, Z0, K1
+	VPORD Z28, Z1, K1, Z3
+	VPMOVDW Z3, (DI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ tobf16loop
 	VZEROUPPER
 	RET

@@ -68,7 +68,7 @@ func (e *Engine) prepare(w []float32, n, k int, bf16 bool) *Weight {
 
 func (e *Engine) kernFor(bf16 bool) *microKernel {
 	if bf16 {
-		return e.bf16
+		return e.bf16.microKernel
 	}
 	return e.gemm
 }
@@ -267,7 +267,8 @@ func (e *Engine) Linear(out, x []float32, m int, w *Weight, bias []float32, a Ac
 		e.linearInt8(out, x, m, w, bias, a)
 		return
 	case w.bf16 && w.K > 0:
-		kern = e.bf16
+		e.linearBF16(out, x, m, w, bias, a)
+		return
 	case w.deferred && !e.gonum && w.K > 0:
 		if m <= e.gemm.nr && w.fresh.CompareAndSwap(true, false) {
 			e.linearInPlace(out, x, m, w, bias, a)

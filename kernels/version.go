@@ -35,7 +35,7 @@ func Versions() []string {
 	return names
 }
 
-func bf16Kernels() []*microKernel {
+func bf16Kernels() []*bf16Kernel {
 	return append(asmBF16Kernels(), goBF16Kernel)
 }
 
@@ -83,7 +83,7 @@ type Engine struct {
 	cfg   Config // names resolved
 	gemm  *microKernel
 	vec   *vecOps
-	bf16  *microKernel
+	bf16  *bf16Kernel
 	int8  *int8Kernel
 	gonum bool
 	tune  tuning
@@ -106,7 +106,7 @@ func New(c Config) (*Engine, error) {
 		k.kc, k.mc = b.kc, b.mc
 		e.gemm = &k
 	}
-	if e.bf16, err = pick(bf16Kernels(), func(k *microKernel) string { return k.name }, &e.cfg.BF16Version, "BF16 kernel", BF16Versions); err != nil {
+	if e.bf16, err = pick(bf16Kernels(), func(k *bf16Kernel) string { return k.name }, &e.cfg.BF16Version, "BF16 kernel", BF16Versions); err != nil {
 		return nil, err
 	}
 	if e.int8, err = pick(int8Kernels(), func(k *int8Kernel) string { return k.name }, &e.cfg.Int8Version, "INT8 kernel", Int8Versions); err != nil {

@@ -125,10 +125,17 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		fmt.Fprintf(stdout, "FMA peak: %.1f GFLOP/s (%s, %d threads); blocking: %s\n", peak.GFLOPS, peak.ISA, peak.Threads, kernels.Default().Config().Tuning)
+		// The families whose share is of another peak than the FMA one
+		// say which, once each.
+		said := map[string]bool{}
 		for _, r := range res {
-			if r.PeakISA != "" {
-				fmt.Fprintf(stdout, "%s: GOP/s, %% of the INT8 dot-product peak (%s)\n", r.Family, r.PeakISA)
-				break
+			if r.PeakISA != "" && !said[r.Family] {
+				said[r.Family] = true
+				unit := "GFLOP/s"
+				if strings.HasSuffix(r.Family, "-int8") {
+					unit = "GOP/s (integer)"
+				}
+				fmt.Fprintf(stdout, "%s: %s, %% of the %s dot-product peak, %.1f\n", r.Family, unit, r.PeakISA, r.Peak)
 			}
 		}
 		fmt.Fprintln(stdout)
@@ -142,7 +149,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%.2g\t%.3f\t%s\t%.1f\t%s\n", r.Family, r.Shape, r.Version, r.MaxErr, r.Ms,
 				blankZero("%.1f", r.GFLOPS), r.GBps, blankZero("%.1f", r.PeakPct))
 		}
-		return tw.Flush()
+		if err := tw.Flush(); err != nil {
+			return err
+		}
+		return nil
 	}
 
 	ps := strings.Split(*presets, ",")

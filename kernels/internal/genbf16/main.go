@@ -1,7 +1,8 @@
 // Command genbf16 writes gemm_bf16_amd64.s, the AVX512_BF16 SGEMM
-// micro-kernel. Go's assembler does not know the AVX512_BF16
-// instructions, so VDPBF16PS is emitted as its EVEX encoding in BYTE
-// directives; everything else is ordinary Go assembly.
+// micro-kernels and the float32 to bfloat16 conversion of their
+// activations. Go's assembler does not know the AVX512_BF16 instructions,
+// so VDPBF16PS is emitted as its EVEX encoding in BYTE directives;
+// everything else is ordinary Go assembly.
 //
 // Run from kernels/: go generate (see gemm_bf16.go).
 package main
@@ -37,6 +38,138 @@ func dp(w *bytes.Buffer, dst, src2, src3 int) {
 	fmt.Fprintf(w, "; \\\n")
 }
 
+// rowAddr is where row r's current pair is: rows 0-5 from SI, rows 6-11
+// from R14 (six rows further on), with R11 = lda, R12 = 3*lda and R13 =
+// 5*lda in bytes, so that no row needs a register of its own.
+func rowAddr(r int) string {
+	base := "SI"
+	if r >= 6 {
+		base, r = "R14", r-6
+	}
+	return fmt.Sprintf([...]string{"(%s)", "(%s)(R11*1)", "(%s)(R11*2)", "(%s)(R12*1)", "(%s)(R11*4)", "(%s)(R13*1)"}[r], base)
+}
+
+// direct writes sgemmBF16Direct<rows>: the rows x 32 tile from rows of
+// BF16 pairs read in place (row stride lda words) and a panel of B.
+func direct(w *bytes.Buffer, rows int) {
+	name := fmt.Sprintf("sgemmBF16Direct%d", rows)
+	step := fmt.Sprintf("STEPBF16D%d", rows)
+	fmt.Fprintf(w, `// One k-pair step of the %d x 32 kernel: Z24 and Z25 hold the pairs of 32
+// columns of B, each row's pair of A is broadcast in turn, and VDPBF16PS
+// adds both products into the row's float32 accumulators.
+#define %s \
+	VMOVUPS (DI), Z24; \
+	VMOVUPS 64(DI), Z25; \
+`, rows, step)
+	for r := 0; r < rows; r++ {
+		a := 26 + r%4
+		fmt.Fprintf(w, "\tVPBROADCASTD %s, Z%d; \\\n", rowAddr(r), a)
+		dp(w, 2*r, 24, a)
+		dp(w, 2*r+1, 25, a)
+	}
+	fmt.Fprint(w, "\tADDQ $4, SI; \\\n")
+	if rows > 6 {
+		fmt.Fprint(w, "\tADDQ $4, R14; \\\n")
+	}
+	fmt.Fprint(w, "\tADDQ $128, DI\n\n")
+	fmt.Fprintf(w, `// func %s(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
+TEXT ·%s(SB), NOSPLIT, $0-64
+	MOVQ k+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ lda+16(FP), R11
+	SHLQ $2, R11
+	LEAQ (R11)(R11*2), R12
+	LEAQ (R11)(R11*4), R13
+	LEAQ (SI)(R12*2), R14
+	MOVQ b+24(FP), DI
+	MOVQ c+32(FP), DX
+	MOVQ ldc+40(FP), R8
+	SHLQ $2, R8
+	MOVQ pf+56(FP), R9
+`, name, name)
+	for r := 0; r < 2*rows; r++ {
+		fmt.Fprintf(w, "\tVPXORD Z%d, Z%d, Z%d\n", r, r, r)
+	}
+	l := func(s string) string { return fmt.Sprintf("bf16d%d%s", rows, s) }
+	fmt.Fprintf(w, `	MOVQ CX, BX
+	SHRQ $2, BX
+	JZ %[1]s
+%[2]s:
+	PREFETCHT1 (R9)
+	PREFETCHT1 64(R9)
+	PREFETCHT1 128(R9)
+	PREFETCHT1 192(R9)
+	ADDQ $256, R9
+	%[5]s
+	%[5]s
+	%[5]s
+	%[5]s
+	DECQ BX
+	JNZ %[2]s
+%[1]s:
+	ANDQ $3, CX
+	JZ %[3]s
+%[4]s:
+	%[5]s
+	DECQ CX
+	JNZ %[4]s
+%[3]s:
+	CMPB add+48(FP), $0
+	JEQ %[6]s
+`, l("tail"), l("loop4"), l("store"), l("loop1"), step, l("set"))
+	for r := 0; r < rows; r++ {
+		if r > 0 {
+			fmt.Fprint(w, "\tADDQ R8, DX\n")
+		}
+		fmt.Fprintf(w, "\tVADDPS (DX), Z%d, Z%d\n\tVADDPS 64(DX), Z%d, Z%d\n", 2*r, 2*r, 2*r+1, 2*r+1)
+		fmt.Fprintf(w, "\tVMOVUPS Z%d, (DX)\n\tVMOVUPS Z%d, 64(DX)\n", 2*r, 2*r+1)
+	}
+	fmt.Fprintf(w, "\tVZEROUPPER\n\tRET\n%s:\n", l("set"))
+	for r := 0; r < rows; r++ {
+		if r > 0 {
+			fmt.Fprint(w, "\tADDQ R8, DX\n")
+		}
+		fmt.Fprintf(w, "\tVMOVUPS Z%d, (DX)\n\tVMOVUPS Z%d, 64(DX)\n", 2*r, 2*r+1)
+	}
+	fmt.Fprint(w, "\tVZEROUPPER\n\tRET\n\n")
+}
+
+// convert is f32ToBF16 on 16 lanes at a time, integer arithmetic on the
+// bits as the Go code does (VCVTNE2PS2BF16 would flush subnormals to zero
+// and differ from the portable path).
+const convert = `// func toBF16AVX512(dst *uint16, src *float32, n int)
+// n is a positive multiple of 16. Each value is rounded to nearest even by
+// adding 0x7fff and the kept LSB to its bits; a NaN keeps its top bits and
+// gets the quiet bit instead (see f32ToBF16).
+TEXT ·toBF16AVX512(SB), NOSPLIT, $0-24
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	SHRQ $4, CX
+	MOVL $0x7fff, AX
+	VPBROADCASTD AX, Z30
+	MOVL $1, AX
+	VPBROADCASTD AX, Z29
+	MOVL $0x40, AX
+	VPBROADCASTD AX, Z28
+tobf16loop:
+	VMOVUPS (SI), Z0
+	VPSRLD $16, Z0, Z1
+	VPANDD Z29, Z1, Z2
+	VPADDD Z30, Z0, Z3
+	VPADDD Z2, Z3, Z3
+	VPSRLD $16, Z3, Z3
+	VCMPPS $3, Z0, Z0, K1
+	VPORD Z28, Z1, K1, Z3
+	VPMOVDW Z3, (DI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ tobf16loop
+	VZEROUPPER
+	RET
+`
+
 func main() {
 	out := flag.String("o", "gemm_bf16_amd64.s", "file to write")
 	flag.Parse()
@@ -47,57 +180,17 @@ func main() {
 
 #include "textflag.h"
 
-// One k-pair step of the 12 x 32 BF16 kernel: B holds, per column, the
-// BF16 values of rows 2p and 2p+1 of op(B) in one 32-bit word (Z24 and
-// Z25: 32 columns); A holds the same pairs per row of op(A), broadcast in
-// turn; VDPBF16PS multiplies both pairs and adds them into the float32
-// accumulators Z0-Z23 (rows 0-11).
-#define STEPBF16 \
-	VMOVUPS (DI), Z24; \
-	VMOVUPS 64(DI), Z25; \
+// The BF16 micro-kernels read A in place: rows of BF16 values, each 32-bit
+// word the pair (2p, 2p+1) of a row, so that one VPBROADCASTD gives a row's
+// pair to every lane. B is packed by packBBF16: per pair, the words of 32
+// columns. k counts pairs. pf is where the next panel of B is: one line of
+// it is asked into L2 per k step.
+
 `)
-	for r := 0; r < 12; r++ {
-		a := 26 + r%4
-		fmt.Fprintf(&w, "\tVPBROADCASTD %d(SI), Z%d; \\\n", 4*r, a)
-		dp(&w, 2*r, 24, a)
-		dp(&w, 2*r+1, 25, a)
+	for _, rows := range []int{12, 8, 4, 2, 1} {
+		direct(&w, rows)
 	}
-	fmt.Fprint(&w, "\tADDQ $48, SI; \\\n\tADDQ $128, DI\n\n")
-	fmt.Fprint(&w, `// func sgemmBF16(k int, a, b, c *float32, ldc int, add bool)
-// k counts pairs; a and b point at packed BF16 pairs.
-TEXT ·sgemmBF16(SB), NOSPLIT, $0-41
-	MOVQ k+0(FP), CX
-	MOVQ a+8(FP), SI
-	MOVQ b+16(FP), DI
-	MOVQ c+24(FP), DX
-	MOVQ ldc+32(FP), R8
-	SHLQ $2, R8
-`)
-	for r := 0; r < 24; r++ {
-		fmt.Fprintf(&w, "\tVPXORD Z%d, Z%d, Z%d\n", r, r, r)
-	}
-	fmt.Fprint(&w, `bf16loop:
-	STEPBF16
-	DECQ CX
-	JNZ bf16loop
-	CMPB add+40(FP), $0
-	JEQ bf16set
-`)
-	for r := 0; r < 12; r++ {
-		if r > 0 {
-			fmt.Fprint(&w, "\tADDQ R8, DX\n")
-		}
-		fmt.Fprintf(&w, "\tVADDPS (DX), Z%d, Z%d\n\tVADDPS 64(DX), Z%d, Z%d\n", 2*r, 2*r, 2*r+1, 2*r+1)
-		fmt.Fprintf(&w, "\tVMOVUPS Z%d, (DX)\n\tVMOVUPS Z%d, 64(DX)\n", 2*r, 2*r+1)
-	}
-	fmt.Fprint(&w, "\tVZEROUPPER\n\tRET\nbf16set:\n")
-	for r := 0; r < 12; r++ {
-		if r > 0 {
-			fmt.Fprint(&w, "\tADDQ R8, DX\n")
-		}
-		fmt.Fprintf(&w, "\tVMOVUPS Z%d, (DX)\n\tVMOVUPS Z%d, 64(DX)\n", 2*r, 2*r+1)
-	}
-	fmt.Fprint(&w, "\tVZEROUPPER\n\tRET\n")
+	fmt.Fprint(&w, convert)
 	if err := os.WriteFile(*out, w.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
 	}
