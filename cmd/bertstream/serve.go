@@ -150,6 +150,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated (none: serve the HTTP API alone)")
 	model := fs.String("model", "", "model directory")
 	httpAddr := fs.String("http", ":9090", `address of /metrics, /healthz and /readyz ("": none)`)
+	profile := fs.Bool("pprof", false, "also serve Go's profiles (CPU, heap, goroutines, and blocking and mutex contention, which this turns on) under /debug/pprof/ on --http")
 	var af apiFlags
 	af.register(fs)
 	logFormat := fs.String("log-format", "json", "log format: json or text")
@@ -194,6 +195,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *profile && *httpAddr == "" {
+		return errors.New("--pprof serves the profiles on --http, which is off")
 	}
 	if *brokers == "" && af.addr == "" || *model == "" {
 		fs.Usage()
@@ -253,7 +257,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--http %s: %w", *httpAddr, err)
 		}
-		srv := &http.Server{Handler: pipeline.OpsHandler(reg, ready), ReadHeaderTimeout: 10 * time.Second}
+		var h http.Handler = pipeline.OpsHandler(reg, ready)
+		if *profile {
+			h = withProfiles(h)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				log.Error("operations endpoint", "err", err)
