@@ -7,12 +7,13 @@
 #   make demo DEMO_MODEL=testdata/bert-tiny/bert-classifier
 #   make pipeline-race                # what CI runs
 #   make pipeline-bench               # pipeline vs bare engine, once
+#   make throughput                   # the same with serve and broker processes too
 #   make rebalance-gap                # a third worker joins two: eager vs cooperative
 #   make scale-out                    # two serve --threads 1 vs one --threads 2
 
 DEMO_MODEL ?= demo/model
 
-.PHONY: kcat pipeline-race pipeline-bench rebalance-gap scale-out
+.PHONY: kcat pipeline-race pipeline-bench throughput rebalance-gap scale-out
 
 demo:
 	$(GO) run ./cmd/bertstream demo --model $(DEMO_MODEL)
@@ -30,6 +31,13 @@ pipeline-race: kcat
 
 pipeline-bench:
 	$(GO) test -run '^$$' -bench Pipeline -benchtime 1x ./pipeline/
+
+# The engine against one worker, with the broker in its process and as
+# `bertstream serve` and `bertstream broker` processes, over rounds;
+# BERTSTREAM_THROUGHPUT_MODEL, _ROUNDS and _THREADS set the model (default
+# demo/model), the rounds (5) and the model's threads (2).
+throughput:
+	$(GO) test -run '^$$' -bench 'Throughput$$' -benchtime 1x -timeout 60m ./cmd/bertstream/
 
 # Real broker and serve processes; BERTSTREAM_GAP_MODEL and
 # BERTSTREAM_GAP_RATE pick the model and the requests per second.

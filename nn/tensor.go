@@ -12,6 +12,7 @@ package nn
 import (
 	"fmt"
 	"math"
+	"math/bits"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -434,42 +435,61 @@ func shareHost(b *Backing, data []byte) *HostStorage {
 	return &HostStorage{buf: data, backing: b}
 }
 
-// hostPool keeps the buffers of freed host tensors by size. A forward pass
-// makes and frees the same activation shapes batch after batch, so in its
-// steady state every allocation is served from here and the Go heap does
-// not grow or churn. Idle bytes are capped; beyond the cap freed buffers
-// go to the garbage collector.
+// hostPool keeps the buffers of freed host tensors by size class. A forward
+// pass makes and frees the same activation shapes batch after batch, so in
+// its steady state every allocation is served from here and the Go heap
+// does not grow or churn. Buffers are kept by class, not by exact size:
+// the shapes of a batch follow its longest input, and a server sees a new
+// length every few batches; kept by exact size, each new shape would be a
+// fresh allocation (page faults and zeroing by the kernel, which cost a
+// third of the CPU time of a small model's batch), and the pool would fill
+// with buffers of lengths that do not come back. Idle bytes are capped;
+// beyond the cap freed buffers go to the garbage collector.
 var hostPool = struct {
 	sync.Mutex
-	free map[int][][]uint64 // by length in words
+	free map[int][][]uint64 // by capacity in words, a size class
 	idle int64
 }{free: map[int][][]uint64{}}
 
 // MaxIdleHostBytes caps the memory hostPool keeps for reuse.
 const MaxIdleHostBytes = 1 << 30
 
+// wordClass is the capacity of the buffer that holds n words: n rounded up
+// to four steps per doubling (5/8, 6/8, 7/8 and 8/8 of a power of two), so
+// that a buffer is at most a quarter larger than asked for and serves every
+// length within its step.
+func wordClass(n int) int {
+	s := bits.Len(uint(n-1)) - 3
+	if s <= 0 {
+		return n
+	}
+	return ((n-1)>>s + 1) << s
+}
+
 func getWords(n int) []uint64 {
+	c := wordClass(n)
 	hostPool.Lock()
-	if l := hostPool.free[n]; len(l) > 0 {
+	if l := hostPool.free[c]; len(l) > 0 {
 		w := l[len(l)-1]
 		l[len(l)-1] = nil
-		hostPool.free[n] = l[:len(l)-1]
-		hostPool.idle -= int64(8 * n)
+		hostPool.free[c] = l[:len(l)-1]
+		hostPool.idle -= int64(8 * c)
 		hostPool.Unlock()
-		return w
+		return w[:n]
 	}
 	hostPool.Unlock()
-	return make([]uint64, n)
+	return make([]uint64, n, c)
 }
 
 func putWords(w []uint64) {
+	c := cap(w)
 	hostPool.Lock()
 	defer hostPool.Unlock()
-	if hostPool.idle+int64(8*len(w)) > MaxIdleHostBytes {
+	if hostPool.idle+int64(8*c) > MaxIdleHostBytes {
 		return
 	}
-	hostPool.free[len(w)] = append(hostPool.free[len(w)], w)
-	hostPool.idle += int64(8 * len(w))
+	hostPool.free[c] = append(hostPool.free[c], w[:c])
+	hostPool.idle += int64(8 * c)
 }
 
 // NewHostStorage allocates n zeroed bytes.

@@ -163,6 +163,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	model := fs.String("model", "", "model directory")
 	httpAddr := fs.String("http", ":9090", `address of /metrics, /healthz and /readyz ("": none)`)
 	otlpEndpoint := fs.String("otlp-endpoint", "", "OpenTelemetry collector base URL (http://HOST:4318): export a span per request and per batch over OTLP/HTTP to its /v1/traces (default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT; none: no tracing)")
+	profile := fs.Bool("pprof", false, "also serve Go's profiles (CPU, heap, goroutines, and blocking and mutex contention, which this turns on) under /debug/pprof/ on --http")
 	var af apiFlags
 	af.register(fs)
 	logFormat := fs.String("log-format", "json", "log format: json or text")
@@ -207,6 +208,9 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *profile && *httpAddr == "" {
+		return errors.New("--pprof serves the profiles on --http, which is off")
 	}
 	if *brokers == "" && af.addr == "" || *model == "" {
 		fs.Usage()
@@ -275,7 +279,11 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return fmt.Errorf("--http %s: %w", *httpAddr, err)
 		}
-		srv := &http.Server{Handler: pipeline.OpsHandler(reg, ready), ReadHeaderTimeout: 10 * time.Second}
+		var h http.Handler = pipeline.OpsHandler(reg, ready)
+		if *profile {
+			h = withProfiles(h)
+		}
+		srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
 		go func() {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				log.Error("operations endpoint", "err", err)

@@ -28,6 +28,9 @@ func TestMain(m *testing.M) {
 	if os.Getenv(asBinary) != "" {
 		os.Exit(runMain(os.Args[1:], os.Stdout, os.Stderr))
 	}
+	if model := os.Getenv(asEngine); model != "" {
+		os.Exit(runEngineChild(model, os.Stdout))
+	}
 	os.Exit(m.Run())
 }
 
