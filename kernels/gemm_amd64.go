@@ -41,7 +41,8 @@ func sgemmAVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, add b
 
 // 12 x 32: twenty-four ZMM accumulators.
 var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 72,
-	// Gathers: a transposed panel otherwise costs a scalar store per value.
+	// In-register 16 x 16 transposes (gathers for the last k mod 16): a
+	// transposed panel otherwise costs a scalar store per value.
 	packTrans: func(dst, b []float32, ldb, k int) bool {
 		// The gather's indices are 32-bit element offsets of 16 rows.
 		if 15*ldb >= 1<<31/4 {
