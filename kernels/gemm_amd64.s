@@ -1060,3 +1060,27 @@ direct4set:
 	VMOVUPS Z7, 64(DX)
 	VZEROUPPER
 	RET
+
+// func packRowsAVX512(dst, src *float32, ldb, k int)
+// One full 32-column panel of op(B) = B (k rows of ldb floats): the first
+// 32 floats of each row, one after the other.
+TEXT ·packRowsAVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), R9
+	SHLQ $2, R9
+	MOVQ k+24(FP), CX
+	TESTQ CX, CX
+	JZ packrowsdone
+packrowsloop:
+	VMOVUPS (SI), Z0
+	VMOVUPS 64(SI), Z1
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z1, 64(DI)
+	ADDQ R9, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ packrowsloop
+packrowsdone:
+	VZEROUPPER
+	RET
