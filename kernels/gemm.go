@@ -68,6 +68,9 @@ type microKernel struct {
 	// op(B) = B^T (b stored n x k, row j the panel's column j) into dst,
 	// k values deep, and reports whether it could.
 	packTrans func(dst, b []float32, ldb, k int) bool
+	// packRows, when not nil, writes one full panel of nr columns of
+	// op(B) = B (b stored k x n) into dst, k values deep.
+	packRows func(dst, b []float32, ldb, k int)
 }
 
 // goKernel is the portable micro-kernel: 4 x 4 accumulators that the Go
@@ -257,6 +260,10 @@ func packB(kern *microKernel, dst []float32, transB bool, n, k int, b []float32,
 					panel[p*nr+jj] = v
 				}
 			}
+			continue
+		}
+		if cols == nr && k > 0 && kern.packRows != nil {
+			kern.packRows(panel, b[j0:], ldb, k)
 			continue
 		}
 		for p := 0; p < k; p++ {

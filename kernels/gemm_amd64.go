@@ -37,11 +37,15 @@ func sgemmAVX512Direct4(k int, a *float32, lda int, b, c *float32, ldc int, add 
 func packTransAVX512(dst, src *float32, ldb, k int, idx *int32)
 
 //go:noescape
+func packRowsAVX512(dst, src *float32, ldb, k int)
+
+//go:noescape
 func sgemmAVX512Direct(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)
 
 // 12 x 32: twenty-four ZMM accumulators.
 var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 72,
-	// Gathers: a transposed panel otherwise costs a scalar store per value.
+	// In-register 16 x 16 transposes (gathers for the last k mod 16): a
+	// transposed panel otherwise costs a scalar store per value.
 	packTrans: func(dst, b []float32, ldb, k int) bool {
 		// The gather's indices are 32-bit element offsets of 16 rows.
 		if 15*ldb >= 1<<31/4 {
@@ -54,6 +58,11 @@ var avx512Kernel = &microKernel{name: "avx512", mr: 12, nr: 32, kc: 256, mc: 72,
 		}
 		packTransAVX512(&dst[0], &b[0], ldb, k, &idx[0])
 		return true
+	},
+	// A copy per row costs a call to memmove for 32 values.
+	packRows: func(dst, b []float32, ldb, k int) {
+		_, _ = dst[32*k-1], b[(k-1)*ldb+31]
+		packRowsAVX512(&dst[0], &b[0], ldb, k)
 	},
 	run: func(k int, a, b, c []float32, ldc int, add bool) {
 		_, _, _ = a[12*k-1], b[32*k-1], c[11*ldc+31]

@@ -655,21 +655,137 @@ avx2setD:
 	VZEROUPPER
 	RET
 
+// Four rows of 16 floats from R11 (row stride R9 bytes, R10 = 3*R9)
+// into z0..z3; R11 moves on four rows.
+#define LOAD4(z0, z1, z2, z3) \
+	VMOVUPS (R11), z0; \
+	VMOVUPS (R11)(R9*1), z1; \
+	VMOVUPS (R11)(R9*2), z2; \
+	VMOVUPS (R11)(R10*1), z3; \
+	LEAQ (R11)(R9*4), R11
+
+// Transposes the 16 x 16 block of 16 rows from R11 and stores its
+// column j as 16 floats at off+128*j(DI). Unpacks and in-lane shuffles
+// make 4 x 4 blocks inside each 128-bit lane, two rounds of lane
+// shuffles put the lanes in place: 64 shuffles for 256 values, where a
+// gather costs one load per value.
+#define TRANS16(off) \
+	LOAD4(Z0, Z1, Z2, Z3); \
+	LOAD4(Z4, Z5, Z6, Z7); \
+	LOAD4(Z8, Z9, Z10, Z11); \
+	LOAD4(Z12, Z13, Z14, Z15); \
+	VUNPCKLPS Z1, Z0, Z16; \
+	VUNPCKHPS Z1, Z0, Z17; \
+	VUNPCKLPS Z3, Z2, Z18; \
+	VUNPCKHPS Z3, Z2, Z19; \
+	VUNPCKLPS Z5, Z4, Z20; \
+	VUNPCKHPS Z5, Z4, Z21; \
+	VUNPCKLPS Z7, Z6, Z22; \
+	VUNPCKHPS Z7, Z6, Z23; \
+	VUNPCKLPS Z9, Z8, Z24; \
+	VUNPCKHPS Z9, Z8, Z25; \
+	VUNPCKLPS Z11, Z10, Z26; \
+	VUNPCKHPS Z11, Z10, Z27; \
+	VUNPCKLPS Z13, Z12, Z28; \
+	VUNPCKHPS Z13, Z12, Z29; \
+	VUNPCKLPS Z15, Z14, Z30; \
+	VUNPCKHPS Z15, Z14, Z31; \
+	VSHUFPS $0x44, Z18, Z16, Z0; \
+	VSHUFPS $0xEE, Z18, Z16, Z1; \
+	VSHUFPS $0x44, Z19, Z17, Z2; \
+	VSHUFPS $0xEE, Z19, Z17, Z3; \
+	VSHUFPS $0x44, Z22, Z20, Z4; \
+	VSHUFPS $0xEE, Z22, Z20, Z5; \
+	VSHUFPS $0x44, Z23, Z21, Z6; \
+	VSHUFPS $0xEE, Z23, Z21, Z7; \
+	VSHUFPS $0x44, Z26, Z24, Z8; \
+	VSHUFPS $0xEE, Z26, Z24, Z9; \
+	VSHUFPS $0x44, Z27, Z25, Z10; \
+	VSHUFPS $0xEE, Z27, Z25, Z11; \
+	VSHUFPS $0x44, Z30, Z28, Z12; \
+	VSHUFPS $0xEE, Z30, Z28, Z13; \
+	VSHUFPS $0x44, Z31, Z29, Z14; \
+	VSHUFPS $0xEE, Z31, Z29, Z15; \
+	VSHUFF32X4 $0x88, Z4, Z0, Z16; \
+	VSHUFF32X4 $0xDD, Z4, Z0, Z17; \
+	VSHUFF32X4 $0x88, Z12, Z8, Z18; \
+	VSHUFF32X4 $0xDD, Z12, Z8, Z19; \
+	VSHUFF32X4 $0x88, Z5, Z1, Z20; \
+	VSHUFF32X4 $0xDD, Z5, Z1, Z21; \
+	VSHUFF32X4 $0x88, Z13, Z9, Z22; \
+	VSHUFF32X4 $0xDD, Z13, Z9, Z23; \
+	VSHUFF32X4 $0x88, Z6, Z2, Z24; \
+	VSHUFF32X4 $0xDD, Z6, Z2, Z25; \
+	VSHUFF32X4 $0x88, Z14, Z10, Z26; \
+	VSHUFF32X4 $0xDD, Z14, Z10, Z27; \
+	VSHUFF32X4 $0x88, Z7, Z3, Z28; \
+	VSHUFF32X4 $0xDD, Z7, Z3, Z29; \
+	VSHUFF32X4 $0x88, Z15, Z11, Z30; \
+	VSHUFF32X4 $0xDD, Z15, Z11, Z31; \
+	VSHUFF32X4 $0x88, Z18, Z16, Z0; \
+	VSHUFF32X4 $0xDD, Z18, Z16, Z8; \
+	VSHUFF32X4 $0x88, Z19, Z17, Z4; \
+	VSHUFF32X4 $0xDD, Z19, Z17, Z12; \
+	VSHUFF32X4 $0x88, Z22, Z20, Z1; \
+	VSHUFF32X4 $0xDD, Z22, Z20, Z9; \
+	VSHUFF32X4 $0x88, Z23, Z21, Z5; \
+	VSHUFF32X4 $0xDD, Z23, Z21, Z13; \
+	VSHUFF32X4 $0x88, Z26, Z24, Z2; \
+	VSHUFF32X4 $0xDD, Z26, Z24, Z10; \
+	VSHUFF32X4 $0x88, Z27, Z25, Z6; \
+	VSHUFF32X4 $0xDD, Z27, Z25, Z14; \
+	VSHUFF32X4 $0x88, Z30, Z28, Z3; \
+	VSHUFF32X4 $0xDD, Z30, Z28, Z11; \
+	VSHUFF32X4 $0x88, Z31, Z29, Z7; \
+	VSHUFF32X4 $0xDD, Z31, Z29, Z15; \
+	VMOVUPS Z0, (off+0)(DI); \
+	VMOVUPS Z1, (off+128)(DI); \
+	VMOVUPS Z2, (off+256)(DI); \
+	VMOVUPS Z3, (off+384)(DI); \
+	VMOVUPS Z4, (off+512)(DI); \
+	VMOVUPS Z5, (off+640)(DI); \
+	VMOVUPS Z6, (off+768)(DI); \
+	VMOVUPS Z7, (off+896)(DI); \
+	VMOVUPS Z8, (off+1024)(DI); \
+	VMOVUPS Z9, (off+1152)(DI); \
+	VMOVUPS Z10, (off+1280)(DI); \
+	VMOVUPS Z11, (off+1408)(DI); \
+	VMOVUPS Z12, (off+1536)(DI); \
+	VMOVUPS Z13, (off+1664)(DI); \
+	VMOVUPS Z14, (off+1792)(DI); \
+	VMOVUPS Z15, (off+1920)(DI)
+
 // func packTransAVX512(dst, src *float32, ldb, k int, idx *int32)
 // One full 32-column panel of op(B) = B^T from B stored n x k (row j of b
-// is column j of op(B)): for each p, gathers b[j][p] of rows j = 0..31
-// (idx holds 0, ldb, ..., 15*ldb) into 32 consecutive floats of dst.
+// is column j of op(B)): 16 values of k at a time as two 16 x 16
+// transposes in registers, the last k mod 16 by gathering b[j][p] of rows
+// j = 0..31 (idx holds 0, ldb, ..., 15*ldb) into 32 consecutive floats.
 TEXT ·packTransAVX512(SB), NOSPLIT, $0-40
 	MOVQ dst+0(FP), DI
 	MOVQ src+8(FP), SI
 	MOVQ ldb+16(FP), R9
-	SHLQ $6, R9
-	ADDQ SI, R9
+	SHLQ $2, R9
+	LEAQ (R9)(R9*2), R10
+	MOVQ R9, R13
+	SHLQ $4, R13
 	MOVQ k+24(FP), CX
-	MOVQ idx+32(FP), AX
-	VMOVDQU32 (AX), Z1
+packtrans16:
+	CMPQ CX, $16
+	JLT packtranstail
+	MOVQ SI, R11
+	TRANS16(0)
+	LEAQ (SI)(R13*1), R11
+	TRANS16(64)
+	ADDQ $64, SI
+	ADDQ $2048, DI
+	SUBQ $16, CX
+	JMP packtrans16
+packtranstail:
 	TESTQ CX, CX
 	JZ packtransdone
+	LEAQ (SI)(R13*1), R9
+	MOVQ idx+32(FP), AX
+	VMOVDQU32 (AX), Z1
 packtransloop:
 	KXNORW K1, K1, K1
 	VGATHERDPS (SI)(Z1*4), K1, Z0
@@ -942,5 +1058,29 @@ direct4set:
 	ADDQ R8, DX
 	VMOVUPS Z6, (DX)
 	VMOVUPS Z7, 64(DX)
+	VZEROUPPER
+	RET
+
+// func packRowsAVX512(dst, src *float32, ldb, k int)
+// One full 32-column panel of op(B) = B (k rows of ldb floats): the first
+// 32 floats of each row, one after the other.
+TEXT ·packRowsAVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), R9
+	SHLQ $2, R9
+	MOVQ k+24(FP), CX
+	TESTQ CX, CX
+	JZ packrowsdone
+packrowsloop:
+	VMOVUPS (SI), Z0
+	VMOVUPS 64(SI), Z1
+	VMOVUPS Z0, (DI)
+	VMOVUPS Z1, 64(DI)
+	ADDQ R9, SI
+	ADDQ $128, DI
+	DECQ CX
+	JNZ packrowsloop
+packrowsdone:
 	VZEROUPPER
 	RET
