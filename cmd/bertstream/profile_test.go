@@ -56,10 +56,26 @@ func TestServePprof(t *testing.T) {
 	if code, body := get(ops, "/debug/pprof/"); code != http.StatusOK || !strings.Contains(body, "mutex") {
 		t.Fatalf("/debug/pprof/ with --pprof: %d %q", code, body)
 	}
-	// The process blocks on channels from its start (the batcher waits
-	// for requests): the blocking profile has samples.
-	if code, body := get(ops, "/debug/pprof/block?debug=1"); code != http.StatusOK || !strings.Contains(body, "cycles/second=") || !strings.Contains(body, "@ 0x") {
-		t.Fatalf("/debug/pprof/block with --pprof: %d %q", code, body)
+	// A blocking event is recorded when the goroutine resumes, so requests
+	// through the batcher (which waits on channels for them) give the
+	// blocking profile its samples; one may not have resumed at once.
+	api := regexp.MustCompile(`msg="HTTP API" addr=(\S+)`).FindStringSubmatch(p.stderr.String())
+	if api == nil {
+		t.Fatal("serve logged no HTTP API address")
+	}
+	var blockCode int
+	var body string
+	if !waitFor(20*time.Second, func() bool {
+		resp, err := http.Post("http://"+api[1]+"/embed", "application/json", strings.NewReader(`{"inputs":"a blocking profile sample"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		blockCode, body = get(ops, "/debug/pprof/block?debug=1")
+		return blockCode == http.StatusOK && strings.Contains(body, "cycles/second=") && strings.Contains(body, "@ 0x")
+	}) {
+		t.Fatalf("/debug/pprof/block with --pprof after requests: %d %q", blockCode, body)
 	}
 	if code, _ := get(ops, "/metrics"); code != http.StatusOK {
 		t.Fatalf("/metrics with --pprof: %d", code)
