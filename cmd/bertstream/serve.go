@@ -376,12 +376,12 @@ func startTracer(s trace.Settings, instanceID, model string, reg prometheus.Regi
 		instanceID = fmt.Sprintf("%s-%d", hostname(), os.Getpid())
 	}
 	o := s.Options()
-	o.Resource = []trace.Attr{
+	o.Resource = s.Resource(
 		trace.String("service.name", "bertstream"),
 		trace.String("service.instance.id", instanceID),
 		trace.String("service.version", buildVersion()),
 		trace.String("bertstream.model", model),
-	}
+	)
 	o.Scope, o.ScopeVersion = "github.com/bertstream/bertstream/pipeline", buildVersion()
 	o.Logger, o.Metrics = log, trace.NewMetrics(reg)
 	e, err := trace.New(o)

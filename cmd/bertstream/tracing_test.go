@@ -27,6 +27,8 @@ func TestServeTracing(t *testing.T) {
 	col := tracetest.New(t)
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
 	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-scope-orgid=tenant%201")
+	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod%20eu,service.name=overridden")
+	t.Setenv("OTEL_SERVICE_NAME", "nlp-fleet")
 	broker, addr := startBroker(t)
 	serve := startProc(t, "serve", "--brokers", addr, "--model", filepath.Join(fixtures, "bert-classifier"),
 		"--http", "127.0.0.1:0", "--log-format", "text", "--instance-id", "worker-7", "--otlp-endpoint", col.Endpoint())
@@ -77,7 +79,7 @@ func TestServeTracing(t *testing.T) {
 	if tracetest.Hex(span.TraceId) != callerTrace || tracetest.Hex(span.ParentSpanId) != callerSpan || len(span.Links) != 1 {
 		t.Errorf("request span %v", span.Span)
 	}
-	for k, want := range map[string]any{"service.name": "bertstream", "service.instance.id": "worker-7", "bertstream.model": "bert-classifier"} {
+	for k, want := range map[string]any{"service.name": "nlp-fleet", "deployment.environment": "prod eu", "service.instance.id": "worker-7", "bertstream.model": "bert-classifier"} {
 		if got := tracetest.Attr(span.Resource, k); got != want {
 			t.Errorf("resource %s = %#v, want %#v", k, got, want)
 		}

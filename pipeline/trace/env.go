@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,6 +23,26 @@ type Settings struct {
 	Interval  time.Duration
 	QueueSize int
 	BatchSize int
+	// EnvResource holds the resource attributes the environment sets
+	// (OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME as service.name),
+	// to be laid over the process's own by Resource.
+	EnvResource []Attr
+}
+
+// Resource is the exporter's resource: own, the attributes the process
+// knows of itself, with the environment's (s.EnvResource) over them key by
+// key, as OpenTelemetry's SDKs let OTEL_RESOURCE_ATTRIBUTES and
+// OTEL_SERVICE_NAME name a fleet's services.
+func (s Settings) Resource(own ...Attr) []Attr {
+	out := slices.Clone(own)
+	for _, a := range s.EnvResource {
+		if i := slices.IndexFunc(out, func(o Attr) bool { return o.Key == a.Key }); i >= 0 {
+			out[i] = a
+		} else {
+			out = append(out, a)
+		}
+	}
+	return out
 }
 
 // Options are s as an Exporter's options, the rest of which the caller
@@ -118,7 +139,44 @@ func FromEnv(endpoint string, getenv func(string) string) (Settings, error) {
 			return s, err
 		}
 	}
+	if s.EnvResource, err = resource(getenv); err != nil {
+		return s, err
+	}
 	return s, nil
+}
+
+// resource reads OTEL_RESOURCE_ATTRIBUTES (key=value pairs separated by
+// commas, values percent-encoded, as W3C Baggage writes them; later keys
+// over earlier) and OTEL_SERVICE_NAME, which the specification puts over
+// a service.name among those attributes.
+func resource(getenv func(string) string) ([]Attr, error) {
+	const name = "OTEL_RESOURCE_ATTRIBUTES"
+	var out []Attr
+	set := func(a Attr) {
+		if i := slices.IndexFunc(out, func(o Attr) bool { return o.Key == a.Key }); i >= 0 {
+			out[i] = a
+		} else {
+			out = append(out, a)
+		}
+	}
+	if v := strings.TrimSpace(getenv(name)); v != "" {
+		for i, kv := range strings.Split(v, ",") {
+			k, val, ok := strings.Cut(kv, "=")
+			k = strings.TrimSpace(k)
+			if !ok || k == "" {
+				return nil, fmt.Errorf("%s: entry %d is not KEY=VALUE", name, i+1)
+			}
+			dec, err := url.PathUnescape(strings.TrimSpace(val))
+			if err != nil {
+				return nil, fmt.Errorf("%s: the value of %s: %w", name, k, err)
+			}
+			set(String(k, dec))
+		}
+	}
+	if v := strings.TrimSpace(getenv("OTEL_SERVICE_NAME")); v != "" {
+		set(String("service.name", v))
+	}
+	return out, nil
 }
 
 // baseURL checks an endpoint: an http or https URL with a host.

@@ -1,6 +1,7 @@
 package trace_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,6 +32,7 @@ func TestFromEnv(t *testing.T) {
 		{name: "bad timeout", flag: "http://c:4318", env: map[string]string{"OTEL_EXPORTER_OTLP_TIMEOUT": "5s"}, err: "OTEL_EXPORTER_OTLP_TIMEOUT=5s"},
 		{name: "bad header", flag: "http://c:4318", env: map[string]string{"OTEL_EXPORTER_OTLP_HEADERS": "a=1,novalue"}, err: "OTEL_EXPORTER_OTLP_HEADERS: entry 2"},
 		{name: "bad queue", flag: "http://c:4318", env: map[string]string{"OTEL_BSP_MAX_QUEUE_SIZE": "0"}, err: "OTEL_BSP_MAX_QUEUE_SIZE"},
+		{name: "bad resource", flag: "http://c:4318", env: map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "a=1,=2"}, err: "OTEL_RESOURCE_ATTRIBUTES: entry 2"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			s, err := trace.FromEnv(c.flag, func(k string) string { return c.env[k] })
@@ -71,5 +73,38 @@ func TestFromEnvSettings(t *testing.T) {
 	}
 	if s.Timeout != 2*time.Second || s.Interval != 250*time.Millisecond || s.QueueSize != 100 || s.BatchSize != 10 {
 		t.Errorf("settings %+v", s)
+	}
+}
+
+// The environment's resource attributes lie over the process's own, and
+// OTEL_SERVICE_NAME over a service.name among them, as the OpenTelemetry
+// specification orders them.
+func TestFromEnvResource(t *testing.T) {
+	env := map[string]string{
+		"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+		"OTEL_RESOURCE_ATTRIBUTES":    "service.name=attrs, deployment.environment=prod%20eu,team=a,team=nlp",
+		"OTEL_SERVICE_NAME":           "fleet",
+	}
+	s, err := trace.FromEnv("", func(k string) string { return env[k] })
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := s.Resource(trace.String("service.name", "bertstream"), trace.String("service.instance.id", "w1"))
+	want := []trace.Attr{
+		trace.String("service.name", "fleet"),
+		trace.String("service.instance.id", "w1"),
+		trace.String("deployment.environment", "prod eu"),
+		trace.String("team", "nlp"),
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("resource %v, want %v", got, want)
+	}
+	delete(env, "OTEL_SERVICE_NAME")
+	delete(env, "OTEL_RESOURCE_ATTRIBUTES")
+	if s, err = trace.FromEnv("", func(k string) string { return env[k] }); err != nil {
+		t.Fatal(err)
+	}
+	if got := s.Resource(trace.String("service.name", "bertstream")); !slices.Equal(got, []trace.Attr{trace.String("service.name", "bertstream")}) {
+		t.Errorf("resource without the variables %v", got)
 	}
 }
