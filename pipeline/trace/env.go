@@ -36,13 +36,19 @@ type Settings struct {
 func (s Settings) Resource(own ...Attr) []Attr {
 	out := slices.Clone(own)
 	for _, a := range s.EnvResource {
-		if i := slices.IndexFunc(out, func(o Attr) bool { return o.Key == a.Key }); i >= 0 {
-			out[i] = a
-		} else {
-			out = append(out, a)
-		}
+		out = setAttr(out, a)
 	}
 	return out
+}
+
+// setAttr puts a into attrs in place of the attribute of its key, or
+// after them when none has it.
+func setAttr(attrs []Attr, a Attr) []Attr {
+	if i := slices.IndexFunc(attrs, func(o Attr) bool { return o.Key == a.Key }); i >= 0 {
+		attrs[i] = a
+		return attrs
+	}
+	return append(attrs, a)
 }
 
 // Options are s as an Exporter's options, the rest of which the caller
@@ -152,13 +158,6 @@ func FromEnv(endpoint string, getenv func(string) string) (Settings, error) {
 func resource(getenv func(string) string) ([]Attr, error) {
 	const name = "OTEL_RESOURCE_ATTRIBUTES"
 	var out []Attr
-	set := func(a Attr) {
-		if i := slices.IndexFunc(out, func(o Attr) bool { return o.Key == a.Key }); i >= 0 {
-			out[i] = a
-		} else {
-			out = append(out, a)
-		}
-	}
 	if v := strings.TrimSpace(getenv(name)); v != "" {
 		for i, kv := range strings.Split(v, ",") {
 			k, val, ok := strings.Cut(kv, "=")
@@ -170,11 +169,11 @@ func resource(getenv func(string) string) ([]Attr, error) {
 			if err != nil {
 				return nil, fmt.Errorf("%s: the value of %s: %w", name, k, err)
 			}
-			set(String(k, dec))
+			out = setAttr(out, String(k, dec))
 		}
 	}
 	if v := strings.TrimSpace(getenv("OTEL_SERVICE_NAME")); v != "" {
-		set(String("service.name", v))
+		out = setAttr(out, String("service.name", v))
 	}
 	return out, nil
 }
