@@ -114,7 +114,8 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 		peaks[name] = p
 		return p
 	}
-	bf16Engines := map[string]*kernels.Engine{}
+	// The BF16 and INT8 kernels are engines of their own versions.
+	bf16Engines, int8Engines := map[string]*kernels.Engine{}, map[string]*kernels.Engine{}
 	for _, v := range kernels.BF16Versions() {
 		e, err := kernels.New(kernels.Config{BF16Version: v, Threads: threads})
 		if err != nil {
@@ -122,16 +123,12 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 		}
 		bf16Engines[v] = e
 	}
-	int8Engine := func(v string) (*kernels.Engine, error) {
-		if e := engines["int8:"+v]; e != nil {
-			return e, nil
-		}
+	for _, v := range kernels.Int8Versions() {
 		e, err := kernels.New(kernels.Config{Int8Version: v, Threads: threads})
 		if err != nil {
 			return nil, fmt.Errorf("INT8 kernel version %s: %w", v, err)
 		}
-		engines["int8:"+v] = e
-		return e, nil
+		int8Engines[v] = e
 	}
 	var out []KernelResult
 	for _, f := range families {
@@ -150,7 +147,7 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 			switch {
 			case c.int8:
 				p := measureDot("int8", MeasurePeakInt8)
-				versions, pk, isa = append([]string{"ref"}, kernels.Int8Versions()...), p.GFLOPS, p.ISA
+				versions, engs, pk, isa = append([]string{"ref"}, kernels.Int8Versions()...), int8Engines, p.GFLOPS, p.ISA
 			case c.bf16:
 				p := measureDot("bf16", MeasurePeakBF16)
 				versions, engs, pk, isa = append([]string{"ref"}, kernels.BF16Versions()...), bf16Engines, p.GFLOPS, p.ISA
@@ -159,14 +156,7 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 			}
 			for _, v := range versions {
 				r := KernelResult{Family: c.family, Shape: c.shape, Version: v, PeakISA: isa}
-				e := engs[v]
-				if c.int8 && v != "ref" {
-					var err error
-					if e, err = int8Engine(v); err != nil {
-						return nil, err
-					}
-				}
-				run, got := c.prepare(v, e)
+				run, got := c.prepare(v, engs[v])
 				run()
 				r.MaxErr = nn.MaxAbsDiff(got, want) / math.Max(scale, 1e-30)
 				r.Valid = r.MaxErr <= c.tol
