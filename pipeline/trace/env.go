@@ -157,23 +157,40 @@ func FromEnv(endpoint string, getenv func(string) string) (Settings, error) {
 // a service.name among those attributes.
 func resource(getenv func(string) string) ([]Attr, error) {
 	const name = "OTEL_RESOURCE_ATTRIBUTES"
+	kvs, err := baggage(name, getenv(name), "not empty", func(k string) bool { return k != "" })
+	if err != nil {
+		return nil, err
+	}
 	var out []Attr
-	if v := strings.TrimSpace(getenv(name)); v != "" {
-		for i, kv := range strings.Split(v, ",") {
-			k, val, ok := strings.Cut(kv, "=")
-			k = strings.TrimSpace(k)
-			if !ok || k == "" {
-				return nil, fmt.Errorf("%s: entry %d is not KEY=VALUE", name, i+1)
-			}
-			dec, err := url.PathUnescape(strings.TrimSpace(val))
-			if err != nil {
-				return nil, fmt.Errorf("%s: the value of %s: %w", name, k, err)
-			}
-			out = setAttr(out, String(k, dec))
-		}
+	for _, kv := range kvs {
+		out = setAttr(out, String(kv[0], kv[1]))
 	}
 	if v := strings.TrimSpace(getenv("OTEL_SERVICE_NAME")); v != "" {
 		out = setAttr(out, String("service.name", v))
+	}
+	return out, nil
+}
+
+// baggage splits the variable name's value v as W3C Baggage writes
+// pairs: KEY=VALUE separated by commas, values percent-encoded; each key
+// must pass valid (what, for the error).
+func baggage(name, v, what string, valid func(string) bool) ([][2]string, error) {
+	v = strings.TrimSpace(v)
+	if v == "" {
+		return nil, nil
+	}
+	var out [][2]string
+	for i, kv := range strings.Split(v, ",") {
+		k, val, ok := strings.Cut(kv, "=")
+		k = strings.TrimSpace(k)
+		if !ok || !valid(k) {
+			return nil, fmt.Errorf("%s: entry %d is not KEY=VALUE with KEY %s", name, i+1, what)
+		}
+		dec, err := url.PathUnescape(strings.TrimSpace(val))
+		if err != nil {
+			return nil, fmt.Errorf("%s: the value of %s: %w", name, k, err)
+		}
+		out = append(out, [2]string{k, dec})
 	}
 	return out, nil
 }
@@ -205,27 +222,18 @@ func tracesURL(u *url.URL) string {
 func headers(getenv func(string) string, names ...string) (map[string]string, error) {
 	var h map[string]string
 	for _, n := range names {
-		v := strings.TrimSpace(getenv(n))
-		if v == "" {
-			continue
+		kvs, err := baggage(n, getenv(n), "an HTTP header name", validHeaderName)
+		if err != nil {
+			return nil, err
 		}
-		if h == nil {
-			h = make(map[string]string)
-		}
-		for i, kv := range strings.Split(v, ",") {
-			k, val, ok := strings.Cut(kv, "=")
-			k = strings.TrimSpace(k)
-			if !ok || !validHeaderName(k) {
-				return nil, fmt.Errorf("%s: entry %d is not KEY=VALUE with KEY an HTTP header name", n, i+1)
+		for _, kv := range kvs {
+			if strings.ContainsAny(kv[1], "\r\n\x00") {
+				return nil, fmt.Errorf("%s: the value of %s holds a line break or NUL", n, kv[0])
 			}
-			dec, err := url.PathUnescape(strings.TrimSpace(val))
-			if err != nil {
-				return nil, fmt.Errorf("%s: the value of %s: %w", n, k, err)
+			if h == nil {
+				h = make(map[string]string)
 			}
-			if strings.ContainsAny(dec, "\r\n\x00") {
-				return nil, fmt.Errorf("%s: the value of %s holds a line break or NUL", n, k)
-			}
-			h[http.CanonicalHeaderKey(k)] = dec
+			h[http.CanonicalHeaderKey(kv[0])] = kv[1]
 		}
 	}
 	return h, nil
