@@ -280,6 +280,44 @@ func (p *Predictor) inputs(r task.Request) []tokenize.Input {
 	return []tokenize.Input{{Text: text, Pair: r.TextPair, HasPair: r.HasPair}}
 }
 
+// prepared is Prepare's work on a request: its rows, tokenized.
+type prepared struct {
+	p *Predictor
+	// r is the request as prepared, for telling a stale preparation.
+	r  task.Request
+	in []tokenize.Input
+}
+
+// Prepare tokenizes r's rows ahead of its batch (task.Preparer).
+func (p *Predictor) Prepare(r task.Request) task.Request {
+	c := canonical(r)
+	if p.check(c) != nil {
+		return r
+	}
+	in := p.inputs(c)
+	for i := range in {
+		in[i] = p.Tok.Pretokenize(in[i])
+	}
+	c.Prepared = nil
+	r.Prepared = &prepared{p: p, r: c, in: in}
+	return r
+}
+
+// rows are the rows r becomes, tokenized already when r was prepared by p
+// and has not changed since. r is canonical.
+func (p *Predictor) rows(r task.Request) []tokenize.Input {
+	if pr, ok := r.Prepared.(*prepared); ok && pr.p == p && sameRequest(pr.r, r) {
+		return pr.in
+	}
+	return p.inputs(r)
+}
+
+// sameRequest compares what a request's rows are made of.
+func sameRequest(a, b task.Request) bool {
+	return a.Task == b.Task && a.Text == b.Text && a.TextPair == b.TextPair && a.HasPair == b.HasPair &&
+		a.Query == b.Query && slices.Equal(a.Passages, b.Passages)
+}
+
 // truncates says whether a task cuts over-long texts: when the predictor
 // does, and always for embed on a sentence-transformers model, which
 // truncates to its max_seq_length as sentence-transformers does.
@@ -300,7 +338,7 @@ func (p *Predictor) CountTokens(r task.Request) (int, error) {
 	if err := p.check(r); err != nil {
 		return 0, err
 	}
-	b, err := p.Tok.Encode(p.inputs(r), p.limit(r.Task))
+	b, err := p.Tok.Encode(p.rows(r), p.limit(r.Task))
 	if err != nil {
 		return 0, badRequest("%v", err)
 	}
@@ -391,7 +429,7 @@ func (p *Predictor) encode(reqs []task.Request, idx []int, res []task.Result) ([
 	rows := make([]int, len(idx)+1)
 	for j, i := range idx {
 		rows[j] = len(in)
-		in = append(in, p.inputs(reqs[i])...)
+		in = append(in, p.rows(reqs[i])...)
 	}
 	rows[len(idx)] = len(in)
 	b, err := p.Tok.Encode(in, p.limit(reqs[idx[0]].Task))

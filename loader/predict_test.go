@@ -3,6 +3,8 @@ package loader_test
 import (
 	"context"
 	"errors"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -57,5 +59,70 @@ func TestPredictRefusesTooLong(t *testing.T) {
 	defer lax.Model.Close()
 	if r := lax.Predict(context.Background(), reqs[1:2]); r[0].Err != nil {
 		t.Errorf("truncating predictor: %v", r[0].Err)
+	}
+}
+
+// TestPrepare: prepared requests get the answers unprepared ones get, in a
+// batch with unprepared neighbours, through truncation and the refusal of
+// an over-long text; a request changed after it was prepared is answered
+// for what it says now.
+func TestPrepare(t *testing.T) {
+	ce := loadTask(t, "cross-encoder", bert.PredictorOptions{MaxLen: 24})
+	st := loadTask(t, "st-mean", bert.PredictorOptions{})
+	long := strings.Repeat("many words here ", 10)
+	for _, c := range []struct {
+		name string
+		p    *bert.Predictor
+		reqs []task.Request
+	}{
+		{"cross-encoder", ce, []task.Request{
+			{Task: task.Classify, Text: "a question", TextPair: "an answer to it", HasPair: true},
+			{Task: task.Rerank, Query: "where is it", Passages: []string{"over there", "nowhere at all", long}},
+			{Task: task.Classify, Text: long, TextPair: "short", HasPair: true},
+			{Task: "text-classification", Text: "an alias of classify", TextPair: "and a pair", HasPair: true},
+		}},
+		{"sentence-transformers", st, []task.Request{
+			{Task: task.Embed, Text: "Mixed Case Text that the model lowercases"},
+			{Task: task.Embed, Text: long, Pooling: "cls"},
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			want := c.p.Predict(context.Background(), c.reqs)
+			prepared := make([]task.Request, len(c.reqs))
+			for i, r := range c.reqs {
+				prepared[i] = c.p.Prepare(r)
+				if prepared[i].Prepared == nil {
+					t.Fatalf("request %d was not prepared", i)
+				}
+				n, err := c.p.CountTokens(prepared[i])
+				m, err0 := c.p.CountTokens(r)
+				if n != m || (err == nil) != (err0 == nil) {
+					t.Errorf("request %d: CountTokens %d, %v prepared and %d, %v not", i, n, err, m, err0)
+				}
+			}
+			// Every other one prepared.
+			mixed := slices.Clone(c.reqs)
+			for i := 0; i < len(mixed); i += 2 {
+				mixed[i] = prepared[i]
+			}
+			for _, batch := range [][]task.Request{prepared, mixed} {
+				got := c.p.Predict(context.Background(), batch)
+				for i := range got {
+					if !reflect.DeepEqual(got[i], want[i]) {
+						t.Errorf("request %d: %+v prepared, %+v not", i, got[i], want[i])
+					}
+				}
+			}
+		})
+	}
+
+	// Changed after it was prepared: the text it has now is the one
+	// answered.
+	a, b := task.Request{Task: task.Embed, Text: "first text"}, task.Request{Task: task.Embed, Text: "a second, other text"}
+	stale := st.Prepare(a)
+	stale.Text = b.Text
+	wantB := st.Predict(context.Background(), []task.Request{b})
+	if got := st.Predict(context.Background(), []task.Request{stale}); !reflect.DeepEqual(got, wantB) {
+		t.Errorf("a request changed after Prepare was answered for its old text")
 	}
 }

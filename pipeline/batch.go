@@ -164,7 +164,12 @@ func (b *Batcher) Submit(ctx context.Context, reqs []task.Request) ([]task.Resul
 	res := make([]task.Result, len(reqs))
 	calls := make([]*call, len(reqs))
 	now := time.Now()
+	pr, prepare := b.pred.(task.Preparer)
 	for i, r := range reqs {
+		if prepare {
+			// On the caller's goroutine, beside the batch in the model.
+			r = pr.Prepare(r)
+		}
 		c := &call{ctx: ctx, req: r, at: now, done: make(chan task.Result, 1)}
 		if b.cfg.MaxTokens > 0 {
 			n, err := b.pred.CountTokens(r)

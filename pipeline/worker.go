@@ -511,10 +511,11 @@ func (w *Worker) releaseSlot() {
 	w.m.InFlight.Dec()
 }
 
-// prepare decodes a message and, when batches have a token budget, sizes
-// it; a message that cannot be served carries its error and goes to the
-// dead-letter topic. Without a budget the model finds what it cannot serve
-// when it gets the batch, and the text is tokenized once less.
+// prepare decodes a message, has the predictor prepare it (tokenize it,
+// for bert's) and, when batches have a token budget, sizes it; a message
+// that cannot be served carries its error and goes to the dead-letter
+// topic. Without a budget the model finds what it cannot serve when it
+// gets the batch.
 func (w *Worker) prepare(st *session, msg *sarama.ConsumerMessage) *item {
 	w.m.Consumed.Inc()
 	it := &item{w: w, st: st, msg: msg, at: time.Now()}
@@ -525,7 +526,16 @@ func (w *Worker) prepare(st *session, msg *sarama.ConsumerMessage) *item {
 	if it.err == nil {
 		it.err = w.expired(it, it.at)
 	}
-	if it.err != nil || w.cfg.MaxTokens == 0 {
+	if it.err != nil {
+		return it
+	}
+	if pr, ok := w.pred.(task.Preparer); ok {
+		// Each partition's requests are read on a goroutine of their
+		// own: tokenized here, they are not tokenized in front of the
+		// model while it waits.
+		it.req.Request = pr.Prepare(it.req.Request)
+	}
+	if w.cfg.MaxTokens == 0 {
 		return it
 	}
 	n, err := w.pred.CountTokens(it.req.Request)

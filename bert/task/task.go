@@ -70,6 +70,11 @@ type Request struct {
 	// "first", "average" or "max", as transformers'
 	// aggregation_strategy.
 	Aggregation string `json:"aggregation,omitempty"`
+	// Prepared is what a Preparer did for the request ahead of its batch.
+	// It holds for the request as it was prepared: a copy whose fields are
+	// changed must drop it (a predictor that finds it stale redoes the
+	// work).
+	Prepared any `json:"-"`
 }
 
 // Result is one request's answer: Value marshals to the task's JSON
@@ -101,4 +106,14 @@ type Predictor interface {
 	// Predict answers a batch, one Result per Request, in order. A request
 	// that CountTokens would refuse gets the same error in its Result.
 	Predict(ctx context.Context, reqs []Request) []Result
+}
+
+// Preparer is a Predictor that can do part of a request's work before the
+// request joins a batch. A server calls Prepare as a request arrives, on
+// the goroutine that reads it, so that this work runs beside the batch in
+// the model rather than in front of the next one. Prepare must be safe to
+// call from several goroutines at once, also while Predict runs; a request
+// it cannot prepare (an invalid one) comes back as it was.
+type Preparer interface {
+	Prepare(r Request) Request
 }

@@ -156,21 +156,56 @@ func TestEncodeTruncation(t *testing.T) {
 		{"empty pair", Input{Text: "a", HasPair: true}, 0, seq(cls, abcde[:1], sep, sep), []int32{0, 0, 0, 1}, false},
 		{"pair to nothing", Input{Text: "a b", Pair: "v w", HasPair: true}, 3, seq(cls, sep, sep), []int32{0, 0, 1}, true},
 	} {
-		b, err := tok.Encode([]Input{c.in}, c.maxLen)
-		if err != nil {
-			t.Errorf("%s: %v", c.name, err)
-			continue
+		for _, form := range []string{"text", "pretokenized"} {
+			in := c.in
+			if form == "pretokenized" {
+				in = tok.Pretokenize(in)
+			}
+			encodeCase(t, tok, c.name+" ("+form+")", in, c.maxLen, c.want, c.types, c.truncated)
 		}
-		if b.B != 1 || b.T != len(c.want) || !slices.Equal(b.IDs, c.want) || b.Truncated[0] != c.truncated || b.Lengths[0] != len(c.want) {
-			t.Errorf("%s: got %v (B=%d T=%d len %v truncated %v), want %v truncated %v", c.name, b.IDs, b.B, b.T, b.Lengths, b.Truncated, c.want, c.truncated)
-		}
-		types := c.types
-		if types == nil {
-			types = make([]int32, len(c.want))
-		}
-		if !slices.Equal(b.TypeIDs, types) {
-			t.Errorf("%s: type ids %v, want %v", c.name, b.TypeIDs, types)
-		}
+	}
+}
+
+// encodeCase encodes in alone and checks the row against want, its type
+// ids against types (nil: all 0) and its truncation flag.
+func encodeCase(t *testing.T, tok *Tokenizer, name string, in Input, maxLen int, want, types []int32, truncated bool) {
+	t.Helper()
+	b, err := tok.Encode([]Input{in}, maxLen)
+	if err != nil {
+		t.Errorf("%s: %v", name, err)
+		return
+	}
+	if b.B != 1 || b.T != len(want) || !slices.Equal(b.IDs, want) || b.Truncated[0] != truncated || b.Lengths[0] != len(want) {
+		t.Errorf("%s: got %v (B=%d T=%d len %v truncated %v), want %v truncated %v", name, b.IDs, b.B, b.T, b.Lengths, b.Truncated, want, truncated)
+	}
+	if types == nil {
+		types = make([]int32, len(want))
+	}
+	if !slices.Equal(b.TypeIDs, types) {
+		t.Errorf("%s: type ids %v, want %v", name, b.TypeIDs, types)
+	}
+}
+
+// TestPretokenized: Encode takes the tokens Pretokenize made instead of
+// tokenizing the text again, but not those another tokenizer made.
+func TestPretokenized(t *testing.T) {
+	tok, other := uncased(t), uncased(t)
+	own := tok.Pretokenize(Input{Text: "a b c"})
+	own.IDs = []int32{7}
+	encodeCase(t, tok, "own tokens", own, 0, []int32{101, 7, 102}, nil, false)
+
+	in := other.Pretokenize(Input{Text: "a b c"})
+	in.IDs = []int32{7, 7, 7, 7}
+	want, err := tok.Encode([]Input{{Text: "a b c"}}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := tok.Encode([]Input{in}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.IDs, want.IDs) {
+		t.Errorf("encoded %v, want %v", got.IDs, want.IDs)
 	}
 }
 

@@ -214,6 +214,25 @@ func (t *Tokenizer) split(dst []string, text string) []string {
 type Input struct {
 	Text, Pair string
 	HasPair    bool
+	// By is the tokenizer whose Pretokenize filled IDs and PairIDs with
+	// the tokens of Text and Pair; Encode by that tokenizer uses them and
+	// tokenizes nothing again. nil: Encode tokenizes the texts.
+	By           *Tokenizer
+	IDs, PairIDs []int32
+}
+
+// Pretokenize returns x with its texts' tokens, so that a server can
+// tokenize a request as it arrives, on the goroutine that reads it, and
+// the batch it joins later is encoded without that work. The tokens are
+// never written to: Encode cuts by slicing.
+func (t *Tokenizer) Pretokenize(x Input) Input {
+	_, x.IDs = t.Tokenize(x.Text)
+	x.PairIDs = nil
+	if x.HasPair {
+		_, x.PairIDs = t.Tokenize(x.Pair)
+	}
+	x.By = t
+	return x
 }
 
 // Batch is an encoded batch, row-major [B,T], padded with the pad id (type
@@ -251,10 +270,13 @@ func (t *Tokenizer) Encode(in []Input, maxLen int) (*Batch, error) {
 		if maxLen < nSpecial {
 			return nil, fmt.Errorf("tokenize: row %d: max length %d, needs %d: %w", i, maxLen, nSpecial, ErrMaxLen)
 		}
-		_, a := t.Tokenize(x.Text)
-		var p []int32
-		if x.HasPair {
-			_, p = t.Tokenize(x.Pair)
+		a, p := x.IDs, x.PairIDs
+		if x.By != t {
+			_, a = t.Tokenize(x.Text)
+			p = nil
+			if x.HasPair {
+				_, p = t.Tokenize(x.Pair)
+			}
 		}
 		excess := len(a) + len(p) + nSpecial - maxLen
 		if excess > 0 {
