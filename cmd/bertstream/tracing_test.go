@@ -92,8 +92,42 @@ func TestServeTracing(t *testing.T) {
 	}
 }
 
-// TestOTLPCompressionRefused: serve stops at a compression it does not
-// speak, naming the flag or variable and its value.
+// TestDemoTracing: demo --otlp-endpoint has its worker export a span per
+// request and per batch, linked, gzipped as the variable says; the spans
+// wait for a batch that never fills, so only the flush before demo
+// returns sends them.
+func TestDemoTracing(t *testing.T) {
+	col := tracetest.New(t)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+	out, _ := run(t, "demo", "--model", filepath.Join(fixtures, "bert-classifier"), "--otlp-endpoint", col.Endpoint())
+	if !strings.Contains(out, "demo: spans go to "+col.URL()) {
+		t.Errorf("demo does not say where the spans go:\n%s", out)
+	}
+	spans := col.Spans()
+	requests := tracetest.Named(spans, "process "+defaultInTopic)
+	batches := tracetest.Named(spans, "predict bert-classifier")
+	if len(requests) != len(builtinSamples) || len(batches) == 0 {
+		t.Fatalf("%d request spans and %d batch spans of %d spans, want %d and some", len(requests), len(batches), len(spans), len(builtinSamples))
+	}
+	batchIDs := make(map[string]bool)
+	for _, b := range batches {
+		batchIDs[tracetest.Hex(b.SpanId)] = true
+	}
+	for _, r := range requests {
+		if len(r.Links) != 1 || !batchIDs[tracetest.Hex(r.Links[0].SpanId)] {
+			t.Errorf("request span %s links %v, want one to a batch span", tracetest.Attr(r.Attributes, "bertstream.request.id"), r.Links)
+		}
+	}
+	for _, r := range col.Requests() {
+		if r.Header.Get("Content-Encoding") != "gzip" {
+			t.Errorf("an export with Content-Encoding %q, want gzip", r.Header.Get("Content-Encoding"))
+		}
+	}
+}
+
+// TestOTLPCompressionRefused: serve and demo stop at a compression they
+// do not speak, naming the flag or variable and its value.
 func TestOTLPCompressionRefused(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -101,7 +135,8 @@ func TestOTLPCompressionRefused(t *testing.T) {
 		says string
 	}{
 		{args: []string{"serve", "--brokers", "x:1", "--model", "m", "--otlp-compression", "zstd"}, says: `--otlp-compression "zstd"`},
-		{args: []string{"serve", "--brokers", "x:1", "--model", "m", "--otlp-endpoint", "http://127.0.0.1:4318"}, env: "lz4", says: "OTEL_EXPORTER_OTLP_COMPRESSION=lz4"},
+		{args: []string{"demo", "--otlp-compression", "br"}, says: `--otlp-compression "br"`},
+		{args: []string{"demo", "--otlp-endpoint", "http://127.0.0.1:4318"}, env: "lz4", says: "OTEL_EXPORTER_OTLP_COMPRESSION=lz4"},
 	} {
 		t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", c.env)
 		var out, errb bytes.Buffer
