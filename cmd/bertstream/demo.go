@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/bert/task"
@@ -90,11 +91,17 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	pf.register(fs)
 	var bf backendFlags
 	bf.register(fs)
+	var tf tracingFlags
+	tf.register(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	traceSettings, err := tf.settings()
+	if err != nil {
+		return err
 	}
 	samplesGiven := false
 	fs.Visit(func(f *flag.Flag) { samplesGiven = samplesGiven || f.Name == "samples" })
@@ -130,6 +137,15 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 	addr := kafka.ListenAddrs()[0]
 	cfg.Brokers = []string{addr}
 	cfg.Logger = log
+	// The demo serves no /metrics: the exporter's counters go unread.
+	tracer, err := startTracer(traceSettings, "", p.Name(), prometheus.NewRegistry(), log)
+	if err != nil {
+		return err
+	}
+	// Deferred before the worker's stop, so run after it: every span has
+	// ended by then.
+	defer flushTracer(tracer, log)
+	cfg.Tracer = tracer
 	w, err := pipeline.NewWorker(cfg, p)
 	if err != nil {
 		return err
@@ -144,6 +160,9 @@ func runDemo(args []string, stdout, stderr io.Writer) error {
 		}
 	}()
 
+	if tracer != nil {
+		fmt.Fprintf(stdout, "demo: spans go to %s\n", tracer.URL())
+	}
 	fmt.Fprintf(stdout, "demo: embedded broker on %s; serving %s (tasks %v) from %s; sending %d requests\n\n", addr, p.Name(), p.Tasks(), *model, len(samples))
 	res, err := demoClient(addr, cfg, samples, *timeout)
 	if err != nil {

@@ -162,7 +162,8 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	brokers := fs.String("brokers", "", "Kafka bootstrap brokers, comma-separated (none: serve the HTTP API alone)")
 	model := fs.String("model", "", "model directory")
 	httpAddr := fs.String("http", ":9090", `address of /metrics, /healthz and /readyz ("": none)`)
-	otlpEndpoint := fs.String("otlp-endpoint", "", "OpenTelemetry collector base URL (http://HOST:4318): export a span per request and per batch over OTLP/HTTP to its /v1/traces (default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT; none: no tracing)")
+	var tf tracingFlags
+	tf.register(fs)
 	profile := fs.Bool("pprof", false, "also serve Go's profiles (CPU, heap, goroutines, and blocking and mutex contention, which this turns on) under /debug/pprof/ on --http")
 	var af apiFlags
 	af.register(fs)
@@ -228,7 +229,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	traceSettings, err := trace.FromEnv(*otlpEndpoint, os.Getenv)
+	traceSettings, err := tf.settings()
 	if err != nil {
 		return err
 	}
@@ -348,23 +349,45 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		})
 	}
 	wg.Wait()
-	if tracer != nil {
-		// Every span has ended: the sources have drained.
-		sctx, cancel := context.WithTimeout(context.Background(), tracerFlushTimeout)
-		defer cancel()
-		if err := tracer.Shutdown(sctx); err != nil {
-			log.Warn("the last spans were not all sent", "err", err)
-		}
-	}
+	// Every span has ended: the sources have drained.
+	flushTracer(tracer, log)
 	log.Info("stopped")
 	return runErr
+}
+
+// tracingFlags are the flags of the span exporter, shared by serve and
+// demo; the OpenTelemetry variables fill in what they leave out.
+type tracingFlags struct{ endpoint, compression string }
+
+func (t *tracingFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&t.endpoint, "otlp-endpoint", "", "OpenTelemetry collector base URL (http://HOST:4318): export a span per request and per batch over OTLP/HTTP to its /v1/traces (default: OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, OTEL_EXPORTER_OTLP_ENDPOINT; none: no tracing)")
+	fs.StringVar(&t.compression, "otlp-compression", "", "compression of the span exports: gzip or none (default: OTEL_EXPORTER_OTLP_TRACES_COMPRESSION, OTEL_EXPORTER_OTLP_COMPRESSION; else none)")
+}
+
+// settings resolves the flags and the environment into the exporter's
+// settings; no URL when neither asks for tracing.
+func (t *tracingFlags) settings() (trace.Settings, error) {
+	return trace.FromEnv(trace.Flags{Endpoint: t.endpoint, Compression: t.compression}, os.Getenv)
 }
 
 // tracerFlushTimeout bounds how long a stopping server sends its last
 // spans: a collector that is down must not hold up a rolling update.
 const tracerFlushTimeout = 5 * time.Second
 
-// startTracer starts the span exporter that --otlp-endpoint or the
+// flushTracer sends the spans still queued and stops the exporter, once
+// every span has ended; nothing without one.
+func flushTracer(tracer *trace.Exporter, log *slog.Logger) {
+	if tracer == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), tracerFlushTimeout)
+	defer cancel()
+	if err := tracer.Shutdown(ctx); err != nil {
+		log.Warn("the last spans were not all sent", "err", err)
+	}
+}
+
+// startTracer starts the span exporter that the tracing flags or the
 // OpenTelemetry variables ask for (s); nil without either.
 func startTracer(s trace.Settings, instanceID, model string, reg prometheus.Registerer, log *slog.Logger) (*trace.Exporter, error) {
 	if s.URL == "" {
@@ -388,7 +411,7 @@ func startTracer(s trace.Settings, instanceID, model string, reg prometheus.Regi
 	if err != nil {
 		return nil, err
 	}
-	log.Info("tracing", "otlp_url", s.URL, "from", s.From, "headers", len(s.Headers))
+	log.Info("tracing", "otlp_url", s.URL, "from", s.From, "headers", len(s.Headers), "compression", s.Compression)
 	return e, nil
 }
 

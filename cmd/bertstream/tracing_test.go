@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os/exec"
 	"path/filepath"
@@ -18,7 +19,8 @@ import (
 // span of the worker as the parent, and that span reaches the collector
 // of --otlp-endpoint, with the service's resource, when serve stops on
 // SIGTERM (the spans wait for a batch that never fills: only the flush at
-// shutdown sends them).
+// shutdown sends them), gzipped as --otlp-compression says over the
+// variable.
 func TestServeTracing(t *testing.T) {
 	kcat, err := exec.LookPath("kcat")
 	if err != nil {
@@ -29,9 +31,10 @@ func TestServeTracing(t *testing.T) {
 	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "x-scope-orgid=tenant%201")
 	t.Setenv("OTEL_RESOURCE_ATTRIBUTES", "deployment.environment=prod%20eu,service.name=overridden")
 	t.Setenv("OTEL_SERVICE_NAME", "nlp-fleet")
+	t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", "none")
 	broker, addr := startBroker(t)
 	serve := startProc(t, "serve", "--brokers", addr, "--model", filepath.Join(fixtures, "bert-classifier"),
-		"--http", "127.0.0.1:0", "--log-format", "text", "--instance-id", "worker-7", "--otlp-endpoint", col.Endpoint())
+		"--http", "127.0.0.1:0", "--log-format", "text", "--instance-id", "worker-7", "--otlp-endpoint", col.Endpoint(), "--otlp-compression", "gzip")
 	if !waitFor(30*time.Second, func() bool { return strings.Contains(serve.stderr.String(), `msg="group session started"`) }) {
 		t.Fatal("serve never joined the group")
 	}
@@ -84,7 +87,61 @@ func TestServeTracing(t *testing.T) {
 			t.Errorf("resource %s = %#v, want %#v", k, got, want)
 		}
 	}
-	if reqs := col.Requests(); len(reqs) == 0 || reqs[0].Header.Get("X-Scope-Orgid") != "tenant 1" {
-		t.Errorf("exports %v: want OTEL_EXPORTER_OTLP_HEADERS' header", reqs)
+	if reqs := col.Requests(); len(reqs) == 0 || reqs[0].Header.Get("X-Scope-Orgid") != "tenant 1" || reqs[0].Header.Get("Content-Encoding") != "gzip" {
+		t.Errorf("exports %v: want OTEL_EXPORTER_OTLP_HEADERS' header, gzipped", reqs)
+	}
+}
+
+// TestDemoTracing: demo --otlp-endpoint has its worker export a span per
+// request and per batch, linked, gzipped as the variable says; the spans
+// wait for a batch that never fills, so only the flush before demo
+// returns sends them.
+func TestDemoTracing(t *testing.T) {
+	col := tracetest.New(t)
+	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "600000")
+	t.Setenv("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "gzip")
+	out, _ := run(t, "demo", "--model", filepath.Join(fixtures, "bert-classifier"), "--otlp-endpoint", col.Endpoint())
+	if !strings.Contains(out, "demo: spans go to "+col.URL()) {
+		t.Errorf("demo does not say where the spans go:\n%s", out)
+	}
+	spans := col.Spans()
+	requests := tracetest.Named(spans, "process "+defaultInTopic)
+	batches := tracetest.Named(spans, "predict bert-classifier")
+	if len(requests) != len(builtinSamples) || len(batches) == 0 {
+		t.Fatalf("%d request spans and %d batch spans of %d spans, want %d and some", len(requests), len(batches), len(spans), len(builtinSamples))
+	}
+	batchIDs := make(map[string]bool)
+	for _, b := range batches {
+		batchIDs[tracetest.Hex(b.SpanId)] = true
+	}
+	for _, r := range requests {
+		if len(r.Links) != 1 || !batchIDs[tracetest.Hex(r.Links[0].SpanId)] {
+			t.Errorf("request span %s links %v, want one to a batch span", tracetest.Attr(r.Attributes, "bertstream.request.id"), r.Links)
+		}
+	}
+	for _, r := range col.Requests() {
+		if r.Header.Get("Content-Encoding") != "gzip" {
+			t.Errorf("an export with Content-Encoding %q, want gzip", r.Header.Get("Content-Encoding"))
+		}
+	}
+}
+
+// TestOTLPCompressionRefused: serve and demo stop at a compression they
+// do not speak, naming the flag or variable and its value.
+func TestOTLPCompressionRefused(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		env  string
+		says string
+	}{
+		{args: []string{"serve", "--brokers", "x:1", "--model", "m", "--otlp-compression", "zstd"}, says: `--otlp-compression "zstd"`},
+		{args: []string{"demo", "--otlp-compression", "br"}, says: `--otlp-compression "br"`},
+		{args: []string{"demo", "--otlp-endpoint", "http://127.0.0.1:4318"}, env: "lz4", says: "OTEL_EXPORTER_OTLP_COMPRESSION=lz4"},
+	} {
+		t.Setenv("OTEL_EXPORTER_OTLP_COMPRESSION", c.env)
+		var out, errb bytes.Buffer
+		if code := runMain(c.args, &out, &errb); code != 1 || !strings.Contains(errb.String(), c.says) {
+			t.Errorf("%s with OTEL_EXPORTER_OTLP_COMPRESSION=%q: exit %d, %s; want an error saying %s", strings.Join(c.args, " "), c.env, code, errb.String(), c.says)
+		}
 	}
 }

@@ -23,6 +23,9 @@ type Settings struct {
 	Interval  time.Duration
 	QueueSize int
 	BatchSize int
+	// Compression is how the exports' bodies are encoded: CompressionGzip
+	// or CompressionNone.
+	Compression string
 	// EnvResource holds the resource attributes the environment sets
 	// (OTEL_RESOURCE_ATTRIBUTES, then OTEL_SERVICE_NAME as service.name),
 	// to be laid over the process's own by Resource.
@@ -54,14 +57,21 @@ func setAttr(attrs []Attr, a Attr) []Attr {
 // Options are s as an Exporter's options, the rest of which the caller
 // fills in.
 func (s Settings) Options() Options {
-	return Options{URL: s.URL, Headers: s.Headers, Timeout: s.Timeout, Interval: s.Interval, QueueSize: s.QueueSize, BatchSize: s.BatchSize}
+	return Options{URL: s.URL, Headers: s.Headers, Timeout: s.Timeout, Interval: s.Interval, QueueSize: s.QueueSize, BatchSize: s.BatchSize, Compression: s.Compression}
 }
 
-// FromEnv resolves where spans go. endpoint is the command line's
-// collector base URL ("" when not given); getenv reads the environment.
-// The URL is, first found wins:
+// Flags are the command line's tracing settings, each empty when not
+// given: --otlp-endpoint and --otlp-compression. A flag given wins over
+// the variables that say the same.
+type Flags struct {
+	Endpoint    string
+	Compression string
+}
+
+// FromEnv resolves where spans go and how. f holds the command line's
+// flags; getenv reads the environment. The URL is, first found wins:
 //
-//  1. endpoint + "/v1/traces";
+//  1. f.Endpoint + "/v1/traces";
 //  2. OTEL_EXPORTER_OTLP_TRACES_ENDPOINT, as it is (the specification's
 //     rule for the per-signal variable);
 //  3. OTEL_EXPORTER_OTLP_ENDPOINT + "/v1/traces";
@@ -72,12 +82,23 @@ func (s Settings) Options() Options {
 // the rest of the standard variables apply, whichever way the URL came:
 // OTEL_EXPORTER_OTLP_HEADERS, then OTEL_EXPORTER_OTLP_TRACES_HEADERS over
 // it key by key; OTEL_EXPORTER_OTLP[_TRACES]_TIMEOUT; OTEL_BSP_SCHEDULE_DELAY,
-// OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE; and
+// OTEL_BSP_MAX_QUEUE_SIZE, OTEL_BSP_MAX_EXPORT_BATCH_SIZE;
 // OTEL_EXPORTER_OTLP[_TRACES]_PROTOCOL, which must be http/protobuf, the
-// only one spoken here. A value that cannot be read is an error that
-// names its variable.
-func FromEnv(endpoint string, getenv func(string) string) (Settings, error) {
+// only one spoken here; and the compression: f.Compression, else
+// OTEL_EXPORTER_OTLP_TRACES_COMPRESSION, else
+// OTEL_EXPORTER_OTLP_COMPRESSION, else none (the specification's
+// default), each gzip or none. A value that cannot be read is an error
+// that names its flag or variable; a flag's is one even with tracing off.
+func FromEnv(f Flags, getenv func(string) string) (Settings, error) {
 	var s Settings
+	endpoint := f.Endpoint
+	compression := CompressionNone
+	if f.Compression != "" {
+		var err error
+		if compression, err = parseCompression(f.Compression); err != nil {
+			return s, fmt.Errorf("--otlp-compression %q: %w", f.Compression, err)
+		}
+	}
 	env := func(names ...string) (string, string) {
 		for _, n := range names {
 			if v := strings.TrimSpace(getenv(n)); v != "" {
@@ -145,10 +166,26 @@ func FromEnv(endpoint string, getenv func(string) string) (Settings, error) {
 			return s, err
 		}
 	}
+	if n, v := env("OTEL_EXPORTER_OTLP_TRACES_COMPRESSION", "OTEL_EXPORTER_OTLP_COMPRESSION"); v != "" && f.Compression == "" {
+		if compression, err = parseCompression(v); err != nil {
+			return s, fmt.Errorf("%s=%s: %w", n, v, err)
+		}
+	}
+	s.Compression = compression
 	if s.EnvResource, err = resource(getenv); err != nil {
 		return s, err
 	}
 	return s, nil
+}
+
+// parseCompression reads a compression as OpenTelemetry names it, in any
+// case (the specification's rule for its enumerations).
+func parseCompression(v string) (string, error) {
+	switch c := strings.ToLower(strings.TrimSpace(v)); c {
+	case CompressionGzip, CompressionNone:
+		return c, nil
+	}
+	return "", errors.New("want gzip or none")
 }
 
 // resource reads OTEL_RESOURCE_ATTRIBUTES (key=value pairs separated by

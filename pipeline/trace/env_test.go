@@ -11,10 +11,11 @@ import (
 
 func TestFromEnv(t *testing.T) {
 	for _, c := range []struct {
-		name, flag string
-		env        map[string]string
-		url, from  string
-		err        string
+		name      string
+		flag      string // --otlp-endpoint
+		env       map[string]string
+		url, from string
+		err       string
 	}{
 		{name: "nothing"},
 		{name: "flag", flag: "http://c:4318", url: "http://c:4318/v1/traces", from: "--otlp-endpoint"},
@@ -35,7 +36,7 @@ func TestFromEnv(t *testing.T) {
 		{name: "bad resource", flag: "http://c:4318", env: map[string]string{"OTEL_RESOURCE_ATTRIBUTES": "a=1,=2"}, err: "OTEL_RESOURCE_ATTRIBUTES: entry 2"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			s, err := trace.FromEnv(c.flag, func(k string) string { return c.env[k] })
+			s, err := trace.FromEnv(trace.Flags{Endpoint: c.flag}, func(k string) string { return c.env[k] })
 			if c.err != "" {
 				if err == nil || !strings.Contains(err.Error(), c.err) {
 					t.Fatalf("err %v, want one that says %q", err, c.err)
@@ -52,6 +53,65 @@ func TestFromEnv(t *testing.T) {
 	}
 }
 
+// TestFromEnvCompression: --otlp-compression over
+// OTEL_EXPORTER_OTLP_TRACES_COMPRESSION over OTEL_EXPORTER_OTLP_COMPRESSION,
+// none by default as OpenTelemetry's specification has it; a value other
+// than gzip or none (in any case) is an error naming where it came from.
+func TestFromEnvCompression(t *testing.T) {
+	const (
+		base   = "OTEL_EXPORTER_OTLP_COMPRESSION"
+		traces = "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION"
+	)
+	for _, c := range []struct {
+		name string
+		flag string // --otlp-compression
+		env  map[string]string
+		want string
+		err  string
+	}{
+		{name: "default", want: "none"},
+		{name: "base variable", env: map[string]string{base: "gzip"}, want: "gzip"},
+		{name: "traces variable", env: map[string]string{traces: "gzip"}, want: "gzip"},
+		{name: "traces over base", env: map[string]string{base: "gzip", traces: "none"}, want: "none"},
+		{name: "any case", env: map[string]string{traces: " GZip "}, want: "gzip"},
+		{name: "flag", flag: "gzip", want: "gzip"},
+		{name: "flag over variables", flag: "none", env: map[string]string{base: "gzip", traces: "gzip"}, want: "none"},
+		{name: "flag over a bad variable", flag: "gzip", env: map[string]string{traces: "zstd"}, want: "gzip"},
+		{name: "bad base", env: map[string]string{base: "zstd"}, err: base + "=zstd: want gzip or none"},
+		{name: "bad traces", env: map[string]string{base: "gzip", traces: "deflate"}, err: traces + "=deflate: want gzip or none"},
+		{name: "bad flag", flag: "br", err: `--otlp-compression "br": want gzip or none`},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			env := map[string]string{"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}
+			for k, v := range c.env {
+				env[k] = v
+			}
+			s, err := trace.FromEnv(trace.Flags{Compression: c.flag}, func(k string) string { return env[k] })
+			if c.err != "" {
+				if err == nil || !strings.Contains(err.Error(), c.err) {
+					t.Fatalf("err %v, want one that says %q", err, c.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Compression != c.want || s.Options().Compression != c.want {
+				t.Errorf("compression %q (options %q), want %q", s.Compression, s.Options().Compression, c.want)
+			}
+		})
+	}
+	// With tracing off the variables are not read, as the others are not;
+	// a flag given is still checked.
+	off := func(k string) string { return map[string]string{traces: "zstd"}[k] }
+	if _, err := trace.FromEnv(trace.Flags{}, off); err != nil {
+		t.Errorf("tracing off, a bad variable: %v", err)
+	}
+	if _, err := trace.FromEnv(trace.Flags{Compression: "zstd"}, off); err == nil || !strings.Contains(err.Error(), "--otlp-compression") {
+		t.Errorf("tracing off, a bad flag: err %v, want one naming --otlp-compression", err)
+	}
+}
+
 func TestFromEnvSettings(t *testing.T) {
 	env := map[string]string{
 		"OTEL_EXPORTER_OTLP_ENDPOINT":       "http://c:4318",
@@ -64,7 +124,7 @@ func TestFromEnvSettings(t *testing.T) {
 		"OTEL_BSP_MAX_QUEUE_SIZE":           "100",
 		"OTEL_BSP_MAX_EXPORT_BATCH_SIZE":    "10",
 	}
-	s, err := trace.FromEnv("", func(k string) string { return env[k] })
+	s, err := trace.FromEnv(trace.Flags{}, func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -85,7 +145,7 @@ func TestFromEnvResource(t *testing.T) {
 		"OTEL_RESOURCE_ATTRIBUTES":    "service.name=attrs, deployment.environment=prod%20eu,team=a,team=nlp",
 		"OTEL_SERVICE_NAME":           "fleet",
 	}
-	s, err := trace.FromEnv("", func(k string) string { return env[k] })
+	s, err := trace.FromEnv(trace.Flags{}, func(k string) string { return env[k] })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +161,7 @@ func TestFromEnvResource(t *testing.T) {
 	}
 	delete(env, "OTEL_SERVICE_NAME")
 	delete(env, "OTEL_RESOURCE_ATTRIBUTES")
-	if s, err = trace.FromEnv("", func(k string) string { return env[k] }); err != nil {
+	if s, err = trace.FromEnv(trace.Flags{}, func(k string) string { return env[k] }); err != nil {
 		t.Fatal(err)
 	}
 	if got := s.Resource(trace.String("service.name", "bertstream")); !slices.Equal(got, []trace.Attr{trace.String("service.name", "bertstream")}) {

@@ -2,6 +2,7 @@ package trace
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
@@ -32,6 +33,10 @@ type Options struct {
 	// Scope and ScopeVersion name what made the spans (OTLP's
 	// instrumentation scope).
 	Scope, ScopeVersion string
+	// Compression encodes the exports' bodies: CompressionGzip sends them
+	// gzipped with Content-Encoding: gzip; CompressionNone or "" as they
+	// are (the default, OpenTelemetry's).
+	Compression string
 
 	// QueueSize bounds the spans recorded and not yet sent; past it
 	// spans are dropped and counted. Default 2048.
@@ -57,6 +62,13 @@ type Options struct {
 	Logger  *slog.Logger
 	Metrics *Metrics
 }
+
+// The compressions of Options.Compression, as OpenTelemetry's
+// OTEL_EXPORTER_OTLP_COMPRESSION names them.
+const (
+	CompressionGzip = "gzip"
+	CompressionNone = "none"
+)
 
 // maxBackoff caps the growing wait between retries.
 const maxBackoff = 5 * time.Second
@@ -109,6 +121,12 @@ type Exporter struct {
 	o      Options
 	queue  chan *Span
 	header http.Header
+	// gz compresses every export with Compression gzip, nil without. Only
+	// run's goroutine uses it. One writer for the exporter's life, not a
+	// sync.Pool's: at one batch every few seconds the garbage collector
+	// would empty a pool between most batches, and each would allocate
+	// the compressor's 800 KB of tables again.
+	gz *gzip.Writer
 
 	// mu orders Record against Shutdown: no span enters the queue after
 	// the exporter stopped reading it.
@@ -163,6 +181,15 @@ func New(o Options) (*Exporter, error) {
 		h.Set(k, v)
 	}
 	h.Set("Content-Type", "application/x-protobuf")
+	var gz *gzip.Writer
+	switch o.Compression {
+	case "", CompressionNone:
+	case CompressionGzip:
+		gz = gzip.NewWriter(io.Discard)
+		h.Set("Content-Encoding", "gzip")
+	default:
+		return nil, fmt.Errorf("OTLP compression %q: want %q or %q", o.Compression, CompressionGzip, CompressionNone)
+	}
 	if h.Get("User-Agent") == "" {
 		h.Set("User-Agent", "bertstream-otlp/"+o.ScopeVersion)
 	}
@@ -171,6 +198,7 @@ func New(o Options) (*Exporter, error) {
 		o:      o,
 		queue:  make(chan *Span, o.QueueSize),
 		header: h,
+		gz:     gz,
 		stop:   make(chan struct{}),
 		done:   make(chan struct{}),
 		ctx:    ctx,
@@ -278,6 +306,12 @@ func (e *Exporter) export(batch []*Span) {
 		e.drop(n, DropExportFailed)
 		return
 	}
+	// Compressed once: every retry sends these same bytes.
+	if body, err = e.compress(body); err != nil {
+		e.o.Logger.Error("compressing spans for OTLP", "err", err)
+		e.drop(n, DropExportFailed)
+		return
+	}
 	giveUp := time.Now().Add(e.o.RetryFor)
 	backoff := e.o.Backoff
 	for {
@@ -312,6 +346,23 @@ func (e *Exporter) export(batch []*Span) {
 		}
 		e.o.Metrics.Retries.Inc()
 	}
+}
+
+// compress is body as the exports are sent: gzipped with the exporter's
+// one writer, or as it is.
+func (e *Exporter) compress(body []byte) ([]byte, error) {
+	if e.gz == nil {
+		return body, nil
+	}
+	var buf bytes.Buffer
+	e.gz.Reset(&buf)
+	if _, err := e.gz.Write(body); err != nil {
+		return nil, err
+	}
+	if err := e.gz.Close(); err != nil {
+		return nil, err
+	}
+	return buf.Bytes(), nil
 }
 
 // postResult is how one POST went: err is nil when the collector took

@@ -1,8 +1,12 @@
 package trace
 
 import (
+	"bytes"
+	"compress/gzip"
+	"io"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
 	"syscall"
 	"testing"
 	"time"
@@ -97,6 +101,48 @@ func TestStatusMessage(t *testing.T) {
 	}
 }
 
+// TestCompressReusesWriter: gzipping a batch allocates its output, not a
+// compressor (800 KB of tables) per batch; what it writes gunzips to the
+// batch.
+func TestCompressReusesWriter(t *testing.T) {
+	e, err := New(Options{URL: "http://c:4318/v1/traces", Compression: CompressionGzip, Interval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = e.Shutdown(t.Context()) }()
+	batch := make([]*Span, 64)
+	for i := range batch {
+		batch[i] = &Span{Context: NewRoot(), Name: "process requests", Attrs: []Attr{String("messaging.system", "kafka"), Int("messaging.kafka.offset", int64(i))}}
+	}
+	body, err := proto.Marshal(e.encode(batch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gz, err := e.compress(body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	zr, err := gzip.NewReader(bytes.NewReader(gz))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back, err := io.ReadAll(zr); err != nil || !bytes.Equal(back, body) {
+		t.Fatalf("the gzipped batch reads back as %d bytes (%v), want the %d encoded", len(back), err, len(body))
+	}
+	const runs = 20
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	for range runs {
+		if _, err := e.compress(body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	runtime.ReadMemStats(&after)
+	if per := (after.TotalAlloc - before.TotalAlloc) / runs; per > 64<<10 {
+		t.Errorf("%d bytes allocated per compressed batch of %d bytes: a compressor per batch", per, len(body))
+	}
+}
+
 // FuzzDecodeResponse: a collector's answer, whatever its bytes, decodes to
 // a count of at least zero and a valid UTF-8 message, or an error; never
 // a panic.
@@ -119,9 +165,9 @@ func validUTF8(s string) bool { return valid(s) == s }
 
 // BenchmarkEncode is the exporter's background work per span: a request
 // span as the pipeline makes it, encoded to OTLP protobuf in a batch of
-// 512; cpu_ns/span is the process's CPU time per span.
+// 512, and gzipped in the gzip case; cpu_ns/span is the process's CPU
+// time per span, body_bytes/span what is sent of it.
 func BenchmarkEncode(b *testing.B) {
-	e := &Exporter{o: Options{Resource: []Attr{String("service.name", "bertstream")}}}
 	parent := NewRoot()
 	batch := make([]*Span, 512)
 	for i := range batch {
@@ -132,21 +178,35 @@ func BenchmarkEncode(b *testing.B) {
 			Attrs: []Attr{
 				String("messaging.system", "kafka"), String("messaging.operation.type", "process"),
 				String("messaging.destination.name", "requests"), String("messaging.consumer.group.name", "g"),
-				String("messaging.destination.partition.id", "3"), Int("messaging.kafka.offset", 12345),
+				String("messaging.destination.partition.id", "3"), Int("messaging.kafka.offset", int64(12345+i)),
 				String("bertstream.outcome", "answered"), String("bertstream.request.id", "r1"), String("bertstream.task", "classify"),
 			},
 			Links: []Link{{Context: NewRoot()}},
 		}
 	}
-	b.ReportAllocs()
-	var ru0, ru1 syscall.Rusage
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-	for b.Loop() {
-		if _, err := proto.Marshal(e.encode(batch)); err != nil {
-			b.Fatal(err)
-		}
+	for _, c := range []string{CompressionNone, CompressionGzip} {
+		b.Run(c, func(b *testing.B) {
+			e, err := New(Options{URL: "http://c:4318/v1/traces", Compression: c, Interval: time.Hour, Resource: []Attr{String("service.name", "bertstream")}})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer func() { _ = e.Shutdown(b.Context()) }()
+			b.ReportAllocs()
+			var body []byte
+			var ru0, ru1 syscall.Rusage
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
+			for b.Loop() {
+				if body, err = proto.Marshal(e.encode(batch)); err != nil {
+					b.Fatal(err)
+				}
+				if body, err = e.compress(body); err != nil {
+					b.Fatal(err)
+				}
+			}
+			_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
+			cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
+			b.ReportMetric(float64(cpu)/float64(b.N*len(batch)), "cpu_ns/span")
+			b.ReportMetric(float64(len(body))/float64(len(batch)), "body_bytes/span")
+		})
 	}
-	_ = syscall.Getrusage(syscall.RUSAGE_SELF, &ru1)
-	cpu := ru1.Utime.Nano() + ru1.Stime.Nano() - ru0.Utime.Nano() - ru0.Stime.Nano()
-	b.ReportMetric(float64(cpu)/float64(b.N*len(batch)), "cpu_ns/span")
 }

@@ -1,6 +1,7 @@
 package trace_test
 
 import (
+	"bytes"
 	"context"
 	"net"
 	"net/http"
@@ -107,12 +108,52 @@ func TestExport(t *testing.T) {
 	if len(reqs) != 1 || reqs[0].Header.Get("X-Tenant") != "t1" || !strings.HasPrefix(reqs[0].Header.Get("User-Agent"), "bertstream-otlp/") {
 		t.Errorf("requests %v, want one with X-Tenant t1", reqs)
 	}
+	if ce := reqs[0].Header.Get("Content-Encoding"); ce != "" {
+		t.Errorf("Content-Encoding %q without compression", ce)
+	}
 	if v := value(m.Exported); v != 2 {
 		t.Errorf("exported %v, want 2", v)
 	}
 	e.Record(span("late"))
 	if v := value(m.Dropped.WithLabelValues(trace.DropShutdown)); v != 1 {
 		t.Errorf("a span recorded after Shutdown: dropped{shutdown} %v, want 1", v)
+	}
+}
+
+// TestExportGzip: with gzip the body is gzipped and says so, the collector
+// decodes the spans recorded, and a retry sends the very bytes of the
+// first try.
+func TestExportGzip(t *testing.T) {
+	c := tracetest.New(t)
+	e, m := newExporter(t, trace.Options{URL: c.URL(), Compression: trace.CompressionGzip, Interval: 10 * time.Millisecond, Backoff: 10 * time.Millisecond})
+	c.Refuse(tracetest.Refusal{Status: http.StatusServiceUnavailable})
+	names := []string{"a", "b", "c"}
+	for _, n := range names {
+		e.Record(span(n))
+	}
+	got := c.Wait(10*time.Second, func(s []tracetest.Span) bool { return len(s) == len(names) })
+	for _, n := range names {
+		if len(tracetest.Named(got, n)) != 1 {
+			t.Errorf("no span %q among %d", n, len(got))
+		}
+	}
+	reqs := c.Requests()
+	if len(reqs) != 2 || reqs[0].Refused != http.StatusServiceUnavailable || reqs[1].Refused != 0 {
+		t.Fatalf("requests %+v, want a 503 and then one taken", reqs)
+	}
+	for i, r := range reqs {
+		if ce := r.Header.Get("Content-Encoding"); ce != "gzip" || !bytes.HasPrefix(r.Body, []byte{0x1f, 0x8b}) {
+			t.Errorf("request %d: Content-Encoding %q, body % x...: want gzip", i, ce, r.Body[:min(len(r.Body), 4)])
+		}
+	}
+	if !bytes.Equal(reqs[0].Body, reqs[1].Body) {
+		t.Errorf("the retry sent %d bytes unlike the first try's %d", len(reqs[1].Body), len(reqs[0].Body))
+	}
+	if err := e.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if value(m.Exported) != 3 || value(m.Retries) != 1 {
+		t.Errorf("exported %v after %v retries, want 3 after 1", value(m.Exported), value(m.Retries))
 	}
 }
 
@@ -262,6 +303,15 @@ func TestNewRefusesBadURL(t *testing.T) {
 	for _, u := range []string{"", "localhost:4318", "ftp://h/v1/traces", "http:///v1/traces"} {
 		if _, err := trace.New(trace.Options{URL: u}); err == nil {
 			t.Errorf("New accepted URL %q", u)
+		}
+	}
+}
+
+func TestNewRefusesBadCompression(t *testing.T) {
+	// Options take the constants; FromEnv is what reads the user's spelling.
+	for _, c := range []string{"zstd", "GZIP"} {
+		if _, err := trace.New(trace.Options{URL: "http://c:4318/v1/traces", Compression: c}); err == nil || !strings.Contains(err.Error(), `"`+c+`"`) {
+			t.Errorf("compression %q: err %v, want one naming it", c, err)
 		}
 	}
 }

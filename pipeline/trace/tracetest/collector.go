@@ -5,11 +5,15 @@
 package tracetest
 
 import (
+	"bytes"
+	"compress/gzip"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -20,8 +24,10 @@ import (
 )
 
 // Collector is the test collector. It takes POSTs of
-// application/x-protobuf to /v1/traces and refuses anything else with
-// 400, recording the refusal as an error of the test.
+// application/x-protobuf to /v1/traces, gzipped when their
+// Content-Encoding says so, and refuses anything else with 400 (a body
+// that does not gunzip too), recording the refusal as an error of the
+// test.
 type Collector struct {
 	srv *httptest.Server
 	t   testing.TB
@@ -41,8 +47,10 @@ type Span struct {
 
 // Request is one export as received.
 type Request struct {
-	At      time.Time
-	Header  http.Header
+	At     time.Time
+	Header http.Header
+	// Body is the body as it came, compressed or not.
+	Body    []byte
 	Spans   int
 	Refused int // the status it was refused with, or 0
 }
@@ -94,13 +102,12 @@ func (c *Collector) serve(w http.ResponseWriter, r *http.Request) {
 		fail("reading the body: %v", err)
 		return
 	}
-	// TracesData is ExportTraceServiceRequest on the wire.
-	var td tracepb.TracesData
-	if err := proto.Unmarshal(body, &td); err != nil {
-		fail("decoding the export: %v", err)
+	td, err := decode(r.Header.Get("Content-Encoding"), body)
+	if err != nil {
+		fail("%v", err)
 		return
 	}
-	req := Request{At: time.Now(), Header: r.Header.Clone()}
+	req := Request{At: time.Now(), Header: r.Header.Clone(), Body: body}
 	var got []Span
 	for _, rs := range td.GetResourceSpans() {
 		for _, ss := range rs.GetScopeSpans() {
@@ -131,6 +138,37 @@ func (c *Collector) serve(w http.ResponseWriter, r *http.Request) {
 	c.spans = append(c.spans, got...)
 	w.Header().Set("Content-Type", "application/x-protobuf")
 	w.WriteHeader(http.StatusOK)
+}
+
+// maxDecoded bounds a gunzipped body, so that a small body cannot make a
+// test run out of memory.
+const maxDecoded = 64 << 20
+
+// decode reads an export's body as its Content-Encoding says: gzip, or
+// none ("" or identity).
+func decode(encoding string, body []byte) (*tracepb.TracesData, error) {
+	switch strings.ToLower(strings.TrimSpace(encoding)) {
+	case "", "identity":
+	case "gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(body))
+		if err != nil {
+			return nil, fmt.Errorf("gunzipping the body: %w", err)
+		}
+		if body, err = io.ReadAll(io.LimitReader(zr, maxDecoded+1)); err != nil {
+			return nil, fmt.Errorf("gunzipping the body: %w", err)
+		}
+		if len(body) > maxDecoded {
+			return nil, errors.New("gunzipping the body: over 64 MiB")
+		}
+	default:
+		return nil, fmt.Errorf("Content-Encoding %q, want gzip or none", encoding)
+	}
+	// TracesData is ExportTraceServiceRequest on the wire.
+	var td tracepb.TracesData
+	if err := proto.Unmarshal(body, &td); err != nil {
+		return nil, fmt.Errorf("decoding the export: %w", err)
+	}
+	return &td, nil
 }
 
 // Spans returns the spans taken so far.
