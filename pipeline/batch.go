@@ -37,6 +37,9 @@ type Batcher struct {
 	w     *Worker
 	kafka chan *item
 	queue chan *call
+	// answers takes the Kafka requests of each batch the model answered
+	// to the goroutine that produces them; Run makes it.
+	answers chan<- []*item
 
 	mu     sync.Mutex
 	queued int
@@ -218,6 +221,26 @@ func (b *Batcher) finish(c *call, r task.Result) {
 func (b *Batcher) Run(ctx context.Context) {
 	b.started.Store(true)
 	defer close(b.done)
+	if b.w != nil {
+		// Answers are encoded and produced on a goroutine of their own,
+		// while the model runs the next batch: on the batch's goroutine
+		// that work kept the model waiting for a twentieth of its time.
+		// One batch may wait for it, so a producer that falls behind
+		// holds the model up.
+		answers := make(chan []*item, 1)
+		finished := make(chan struct{})
+		go func() {
+			defer close(finished)
+			for items := range answers {
+				b.answer(ctx, items)
+			}
+		}()
+		b.answers = answers
+		defer func() {
+			close(answers)
+			<-finished
+		}()
+	}
 	var (
 		batch  []entry
 		tokens int
@@ -352,21 +375,35 @@ func (b *Batcher) process(ctx context.Context, batch []entry) {
 			}
 			it := e.it
 			b.m.AnswerLatency.WithLabelValues(SourceKafka).Observe(t1.Sub(it.at).Seconds())
-			if out.Err == nil {
-				var v []byte
-				v, out.Err = encodeResponse(it.req, out.Value, b.pred.Name())
-				if out.Err == nil {
-					it.out = &sarama.ProducerMessage{Topic: b.w.cfg.OutTopic, Key: answerKey(it), Value: sarama.ByteEncoder(v), Headers: it.propagate(traceHeaders(it.msg))}
-				}
-			}
 			if out.Err != nil {
 				it.err = refusal(out.Err)
+			} else {
+				it.value = out.Value
 			}
 		}
 	}
 	if len(kafka) > 0 {
-		b.w.produce(ctx, kafka)
+		b.answers <- kafka
 	}
+}
+
+// answer encodes the answers of a batch's Kafka requests and produces them
+// with the dead letters. Every request without an error was answered by
+// the model.
+func (b *Batcher) answer(ctx context.Context, items []*item) {
+	for _, it := range items {
+		if it.err != nil {
+			continue
+		}
+		v, err := encodeResponse(it.req, it.value, b.pred.Name())
+		it.value = nil
+		if err != nil {
+			it.err = refusal(err)
+			continue
+		}
+		it.out = &sarama.ProducerMessage{Topic: b.w.cfg.OutTopic, Key: answerKey(it), Value: sarama.ByteEncoder(v), Headers: it.propagate(traceHeaders(it.msg))}
+	}
+	b.w.produce(ctx, items)
 }
 
 // produce sends the answers and dead letters of a batch's Kafka requests.

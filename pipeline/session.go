@@ -19,7 +19,9 @@ type item struct {
 	tokens int
 	// err, when set, sends the message to the dead-letter topic.
 	err error
-	out *sarama.ProducerMessage
+	// value is the model's answer until it is encoded into out.
+	value any
+	out   *sarama.ProducerMessage
 	// txn is the transaction the answer belongs to, in exactly-once mode.
 	txn *txnWait
 	// pt is the item's partition in its session.
