@@ -4,8 +4,12 @@
 
 // Element-wise kernels for softmax and GELU: e^x by Cody-Waite range
 // reduction and a degree-7 Taylor polynomial, erfc by Abramowitz and
-// Stegun 7.1.26, the same formulas as expf and erfcPos in act.go, so that
-// the vector and scalar paths agree to a few ulps.
+// Stegun 7.1.26, the same formulas as expf and erfcPos in gelu.go, so that
+// the vector and scalar paths agree to a few ulps, and the same
+// saturation: e^x is 0 below -87.3 and GELU is x or x*0 beyond |x/sqrt 2|
+// > 9.1 (geluSat), so that no subnormal is computed on the way, as the
+// hardware takes a slow path for them without flush-to-zero, which Go
+// does not set.
 //
 // The AVX-512 routines take any n and finish the tail with a lane mask;
 // the AVX2 routines take n a multiple of 8 and leave the tail to Go.
@@ -34,7 +38,8 @@ DATA vconst<>+80(SB)/4, $0xbe91a98e // A&S a2
 DATA vconst<>+84(SB)/4, $0x3e827906 // A&S a1
 DATA vconst<>+88(SB)/4, $0x0000007f // float32 exponent bias
 DATA vconst<>+92(SB)/4, $0xff800000 // -Inf
-GLOBL vconst<>(SB), RODATA|NOPTR, $96
+DATA vconst<>+96(SB)/4, $0x4111999a // 9.1: geluSat
+GLOBL vconst<>(SB), RODATA|NOPTR, $100
 
 #define LOG2E vconst<>+0(SB)
 #define LN2HI vconst<>+4(SB)
@@ -60,6 +65,7 @@ GLOBL vconst<>(SB), RODATA|NOPTR, $96
 #define ASA1 vconst<>+84(SB)
 #define EXPBIAS vconst<>+88(SB)
 #define NEGINF vconst<>+92(SB)
+#define GELUSAT vconst<>+96(SB)
 
 // EXP512 sets X = e^X; N and T are scratch.
 #define EXP512(X, N, T) \
@@ -79,10 +85,18 @@ GLOBL vconst<>(SB), RODATA|NOPTR, $96
 	VFMADD213PS.BCST ONE, X, T; \
 	VSCALEFPS N, T, X
 
-// GELU512 sets Z0 = gelu(Z0) with Z1-Z9 scratch and Z10 zero.
+// GELU512 sets Z0 = gelu(Z0) with Z1-Z9 and K2, K3 scratch, Z10 zero and
+// Z11 geluSat. Lanes beyond geluSat (K3) compute erfc at geluSat, where it
+// is still a normal float, then replace the term x/2*erfc by min(x, 0)*0:
+// +0 above, so that the result is x - 0 = x (+Inf too, which x/2*erfc
+// would make NaN), and x*0 below (-0; NaN for -Inf, as GELURef). NaN fails
+// the compare and, geluSat being VMINPS's first source, passes the clamp,
+// so that it takes the same course, and payload, as without it.
 #define GELU512 \
 	VMULPS.BCST RSQRT2, Z0, Z1; \
 	VPANDD.BCST ABSMASK, Z1, Z2; \
+	VCMPPS $0x1e, Z11, Z2, K3; \
+	VMINPS Z2, Z11, Z2; \
 	VBROADCASTSS ASP, Z3; \
 	VFMADD213PS.BCST ONE, Z2, Z3; \
 	VRCP14PS Z3, Z4; \
@@ -100,6 +114,8 @@ GLOBL vconst<>(SB), RODATA|NOPTR, $96
 	VMULPS Z6, Z5, Z5; \
 	VMULPS.BCST HALF, Z0, Z9; \
 	VMULPS Z9, Z5, Z5; \
+	VMINPS Z10, Z0, K3, Z5; \
+	VMULPS Z10, Z5, K3, Z5; \
 	VCMPPS $13, Z10, Z1, K2; \
 	VSUBPS Z5, Z0, K2, Z5; \
 	VMOVAPS Z5, Z0
@@ -151,6 +167,10 @@ max512reduce:
 	RET
 
 // func expSumAVX512(x *float32, n int, scale, shift float32) float32
+// EXP512 clamps its argument to -87.3, where e^x is still normal; the lanes
+// below (K2 clear: not NaN, which keeps the clamped value) are set to 0,
+// as expf does, rather than left at 1.2e-38 for the softmax's scaling to
+// turn subnormal.
 TEXT ·expSumAVX512(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
 	MOVQ n+8(FP), CX
@@ -162,7 +182,9 @@ expsum512loop:
 	JLT expsum512tail
 	VMOVUPS (SI), Z0
 	VFMSUB213PS Z21, Z20, Z0
+	VCMPPS.BCST $0x15, EXPLO, Z0, K2
 	EXP512(Z0, Z1, Z2)
+	VMOVAPS.Z Z0, K2, Z0
 	VMOVUPS Z0, (SI)
 	VADDPS Z0, Z22, Z22
 	ADDQ $64, SI
@@ -174,7 +196,9 @@ expsum512tail:
 	TAILMASK
 	VMOVUPS.Z (SI), K1, Z0
 	VFMSUB213PS Z21, Z20, Z0
+	VCMPPS.BCST $0x15, EXPLO, Z0, K2
 	EXP512(Z0, Z1, Z2)
+	VMOVAPS.Z Z0, K2, Z0
 	VMOVUPS Z0, K1, (SI)
 	VADDPS Z0, Z22, K1, Z22
 expsum512reduce:
@@ -248,6 +272,7 @@ TEXT ·geluAVX512(SB), NOSPLIT, $0-24
 	MOVQ bias+8(FP), DI
 	MOVQ n+16(FP), CX
 	VPXORD Z10, Z10, Z10
+	VBROADCASTSS GELUSAT, Z11
 gelu512loop:
 	CMPQ CX, $16
 	JLT gelu512tail
@@ -337,6 +362,7 @@ max256reduce:
 	RET
 
 // func expSumAVX2(x *float32, n int, scale, shift float32) float32
+// Lanes below -87.3 are set to 0, as in expSumAVX512.
 TEXT ·expSumAVX2(SB), NOSPLIT, $0-28
 	MOVQ x+0(FP), SI
 	MOVQ n+8(FP), CX
@@ -348,7 +374,10 @@ TEXT ·expSumAVX2(SB), NOSPLIT, $0-28
 expsum256loop:
 	VMOVUPS (SI), Y0
 	VFMSUB213PS Y11, Y10, Y0
+	VBROADCASTSS EXPLO, Y3
+	VCMPPS $0x15, Y3, Y0, Y3
 	EXP256(Y0, Y1, Y2)
+	VANDPS Y3, Y0, Y0
 	VMOVUPS Y0, (SI)
 	VADDPS Y0, Y12, Y12
 	ADDQ $32, SI
@@ -402,11 +431,14 @@ add256done:
 	RET
 
 // func geluAVX2(x, bias *float32, n int)
+// GELU512's saturation, with Y13 geluSat and Y11 the mask of the lanes
+// beyond it.
 TEXT ·geluAVX2(SB), NOSPLIT, $0-24
 	MOVQ x+0(FP), SI
 	MOVQ bias+8(FP), DI
 	MOVQ n+16(FP), CX
 	VXORPS Y10, Y10, Y10
+	VBROADCASTSS GELUSAT, Y13
 	SHRQ $3, CX
 	JZ gelu256done
 gelu256loop:
@@ -420,6 +452,8 @@ gelu256nobias:
 	VMULPS Y8, Y0, Y1
 	VBROADCASTSS ABSMASK, Y8
 	VANDPS Y8, Y1, Y2
+	VCMPPS $0x1e, Y13, Y2, Y11
+	VMINPS Y2, Y13, Y2
 	VBROADCASTSS ASP, Y3
 	VBROADCASTSS ONE, Y8
 	VFMADD213PS Y8, Y2, Y3
@@ -445,6 +479,9 @@ gelu256nobias:
 	VBROADCASTSS HALF, Y8
 	VMULPS Y8, Y0, Y9
 	VMULPS Y9, Y5, Y5
+	VMINPS Y10, Y0, Y12
+	VMULPS Y10, Y12, Y12
+	VBLENDVPS Y11, Y12, Y5, Y5
 	VSUBPS Y5, Y0, Y9
 	VCMPPS $13, Y10, Y1, Y8
 	VBLENDVPS Y8, Y9, Y5, Y0
