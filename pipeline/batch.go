@@ -37,9 +37,6 @@ type Batcher struct {
 	w     *Worker
 	kafka chan *item
 	queue chan *call
-	// answers takes the Kafka requests of each batch the model answered
-	// to the goroutine that produces them; Run makes it.
-	answers chan<- []*item
 
 	mu     sync.Mutex
 	queued int
@@ -62,6 +59,11 @@ type BatchConfig struct {
 	// MaxQueue bounds the requests submitted and not yet answered; past
 	// it Submit refuses with ErrQueueFull. Default 4*MaxBatch.
 	MaxQueue int
+	// Lanes is how many batches the model runs at once, each on its own
+	// goroutine; default 1. More than one needs a predictor that takes
+	// concurrent Predict calls (bert's does). Answers are produced in the
+	// order their batches were made, whatever lane finishes first.
+	Lanes int
 	// Tracer, when set, receives a span per batch (tracing.go).
 	Tracer *trace.Exporter
 }
@@ -78,6 +80,9 @@ func (c *BatchConfig) setDefaults() {
 	}
 	if c.MaxQueue <= 0 {
 		c.MaxQueue = 4 * c.MaxBatch
+	}
+	if c.Lanes <= 0 {
+		c.Lanes = 1
 	}
 }
 
@@ -221,27 +226,11 @@ func (b *Batcher) finish(c *call, r task.Result) {
 func (b *Batcher) Run(ctx context.Context) {
 	b.started.Store(true)
 	defer close(b.done)
-	if b.w != nil {
-		// Answers are encoded and produced on a goroutine of their own,
-		// while the model runs the next batch: on the batch's goroutine
-		// that work kept the model waiting for a twentieth of its time.
-		// One batch may wait for it, so a producer that falls behind
-		// holds the model up.
-		answers := make(chan []*item, 1)
-		finished := make(chan struct{})
-		go func() {
-			defer close(finished)
-			for items := range answers {
-				b.answer(ctx, items)
-			}
-		}()
-		b.answers = answers
-		defer func() {
-			close(answers)
-			<-finished
-		}()
-	}
+	jobs, stop := b.startLanes(ctx)
+	defer stop()
 	var (
+		// seq numbers the batches in the order they are made.
+		seq    uint64
 		batch  []entry
 		tokens int
 		// gen is the group session of the batch's Kafka requests.
@@ -254,7 +243,8 @@ func (b *Batcher) Run(ctx context.Context) {
 		timer.Stop()
 		timerC = nil
 		if len(batch) > 0 {
-			b.process(ctx, batch)
+			jobs <- job{seq: seq, batch: batch}
+			seq++
 		}
 		batch, tokens, gen = nil, 0, nil
 	}
@@ -296,6 +286,73 @@ func (b *Batcher) Run(ctx context.Context) {
 	}
 }
 
+// job is a batch for a lane; seq orders its answers among the others'.
+type job struct {
+	seq   uint64
+	batch []entry
+}
+
+// answered is a batch's Kafka requests, answered by the model or not.
+type answered struct {
+	seq   uint64
+	items []*item
+}
+
+// startLanes starts the goroutines that run batches through the model
+// and the one that encodes and produces the Kafka answers, and returns the
+// channel that hands batches to the lanes (a send waits for a free lane)
+// and the function that stops them all once the batches sent are done.
+//
+// Answers are produced beside the model, not in front of the next batch,
+// where that work kept the model waiting for a twentieth of its time.
+// Batches that finish early wait for those made before them, so that a
+// partition's answers stay in its order; with one lane they never wait.
+// A lane waits for the producer when Lanes batches are ahead of it.
+func (b *Batcher) startLanes(ctx context.Context) (chan<- job, func()) {
+	jobs := make(chan job)
+	var answers chan answered
+	finished := make(chan struct{})
+	if b.w != nil {
+		answers = make(chan answered, b.cfg.Lanes)
+		go func() {
+			defer close(finished)
+			ready := make(map[uint64][]*item)
+			var next uint64
+			for a := range answers {
+				ready[a.seq] = a.items
+				for items, ok := ready[next]; ok; items, ok = ready[next] {
+					delete(ready, next)
+					next++
+					if len(items) > 0 {
+						b.answer(ctx, items)
+					}
+				}
+			}
+		}()
+	} else {
+		close(finished)
+	}
+	var lanes sync.WaitGroup
+	for range b.cfg.Lanes {
+		lanes.Go(func() {
+			for j := range jobs {
+				items := b.process(ctx, j.batch)
+				if answers != nil {
+					answers <- answered{seq: j.seq, items: items}
+				}
+			}
+		})
+	}
+	return jobs, func() {
+		close(jobs)
+		lanes.Wait()
+		if answers != nil {
+			close(answers)
+		}
+		<-finished
+	}
+}
+
 // Sources of requests, as metrics label them.
 const (
 	SourceKafka = "kafka"
@@ -303,9 +360,10 @@ const (
 )
 
 // process answers one batch: the model runs on the servable requests;
-// every Kafka request gets an answer or a dead letter, which are then
-// produced, and every call its result.
-func (b *Batcher) process(ctx context.Context, batch []entry) {
+// every call gets its result, every Kafka request an answer for answer to
+// encode or an error that makes it a dead letter. It returns the Kafka
+// requests.
+func (b *Batcher) process(ctx context.Context, batch []entry) []*item {
 	var (
 		reqs   []task.Request
 		served []entry
@@ -382,9 +440,7 @@ func (b *Batcher) process(ctx context.Context, batch []entry) {
 			}
 		}
 	}
-	if len(kafka) > 0 {
-		b.answers <- kafka
-	}
+	return kafka
 }
 
 // answer encodes the answers of a batch's Kafka requests and produces them

@@ -49,9 +49,14 @@ type Config struct {
 	// MaxTokens bounds the sum of the tokens of a batch, since the model's
 	// cost grows with tokens, not requests; default 0, no bound.
 	MaxTokens int
+	// Lanes is how many batches the model runs at once (BatchConfig.Lanes);
+	// default 1.
+	Lanes int
 	// MaxInFlight bounds the requests consumed but not yet committed; a
 	// partition whose next request finds no room is paused. It is also the
-	// most requests a crash can make a worker answer twice. Default 4*MaxBatch.
+	// most requests a crash can make a worker answer twice. Default
+	// (3+Lanes)*MaxBatch: a batch in each lane, one being produced, one
+	// filling and one committing.
 	MaxInFlight int
 	// MaxTextBytes bounds text plus text_pair before tokenization; default
 	// 64 KiB. The model's own maximum length, in tokens, is the
@@ -89,7 +94,7 @@ type Config struct {
 
 	// Batcher, when set, is a batcher shared with requests from outside
 	// Kafka (the HTTP API): the worker's requests join its batches, whose
-	// limits replace MaxBatch, MaxWait and MaxTokens, and its owner runs
+	// limits replace MaxBatch, MaxWait, MaxTokens and Lanes, and its owner runs
 	// it, from before Run until Run has returned.
 	Batcher *Batcher
 
@@ -135,7 +140,7 @@ func (c *Config) setDefaults() error {
 		c.KafkaVersion = "3.0.0"
 	}
 	if b := c.Batcher; b != nil {
-		c.MaxBatch, c.MaxWait, c.MaxTokens = b.cfg.MaxBatch, b.cfg.MaxWait, b.cfg.MaxTokens
+		c.MaxBatch, c.MaxWait, c.MaxTokens, c.Lanes = b.cfg.MaxBatch, b.cfg.MaxWait, b.cfg.MaxTokens, b.cfg.Lanes
 		if c.Tracer == nil {
 			c.Tracer = b.cfg.Tracer
 		}
@@ -146,8 +151,11 @@ func (c *Config) setDefaults() error {
 	if c.MaxWait <= 0 {
 		c.MaxWait = 5 * time.Millisecond
 	}
+	if c.Lanes <= 0 {
+		c.Lanes = 1
+	}
 	if c.MaxInFlight <= 0 {
-		c.MaxInFlight = 4 * c.MaxBatch
+		c.MaxInFlight = (3 + c.Lanes) * c.MaxBatch
 	}
 	if c.MaxInFlight < c.MaxBatch {
 		return fmt.Errorf("max in-flight %d is below max batch %d: batches could never fill", c.MaxInFlight, c.MaxBatch)

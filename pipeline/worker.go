@@ -59,8 +59,9 @@ type Worker struct {
 }
 
 // NewWorker checks cfg and prepares a worker that serves pred; Run
-// connects. The worker calls pred.Predict from one goroutine at a time and
-// pred.CountTokens, only when batches have a token budget
+// connects. The worker calls pred.Predict from Config.Lanes goroutines at
+// once (one by default), and pred.Prepare (when pred is a task.Preparer)
+// and pred.CountTokens, only when batches have a token budget
 // (Config.MaxTokens), from the partition consumers.
 func NewWorker(cfg Config, pred task.Predictor) (*Worker, error) {
 	if err := cfg.setDefaults(); err != nil {
@@ -95,7 +96,7 @@ func NewWorker(cfg Config, pred task.Predictor) (*Worker, error) {
 	}
 	w.batcher = cfg.Batcher
 	if w.batcher == nil {
-		w.batcher = NewBatcher(pred, BatchConfig{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxTokens: cfg.MaxTokens, Tracer: cfg.Tracer}, m)
+		w.batcher = NewBatcher(pred, BatchConfig{MaxBatch: cfg.MaxBatch, MaxWait: cfg.MaxWait, MaxTokens: cfg.MaxTokens, Lanes: cfg.Lanes, Tracer: cfg.Tracer}, m)
 	}
 	if err := w.batcher.attach(w); err != nil {
 		return nil, err

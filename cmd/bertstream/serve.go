@@ -57,7 +57,8 @@ func (p *pipelineFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&c.MaxBatch, "max-batch", 32, "requests per model batch")
 	fs.DurationVar(&c.MaxWait, "max-wait", 5*time.Millisecond, "longest a request waits for its batch to fill")
 	fs.IntVar(&c.MaxTokens, "max-tokens", 0, "tokens per model batch (0: no limit)")
-	fs.IntVar(&c.MaxInFlight, "max-in-flight", 0, "requests consumed and not yet committed, at most (0: 4 x max-batch)")
+	fs.IntVar(&c.Lanes, "lanes", 1, "batches the model runs at once, each on --threads threads and the same weights (CPU only): on N cores, --lanes N --threads 1 leaves the kernels no threads to wait for each other")
+	fs.IntVar(&c.MaxInFlight, "max-in-flight", 0, "requests consumed and not yet committed, at most (0: (3 + lanes) x max-batch)")
 	fs.IntVar(&c.MaxTextBytes, "max-text-bytes", 64<<10, "longest text (plus text_pair) in bytes; longer requests are dead-lettered")
 	fs.DurationVar(&c.MaxAge, "max-age", 0, `oldest request to answer, by its record's timestamp; older ones are dead-lettered as "expired" (0: no limit)`)
 	fs.IntVar(&p.maxLen, "max-len", 0, "tokens per input, specials included (0: the model's limit)")
@@ -217,6 +218,14 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		fs.Usage()
 		return errors.New("--model and --brokers or --api (or both) are required")
 	}
+	if c.Lanes < 1 {
+		return fmt.Errorf("--lanes %d: at least 1", c.Lanes)
+	}
+	if c.Lanes > 1 && bf.device != "cpu" {
+		// Concurrent forward passes are shown safe on the CPU backend
+		// only (TestPredictConcurrently).
+		return fmt.Errorf("--lanes %d: more than one lane runs on the CPU backend only, not --device %s", c.Lanes, bf.device)
+	}
 	s.SASLPassword = os.Getenv("BERTSTREAM_SASL_PASSWORD")
 	log, err := newLogger(stderr, *logFormat, *logLevel)
 	if err != nil {
@@ -248,7 +257,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	}
 	c.Tracer = tracer
 	// One batcher for both sources, so that their requests share batches.
-	batcher := pipeline.NewBatcher(p, pipeline.BatchConfig{MaxBatch: c.MaxBatch, MaxWait: c.MaxWait, MaxTokens: c.MaxTokens, MaxQueue: af.queue, Tracer: tracer}, c.Metrics)
+	batcher := pipeline.NewBatcher(p, pipeline.BatchConfig{MaxBatch: c.MaxBatch, MaxWait: c.MaxWait, MaxTokens: c.MaxTokens, Lanes: c.Lanes, MaxQueue: af.queue, Tracer: tracer}, c.Metrics)
 	c.Batcher = batcher
 	var w *pipeline.Worker
 	ready := func() bool { return true }
