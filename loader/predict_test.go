@@ -5,12 +5,15 @@ import (
 	"errors"
 	"reflect"
 	"slices"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/bertstream/bertstream/bert"
 	"github.com/bertstream/bertstream/bert/task"
 	"github.com/bertstream/bertstream/loader"
+	"github.com/bertstream/bertstream/nn"
 )
 
 // TestPredictRefusesTooLong: a predictor that does not truncate refuses
@@ -124,5 +127,47 @@ func TestPrepare(t *testing.T) {
 	wantB := st.Predict(context.Background(), []task.Request{b})
 	if got := st.Predict(context.Background(), []task.Request{stale}); !reflect.DeepEqual(got, wantB) {
 		t.Errorf("a request changed after Prepare was answered for its old text")
+	}
+}
+
+// TestPredictConcurrently: a predictor takes Predict calls from several
+// goroutines at once (serve --lanes), on one kernel thread each or two,
+// and answers each batch as it does alone. Run under -race it also shows
+// the forward pass shares nothing it writes.
+func TestPredictConcurrently(t *testing.T) {
+	for _, threads := range []int{1, 2} {
+		be, err := nn.Open("cpu", nn.Options{Threads: threads})
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := loader.LoadPredictor("../testdata/bert-tiny/bert-classifier", loader.Options{Backend: be}, bert.PredictorOptions{Truncate: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var batches [][]task.Request
+		for b := range 6 {
+			var reqs []task.Request
+			for i := range 3 + 2*b {
+				reqs = append(reqs, task.Request{Task: task.Classify, Text: strings.Repeat("word ", 1+(i*7+b)%20) + "of batch " + strconv.Itoa(b)})
+			}
+			batches = append(batches, reqs)
+		}
+		want := make([][]task.Result, len(batches))
+		for i, b := range batches {
+			want[i] = p.Predict(context.Background(), b)
+		}
+		var wg sync.WaitGroup
+		for g := range 3 {
+			wg.Go(func() {
+				for rep := range 4 {
+					i := (g + rep) % len(batches)
+					if got := p.Predict(context.Background(), batches[i]); !reflect.DeepEqual(got, want[i]) {
+						t.Errorf("threads %d: batch %d answered differently beside other calls", threads, i)
+					}
+				}
+			})
+		}
+		wg.Wait()
+		p.Model.Close()
 	}
 }

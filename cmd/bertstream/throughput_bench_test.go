@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -87,7 +88,7 @@ func BenchmarkThroughput(b *testing.B) {
 		n     = tputN
 		batch = tputBatch
 	)
-	threads := tputThreads()
+	threads, lanes := tputThreads(), tputLanes()
 	be, err := nn.Open("cpu", nn.Options{Threads: threads})
 	if err != nil {
 		b.Fatal(err)
@@ -106,13 +107,13 @@ func BenchmarkThroughput(b *testing.B) {
 		pred.Predict(context.Background(), reqs[:batch]) // warm up
 		runs := map[string][]pipeRun{}
 		for round := range rounds {
-			e, err := engineRate(pred, reqs, batch)
+			e, err := engineRate(pred, reqs, batch, lanes)
 			if err != nil {
 				b.Fatal(err)
 			}
-			i := inprocRate(b, pred, texts, batch)
+			i := inprocRate(b, pred, texts, batch, lanes)
 			ep := engineProcRate(b, model)
-			p := procRate(b, model, texts, batch, threads)
+			p := procRate(b, model, texts, batch, threads, lanes)
 			b.Logf("round %d: engine %.1f req/s (%.1f per CPU s, %.2f ms a batch); inproc %.1f req/s (%.3f; %.3f per CPU s; batches of %.1f, %.2f ms)",
 				round, e.rate, e.cpuRate, e.modelMs, i.rate, i.rate/e.rate, i.cpuRate/e.cpuRate, i.batch, i.modelMs)
 			b.Logf("round %d: engine process %.1f req/s (%.1f per CPU s, %.2f ms a batch); proc %.1f req/s (%.3f; %.3f per CPU s; batches of %.1f, %.2f ms)",
@@ -156,26 +157,51 @@ func median(x []float64) float64 {
 // rate from the end of the first call to the end of the last (n-1
 // answers, as the pipelines count them), and the mean
 // time of a call in milliseconds.
-func engineRate(pred *bert.Predictor, reqs []task.Request, batch int) (pipeRun, error) {
-	var first, last time.Time
-	var cpu0 time.Duration
-	start := time.Now()
-	for i := 0; i < len(reqs); i += batch {
-		for _, r := range pred.Predict(context.Background(), reqs[i:min(i+batch, len(reqs))]) {
-			if r.Err != nil {
-				return pipeRun{}, r.Err
+func engineRate(pred *bert.Predictor, reqs []task.Request, batch, lanes int) (pipeRun, error) {
+	var (
+		mu          sync.Mutex
+		first, last time.Time
+		cpu0        time.Duration
+		inModel     time.Duration
+		failed      error
+		next        atomic.Int64
+		wg          sync.WaitGroup
+	)
+	for range lanes {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(int64(batch))) - batch
+				if i >= len(reqs) {
+					return
+				}
+				t0 := time.Now()
+				res := pred.Predict(context.Background(), reqs[i:min(i+batch, len(reqs))])
+				end := time.Now()
+				mu.Lock()
+				for _, r := range res {
+					if r.Err != nil && failed == nil {
+						failed = r.Err
+					}
+				}
+				inModel += end.Sub(t0)
+				if first.IsZero() {
+					first, cpu0 = end, selfCPU()
+				}
+				last = end
+				mu.Unlock()
 			}
-		}
-		if last = time.Now(); first.IsZero() {
-			first, cpu0 = last, selfCPU()
-		}
+		})
+	}
+	wg.Wait()
+	if failed != nil {
+		return pipeRun{}, failed
 	}
 	calls := (len(reqs) + batch - 1) / batch
 	return pipeRun{
 		rate:    float64(len(reqs)-1) / last.Sub(first).Seconds(),
 		cpuRate: float64(len(reqs)-1) / (selfCPU() - cpu0).Seconds(),
 		batch:   float64(len(reqs)) / float64(calls),
-		modelMs: float64(last.Sub(start).Microseconds()) / 1000 / float64(calls),
+		modelMs: float64(inModel.Microseconds()) / 1000 / float64(calls),
 	}, nil
 }
 
@@ -222,12 +248,22 @@ const (
 	tputBatch = 32
 )
 
-// tputThreads is the model's threads: BERTSTREAM_THROUGHPUT_THREADS, or 2.
+// tputThreads is the model's threads in each lane:
+// BERTSTREAM_THROUGHPUT_THREADS, or 2 divided by the lanes.
 func tputThreads() int {
 	if n, err := strconv.Atoi(os.Getenv("BERTSTREAM_THROUGHPUT_THREADS")); err == nil && n > 0 {
 		return n
 	}
-	return 2
+	return max(1, 2/tputLanes())
+}
+
+// tputLanes is how many batches the engine and the pipelines run at once:
+// BERTSTREAM_THROUGHPUT_LANES, or 1.
+func tputLanes() int {
+	if n, err := strconv.Atoi(os.Getenv("BERTSTREAM_THROUGHPUT_LANES")); err == nil && n > 0 {
+		return n
+	}
+	return 1
 }
 
 // runEngineChild is the test binary run with asEngine.
@@ -251,7 +287,7 @@ func runEngineChild(model string, stdout io.Writer) int {
 	for i := 0; i < warmUp; i += tputBatch {
 		pred.Predict(context.Background(), reqs[i:min(i+tputBatch, warmUp)])
 	}
-	r, err := engineRate(pred, reqs[warmUp:], tputBatch)
+	r, err := engineRate(pred, reqs[warmUp:], tputBatch, tputLanes())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -288,7 +324,7 @@ type pipeRun struct {
 
 // inprocRate queues texts on the embedded broker in this process and
 // answers them with a worker in this process on pred.
-func inprocRate(b *testing.B, pred *bert.Predictor, texts []string, batch int) pipeRun {
+func inprocRate(b *testing.B, pred *bert.Predictor, texts []string, batch, lanes int) pipeRun {
 	c, err := broker.Start(broker.Config{Topics: []string{defaultInTopic, defaultOutTopic, defaultDLQTopic}})
 	if err != nil {
 		b.Fatal(err)
@@ -300,7 +336,7 @@ func inprocRate(b *testing.B, pred *bert.Predictor, texts []string, batch int) p
 	m := pipeline.NewMetrics(reg)
 	w, err := pipeline.NewWorker(pipeline.Config{
 		Brokers: []string{addr}, InTopic: defaultInTopic, OutTopic: defaultOutTopic, DLQTopic: defaultDLQTopic,
-		Group: defaultGroup, MaxBatch: batch, MaxWait: 5 * time.Millisecond, Metrics: m,
+		Group: defaultGroup, MaxBatch: batch, MaxWait: 5 * time.Millisecond, Lanes: lanes, Metrics: m,
 		Logger: discardLogger(),
 	}, pred)
 	if err != nil {
@@ -331,13 +367,13 @@ func inprocRate(b *testing.B, pred *bert.Predictor, texts []string, batch int) p
 
 // procRate queues texts on a `bertstream broker` process and answers them
 // with a `bertstream serve` process.
-func procRate(b *testing.B, model string, texts []string, batch, threads int) pipeRun {
+func procRate(b *testing.B, model string, texts []string, batch, threads, lanes int) pipeRun {
 	brk := startProc(b, "broker", "--listen", "127.0.0.1:0", "--partitions", "3")
 	defer brk.stop(b, 10*time.Second)
 	addr := brk.line(b, regexp.MustCompile(`^broker listening on (\S+)$`), 30*time.Second)[1]
 	queueRequests(b, addr, texts)
 	serve := startProc(b, "serve", "--brokers", addr, "--model", model, "--http", "127.0.0.1:0", "--log-format", "text",
-		"--threads", strconv.Itoa(threads), "--max-batch", strconv.Itoa(batch), "--max-wait", "5ms")
+		"--threads", strconv.Itoa(threads), "--lanes", strconv.Itoa(lanes), "--max-batch", strconv.Itoa(batch), "--max-wait", "5ms")
 	defer serve.stop(b, 20*time.Second)
 	rate, cpuRate := answerRate(b, addr, len(texts), func() time.Duration { return procCPU(b, serve, brk) })
 	var ops []string
