@@ -34,8 +34,9 @@ pipeline-bench:
 
 # The engine against one worker, with the broker in its process and as
 # `bertstream serve` and `bertstream broker` processes, over rounds;
-# BERTSTREAM_THROUGHPUT_MODEL, _ROUNDS and _THREADS set the model (default
-# demo/model), the rounds (5) and the model's threads (2).
+# BERTSTREAM_THROUGHPUT_MODEL, _ROUNDS, _LANES and _THREADS set the model
+# (default demo/model), the rounds (5), the batches run at once (1) and
+# the model's threads in each (2 / lanes).
 throughput:
 	$(GO) test -run '^$$' -bench 'Throughput$$' -benchtime 1x -timeout 60m ./cmd/bertstream/
 

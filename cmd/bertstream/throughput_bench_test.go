@@ -71,7 +71,10 @@ import (
 //
 // `make throughput`; BERTSTREAM_THROUGHPUT_MODEL picks the model (default
 // demo/model), BERTSTREAM_THROUGHPUT_ROUNDS the rounds (default 5),
-// BERTSTREAM_THROUGHPUT_THREADS the model's threads (default 2).
+// BERTSTREAM_THROUGHPUT_LANES the batches run at once (default 1: the
+// engine runs its batches on as many goroutines, the pipelines with as
+// many lanes) and BERTSTREAM_THROUGHPUT_THREADS the model's threads in
+// each (default 2 divided by the lanes).
 func BenchmarkThroughput(b *testing.B) {
 	model := os.Getenv("BERTSTREAM_THROUGHPUT_MODEL")
 	if model == "" {
