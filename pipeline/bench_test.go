@@ -188,7 +188,7 @@ func cpuTime(b *testing.B) time.Duration {
 // worker and times its answers from the first to the last; it returns the
 // rate per second of wall clock and of CPU time, and the mean size of the
 // worker's batches.
-func saturatedRate(b *testing.B, p *bert.Predictor, texts []string, batch int) (float64, float64, float64) {
+func saturatedRate(b *testing.B, p task.Predictor, texts []string, batch int) (float64, float64, float64) {
 	c, addr := newCluster(b)
 	defer c.Close()
 	produce(b, addr, benchRequests(texts))
@@ -232,6 +232,21 @@ func saturatedRate(b *testing.B, p *bert.Predictor, texts []string, batch int) (
 			return rate, cpuRate, m.GetHistogram().GetSampleSum() / float64(m.GetHistogram().GetSampleCount())
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// BenchmarkPipelineOverhead is what a worker costs beside its model: the
+// requests of BenchmarkPipeline, queued, answered at saturation by a
+// predictor that answers at once (a classify answer of one label), with
+// the broker in this process. cpu_us/req is this process's CPU time (the
+// broker's and the worker's) per answer, to set beside the model's own.
+func BenchmarkPipelineOverhead(b *testing.B) {
+	texts := benchTexts(20000)
+	for b.Loop() {
+		rate, cpuRate, batch := saturatedRate(b, &countingPredictor{}, texts, 32)
+		b.ReportMetric(rate, "req/s")
+		b.ReportMetric(1e6/cpuRate, "cpu_us/req")
+		b.ReportMetric(batch, "batch")
 	}
 }
 
