@@ -575,6 +575,15 @@ func (t *txnWait) done(err error) {
 // batch's partitions are still this worker's.
 func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 	st := batch[0].st
+	if w.stopped.Load() {
+		// Batches made before a fatal error still come here, from the
+		// lanes; their requests are the next owner's to answer.
+		for _, it := range batch {
+			it.endSpan(outcomeFailed, errWorkerStopped)
+			st.fail(it)
+		}
+		return
+	}
 	err := w.txn(ctx, st, batch, false)
 	// The member rejoins within a heartbeat or two, or as long as the
 	// coordinator holds its join for a slow member; one dropped from the
@@ -604,6 +613,9 @@ func (w *Worker) produceTxn(ctx context.Context, batch []*item) {
 		st.fail(it)
 	}
 }
+
+// errWorkerStopped fails what reaches the producer after a fatal error.
+var errWorkerStopped = errors.New("the worker is stopping on a fatal error")
 
 // errRevoked refuses to commit the offsets of a partition that a
 // cooperative rebalance took away while its batch was being answered.
@@ -682,7 +694,7 @@ func (w *Worker) recoverTxn(err error) {
 			w.log.Error("aborting the transaction", "err", aerr)
 		}
 	}
-	if p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 {
+	if p.TxnStatus()&sarama.ProducerTxnFlagFatalError != 0 && !w.stopped.Load() {
 		// A broken transactional producer cannot go on; a new one gets
 		// a new epoch and aborts whatever the old one left open.
 		w.closeProducer()

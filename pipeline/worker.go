@@ -52,6 +52,10 @@ type Worker struct {
 
 	ready    atomic.Bool
 	fatalErr chan error
+	// stopped is set with the first fatal error: from then on the worker
+	// starts no producer. A fenced one would fence, with its new epoch,
+	// the worker that took its transactional id over.
+	stopped atomic.Bool
 	// cur is the group session being served; draining is set when the
 	// worker stops taking requests before it leaves the group.
 	cur      atomic.Pointer[session]
@@ -274,6 +278,7 @@ func (c *groupClient) RefreshCoordinator(group string) error {
 }
 
 func (w *Worker) fatal(err error) {
+	w.stopped.Store(true)
 	select {
 	case w.fatalErr <- err:
 	default:
