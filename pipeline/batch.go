@@ -20,8 +20,10 @@ import (
 // Kafka worker and from outside Kafka (Submit, for the HTTP API) share its
 // batches. A batch closes when it holds MaxBatch requests, when the next
 // request would take it past MaxTokens, or MaxWait after its first
-// request, whichever source they came from; batches are answered one at a
-// time, so that the answers of a partition are produced in its order.
+// request, whichever source they came from. BatchConfig.Lanes batches
+// run through the model at once (one by default), and their answers are
+// produced in the order the batches were made, so that the answers of a
+// partition are produced in its order.
 //
 // Each source is bounded on its own: the worker by Config.MaxInFlight
 // (pausing partitions), Submit by BatchConfig.MaxQueue (refusing with
@@ -307,7 +309,8 @@ type answered struct {
 // where that work kept the model waiting for a twentieth of its time.
 // Batches that finish early wait for those made before them, so that a
 // partition's answers stay in its order; with one lane they never wait.
-// A lane waits for the producer when Lanes batches are ahead of it.
+// A lane waits for the producer when Lanes+1 batches are ahead of it (one
+// being produced, Lanes waiting).
 func (b *Batcher) startLanes(ctx context.Context) (chan<- job, func()) {
 	jobs := make(chan job)
 	var answers chan answered
@@ -469,6 +472,16 @@ func (w *Worker) produce(ctx context.Context, live []*item) {
 			it.out = w.deadLetter(it)
 		}
 		it.out.Metadata = it
+	}
+	w.pmu.RLock()
+	defer w.pmu.RUnlock()
+	if w.producerClosed {
+		// The worker has stopped; what it did not answer is the next
+		// owner's.
+		for _, it := range live {
+			it.st.drop(it)
+		}
+		return
 	}
 	if w.cfg.ExactlyOnce {
 		w.produceTxn(ctx, live)
@@ -649,7 +662,13 @@ func (w *Worker) txn(ctx context.Context, st *session, batch []*item, again bool
 		return t.err
 	}
 	if sent < len(batch) {
-		return ctx.Err()
+		// Left open, the transaction would refuse every BeginTxn after
+		// it and hold read_committed readers up to its timeout.
+		err := ctx.Err()
+		if aerr := p.AbortTxn(); aerr != nil {
+			err = fmt.Errorf("%w; aborting the transaction: %w", err, aerr)
+		}
+		return err
 	}
 	// One offset per partition: its last message in the batch.
 	last := make(map[partKey]*sarama.ConsumerMessage)

@@ -35,11 +35,16 @@ type Worker struct {
 
 	client sarama.Client
 	group  sarama.ConsumerGroup
-	// producer is replaced only by the batch goroutine (after a fatal
-	// transaction error); the result goroutines read their own copy.
-	// results closes when they are done with it.
-	producer sarama.AsyncProducer
-	results  chan struct{}
+	// producer is used, and replaced after a fatal transaction error,
+	// only by the goroutine that produces the batches' answers, under
+	// pmu's read lock; the result goroutines read their own copy, and
+	// results closes when they are done with it. Run closes it for good
+	// under the write lock and sets producerClosed: with a shared batcher
+	// a batch of this worker's may still be on its way to it then.
+	producer       sarama.AsyncProducer
+	results        chan struct{}
+	pmu            sync.RWMutex
+	producerClosed bool
 
 	// items carries prepared requests from the partition consumers to the
 	// batcher. Its capacity equals slots', so a send never blocks.
@@ -53,8 +58,10 @@ type Worker struct {
 	ready    atomic.Bool
 	fatalErr chan error
 	// stopped is set with the first fatal error: from then on the worker
-	// starts no producer. A fenced one would fence, with its new epoch,
-	// the worker that took its transactional id over.
+	// starts no producer and, in exactly-once mode, begins no transaction
+	// (the next owner answers those requests). A fenced worker would
+	// otherwise fence, with a new producer's epoch, the worker that took
+	// its transactional id over.
 	stopped atomic.Bool
 	// cur is the group session being served; draining is set when the
 	// worker stops taking requests before it leaves the group.
@@ -220,7 +227,10 @@ func (w *Worker) Run(ctx context.Context) error {
 	}
 	stopWork()
 	<-batchDone
+	w.pmu.Lock()
+	w.producerClosed = true
 	w.closeProducer()
+	w.pmu.Unlock()
 	if runErr == nil {
 		// One that came while the last session drained.
 		select {

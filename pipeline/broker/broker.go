@@ -106,7 +106,7 @@ func Start(cfg Config, extra ...kfake.Opt) (*Cluster, error) {
 	}
 	k := newKeeper(local)
 	k.install(c)
-	newRejoins().install(c)
+	newRejoins(c).install(c)
 	return &Cluster{Cluster: c, keeper: k}, nil
 }
 

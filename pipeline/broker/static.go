@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"slices"
 	"sync"
-	"time"
 
 	"github.com/twmb/franz-go/pkg/kfake"
 	"github.com/twmb/franz-go/pkg/kmsg"
@@ -22,96 +21,73 @@ import (
 // worker rebalanced the whole group, though nothing moved.
 //
 // rejoins keeps each static member's last join and, when the member comes
-// back under a new member id while its old session may still be alive,
-// with the same protocols and the same topics, hands kfake the old
-// member's join in place of the new one. kfake then decides as Kafka
-// would: no rebalance while the group is stable, an ordinary one
-// otherwise. In that ordinary rebalance the stale ownership the old join
-// names is harmless: the assignors drop a claim from an older generation
-// that conflicts with a newer one, and the restarted process, which holds
-// nothing, revokes nothing.
+// back under a new member id while kfake holds the group stable with the
+// old one still in it, with the same protocols and the same topics, hands
+// kfake the old member's join in place of the new one. kfake then does
+// what Kafka does: it gives the new process the old one's slot and
+// assignment without a rebalance. In any other state the join goes on as
+// sent: a rebalance that replayed the old join would count the restarted
+// process as owning partitions it does not hold, and the cooperative
+// assignors would keep those back from the others, waiting for a
+// revocation that never comes.
 type rejoins struct {
+	// stable reports whether group is stable with a member of instance
+	// id, as kfake sees it before it serves the join.
+	stable func(group, id string) bool
+
 	mu   sync.Mutex
-	last map[instance]staticJoin
+	last map[instance][]kmsg.JoinGroupRequestProtocol
 }
 
 type instance struct{ group, id string }
 
-type staticJoin struct {
-	protocols []kmsg.JoinGroupRequestProtocol
-	session   time.Duration
-	// seen is when the member last spoke to the coordinator. A member
-	// silent for its session timeout has been dropped from the group:
-	// its join must not stand in for anyone's.
-	seen time.Time
+func newRejoins(c *kfake.Cluster) *rejoins {
+	return &rejoins{
+		// A control function may call into the cluster: kfake serves
+		// its admin requests while it waits for the function, and the
+		// join is served right after, in the same state.
+		stable: func(group, id string) bool {
+			gi := c.GroupInfo(group)
+			if gi == nil || gi.State != "Stable" {
+				return false
+			}
+			for _, m := range gi.Members {
+				if m.InstanceID != nil && *m.InstanceID == id {
+					return true
+				}
+			}
+			return false
+		},
+		last: make(map[instance][]kmsg.JoinGroupRequestProtocol),
+	}
 }
 
-func newRejoins() *rejoins { return &rejoins{last: make(map[instance]staticJoin)} }
-
-// install adds the observers to c. They never handle a request: kfake
+// install adds the observer to c. It never handles a request: kfake
 // serves each one, the rewritten join included.
 func (r *rejoins) install(c *kfake.Cluster) {
-	observe := func(key kmsg.Key, fn func(kmsg.Request)) {
-		c.ControlKey(int16(key), func(req kmsg.Request) (kmsg.Response, error, bool) {
-			fn(req)
-			return nil, nil, false
-		})
-	}
-	observe(kmsg.JoinGroup, func(req kmsg.Request) { r.join(req.(*kmsg.JoinGroupRequest), time.Now()) })
-	observe(kmsg.Heartbeat, func(req kmsg.Request) {
-		h := req.(*kmsg.HeartbeatRequest)
-		r.saw(h.Group, h.InstanceID, time.Now())
+	c.ControlKey(int16(kmsg.JoinGroup), func(req kmsg.Request) (kmsg.Response, error, bool) {
+		r.join(req.(*kmsg.JoinGroupRequest))
+		return nil, nil, false
 	})
-	observe(kmsg.SyncGroup, func(req kmsg.Request) {
-		s := req.(*kmsg.SyncGroupRequest)
-		r.saw(s.Group, s.InstanceID, time.Now())
-	})
-	observe(kmsg.LeaveGroup, func(req kmsg.Request) { r.leave(req.(*kmsg.LeaveGroupRequest)) })
-}
-
-// leave forgets the members that leave: the coordinator drops them at
-// once, so a later join of theirs is a new member's.
-func (r *rejoins) leave(req *kmsg.LeaveGroupRequest) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	for _, m := range req.Members {
-		if m.InstanceID != nil {
-			delete(r.last, instance{req.Group, *m.InstanceID})
-		}
-	}
 }
 
 // join records a static member's join, or rewrites it into the member's
 // previous one when it is a restart that Kafka would not rebalance for.
-func (r *rejoins) join(req *kmsg.JoinGroupRequest, now time.Time) {
+func (r *rejoins) join(req *kmsg.JoinGroupRequest) {
 	if req.InstanceID == nil {
 		return
 	}
 	key := instance{req.Group, *req.InstanceID}
-	session := time.Duration(req.SessionTimeoutMillis) * time.Millisecond
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	prev, ok := r.last[key]
-	if req.MemberID == "" && ok && now.Sub(prev.seen) < prev.session && sameSubscription(prev.protocols, req.Protocols) {
-		req.Protocols = cloneProtocols(prev.protocols)
-	} else {
-		prev.protocols = cloneProtocols(req.Protocols)
-	}
-	prev.session, prev.seen = session, now
-	r.last[key] = prev
-}
-
-func (r *rejoins) saw(group string, id *string, now time.Time) {
-	if id == nil {
+	r.mu.Unlock()
+	if req.MemberID == "" && ok && sameSubscription(prev, req.Protocols) && r.stable(req.Group, *req.InstanceID) {
+		req.Protocols = cloneProtocols(prev)
 		return
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	key := instance{group, *id}
-	if j, ok := r.last[key]; ok {
-		j.seen = now
-		r.last[key] = j
-	}
+	r.last[key] = cloneProtocols(req.Protocols)
+	r.mu.Unlock()
 }
 
 // sameSubscription reports whether two joins offer the same protocols in
