@@ -299,6 +299,9 @@ func (p *Predictor) Prepare(r task.Request) task.Request {
 		in[i] = p.Tok.Pretokenize(in[i])
 	}
 	c.Prepared = nil
+	// The copy kept for telling a stale preparation must not share the
+	// caller's passages, which could change in place.
+	c.Passages = slices.Clone(c.Passages)
 	r.Prepared = &prepared{p: p, r: c, in: in}
 	return r
 }

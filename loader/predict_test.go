@@ -132,11 +132,12 @@ func TestPrepare(t *testing.T) {
 
 // TestPredictConcurrently: a predictor takes Predict calls from several
 // goroutines at once (serve --lanes), on one kernel thread each or two,
-// and answers each batch as it does alone. Run under -race it also shows
+// F32, INT8 and BF16, and answers each batch as it does alone. Run under
+// -race it also shows
 // the forward pass shares nothing it writes.
 func TestPredictConcurrently(t *testing.T) {
-	for _, threads := range []int{1, 2} {
-		be, err := nn.Open("cpu", nn.Options{Threads: threads})
+	for _, opts := range []nn.Options{{Threads: 1}, {Threads: 2}, {Threads: 1, Int8: true}, {Threads: 1, Compute: nn.BF16}} {
+		be, err := nn.Open("cpu", opts)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -162,7 +163,7 @@ func TestPredictConcurrently(t *testing.T) {
 				for rep := range 4 {
 					i := (g + rep) % len(batches)
 					if got := p.Predict(context.Background(), batches[i]); !reflect.DeepEqual(got, want[i]) {
-						t.Errorf("threads %d: batch %d answered differently beside other calls", threads, i)
+						t.Errorf("%+v: batch %d answered differently beside other calls", opts, i)
 					}
 				}
 			})

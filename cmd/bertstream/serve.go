@@ -67,6 +67,13 @@ func (p *pipelineFlags) register(fs *flag.FlagSet) {
 
 // loadBERT loads a model directory as the pipeline's predictor.
 func (p *pipelineFlags) loadBERT(dir string, bf *backendFlags, stderr io.Writer) (*bert.Predictor, error) {
+	if l := p.cfg.Lanes; l < 1 {
+		return nil, fmt.Errorf("--lanes %d: at least 1", l)
+	} else if l > 1 && bf.device != "cpu" {
+		// Concurrent forward passes are shown safe on the CPU backend
+		// only (TestPredictConcurrently).
+		return nil, fmt.Errorf("--lanes %d: more than one lane runs on the CPU backend only, not --device %s", l, bf.device)
+	}
 	be, err := bf.open()
 	if err != nil {
 		return nil, err
@@ -217,14 +224,6 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 	if *brokers == "" && af.addr == "" || *model == "" {
 		fs.Usage()
 		return errors.New("--model and --brokers or --api (or both) are required")
-	}
-	if c.Lanes < 1 {
-		return fmt.Errorf("--lanes %d: at least 1", c.Lanes)
-	}
-	if c.Lanes > 1 && bf.device != "cpu" {
-		// Concurrent forward passes are shown safe on the CPU backend
-		// only (TestPredictConcurrently).
-		return fmt.Errorf("--lanes %d: more than one lane runs on the CPU backend only, not --device %s", c.Lanes, bf.device)
 	}
 	s.SASLPassword = os.Getenv("BERTSTREAM_SASL_PASSWORD")
 	log, err := newLogger(stderr, *logFormat, *logLevel)
