@@ -37,16 +37,7 @@ func TestLanes(t *testing.T) {
 	cfg := baseConfig(addr)
 	cfg.Lanes = 3
 	startWorker(t, cfg, pred)
-
-	idList, msgs := keyedRequests(600, 12)
-	produce(t, addr, msgs)
-	out := readAll(t, addr, outTopic, len(idList), 60*time.Second, false)
-	count, _ := decodeAnswers(t, out)
-	if dups := checkAllAnswered(t, idList, count); dups != 0 {
-		t.Errorf("%d duplicate answers without any failure", dups)
-	}
-	checkKeyOrder(t, out)
-	waitCommitted(t, c, 20*time.Second)
+	answerKeyed(t, c, addr, 600, 12)
 	if most := pred.most.Load(); most < 2 {
 		t.Errorf("at most %d batch in the model at once with three lanes", most)
 	}

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/IBM/sarama"
+
+	"github.com/bertstream/bertstream/pipeline/broker"
 )
 
 // keyedRequests are n requests over nkeys keys, so that per-key order can
@@ -23,6 +25,21 @@ func keyedRequests(n, nkeys int) ([]string, []testMsg) {
 		msgs[i] = m
 	}
 	return idList, msgs
+}
+
+// answerKeyed produces n requests over keys keys to a running worker and
+// checks that each is answered once, in per-key order, and committed.
+func answerKeyed(t *testing.T, c *broker.Cluster, addr string, n, keys int) {
+	t.Helper()
+	idList, msgs := keyedRequests(n, keys)
+	produce(t, addr, msgs)
+	out := readAll(t, addr, outTopic, len(idList), 60*time.Second, false)
+	count, _ := decodeAnswers(t, out)
+	if dups := checkAllAnswered(t, idList, count); dups != 0 {
+		t.Errorf("%d duplicate answers without any failure", dups)
+	}
+	checkKeyOrder(t, out)
+	waitCommitted(t, c, 20*time.Second)
 }
 
 // checkKeyOrder checks that, per key, answers come in request order.
@@ -49,16 +66,7 @@ func TestBaseline(t *testing.T) {
 	c, addr := newCluster(t)
 	pred := &countingPredictor{}
 	startWorker(t, baseConfig(addr), pred)
-
-	idList, msgs := keyedRequests(300, 12)
-	produce(t, addr, msgs)
-	out := readAll(t, addr, outTopic, len(idList), 60*time.Second, false)
-	count, _ := decodeAnswers(t, out)
-	if dups := checkAllAnswered(t, idList, count); dups != 0 {
-		t.Errorf("%d duplicate answers without any failure", dups)
-	}
-	checkKeyOrder(t, out)
-	waitCommitted(t, c, 20*time.Second)
+	answerKeyed(t, c, addr, 300, 12)
 
 	multi := 0
 	for _, n := range pred.batchSizes() {
