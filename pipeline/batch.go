@@ -362,10 +362,10 @@ const (
 	SourceHTTP  = "http"
 )
 
-// process answers one batch: the model runs on the servable requests;
-// every call gets its result, every Kafka request an answer for answer to
-// encode or an error that makes it a dead letter. It returns the Kafka
-// requests.
+// process runs one batch through the model: every call gets its result,
+// every Kafka request the model's answer (item.value, which answer
+// encodes) or the error that makes it a dead letter. It returns the Kafka
+// requests, for answer.
 func (b *Batcher) process(ctx context.Context, batch []entry) []*item {
 	var (
 		reqs   []task.Request
