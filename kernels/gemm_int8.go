@@ -110,15 +110,17 @@ type int8Kernel struct {
 	mr, nr int
 	kc, mc int // quads of a k block, rows of a row block
 	// run computes the mr x nr int32 tile c (row stride ldc) = [c +] a*b
-	// over kq quads: a holds mr rows of signed activations (row stride
-	// lda bytes), b a kq-quad slice of a weight panel (for each quad, nr
-	// columns of 4 shifted weights). kq >= 1. With ep (the last k block),
-	// the tile is stored dequantized instead, float32 in c's place.
-	run func(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue)
-	// maxAbs returns max|x|; quant writes q[j] = quantize(x[j], inv) and
-	// returns their sum.
+	// over kq quads: a is a kq-quad slice of a panel of mr rows of signed
+	// activations (for each quad, the mr rows' 4 values), b the same of a
+	// weight panel (for each quad, nr columns of 4 shifted weights). kq >=
+	// 1. With ep (the last k block), the tile is stored dequantized
+	// instead, float32 in c's place.
+	run func(kq int, a []byte, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue)
+	// maxAbs returns max|x|; quant writes quantize(x[j], inv) as byte j%4
+	// of the quad at q[(j/4)*stride:], a row of a panel of A, and returns
+	// their sum.
 	maxAbs func(x []float32) float32
-	quant  func(q []byte, x []float32, inv float32) int32
+	quant  func(q []byte, stride int, x []float32, inv float32) int32
 	// dequant sets c[j] = dequant(int32(c[j]) - corr, rowScale,
 	// colScale[j], bias[j]) in place (bias may be nil: 0).
 	dequant func(c []float32, corr int32, rowScale float32, colScale, bias []float32)
@@ -206,8 +208,8 @@ type int8Task struct {
 	m, n, k        int
 	x              []float32
 	w              *int8Weight
-	q              []byte // rows of kq*4 bytes, rows padded to a multiple of mr
-	lda            int
+	q              []byte    // panels of mr rows (see int8Kernel.run), the last padded with zero rows
+	panel          int       // bytes of one panel of q
 	xs             []float32 // row scales
 	corr           []int32   // the rows' correction for the shifted weights
 	out            []float32
@@ -227,7 +229,7 @@ func (e *Engine) linearInt8(out, x []float32, m int, w *Weight, bias []float32, 
 	kern := e.int8
 	pw := w.i8
 	mr, nr := kern.mr, kern.nr
-	lda := pw.kq * 4
+	panel := mr * pw.kq * 4
 	mpad := (m + mr - 1) / mr * mr
 	bufs := int8BufPool.Get().(*int8Bufs)
 	if cap(bufs.words) < mpad*pw.kq {
@@ -237,8 +239,11 @@ func (e *Engine) linearInt8(out, x []float32, m int, w *Weight, bias []float32, 
 	bufs.q = unsafe.Slice((*byte)(unsafe.Pointer(&bufs.words[0])), 4*len(bufs.words))
 	// Padding (rows past m, values past k) multiplies zero weights or
 	// lands in rows no one reads; it is cleared so that results never
-	// depend on old contents.
-	clear(bufs.q[m*lda:])
+	// depend on old contents: the last panel here, values past k by
+	// quantizeRows.
+	if m < mpad {
+		clear(bufs.q[m/mr*panel:])
+	}
 	bufs.scale = grow(&bufs.scale, m)
 	if cap(bufs.corr) < m {
 		bufs.corr = make([]int32, m)
@@ -248,8 +253,10 @@ func (e *Engine) linearInt8(out, x []float32, m int, w *Weight, bias []float32, 
 	threads := e.Threads()
 	g := int8Tasks.Get().(*int8Task)
 	*g = int8Task{quantizing: true, kern: kern, vec: e.vec, m: m, n: w.N, k: w.K, x: x, w: pw,
-		q: bufs.q, lda: lda, xs: bufs.scale, corr: bufs.corr, out: out, bias: bias, act: a}
-	g.rowsPerTask = max(1, (1<<14)/max(w.K, 1))
+		q: bufs.q, panel: panel, xs: bufs.scale, corr: bufs.corr, out: out, bias: bias, act: a}
+	// Whole panels per task: two goroutines writing rows of one panel
+	// would share its cache lines.
+	g.rowsPerTask = (max(1, (1<<14)/max(w.K, 1)) + mr - 1) / mr * mr
 	parallel(threads, (m+g.rowsPerTask-1)/g.rowsPerTask, g)
 
 	// The split of gemmPacked: equal row blocks, columns split too when
@@ -315,7 +322,7 @@ func (g *int8Task) run(t int, s *scratch) {
 			}
 			for r := i0; r < i1; r += mr {
 				rows := min(mr, i1-r)
-				a := g.q[r*g.lda+pc*4:]
+				a := g.q[r/mr*g.panel+pc*mr*4:]
 				if cols == nr && rows == mr {
 					// The last k block stores the tile dequantized,
 					// saving a pass over C.
@@ -327,10 +334,10 @@ func (g *int8Task) run(t int, s *scratch) {
 						}
 						tep = &ep
 					}
-					kern.run(kcb, a, g.lda, bpan, c[r*g.n+j0:], g.n, add, tep)
+					kern.run(kcb, a, bpan, c[r*g.n+j0:], g.n, add, tep)
 					continue
 				}
-				kern.run(kcb, a, g.lda, bpan, tile, nr, false, nil)
+				kern.run(kcb, a, bpan, tile, nr, false, nil)
 				for i := 0; i < rows; i++ {
 					d := c[(r+i)*g.n+j0 : (r+i)*g.n+j0+cols]
 					src := tile[i*nr : i*nr+cols]
@@ -358,16 +365,22 @@ func (g *int8Task) run(t int, s *scratch) {
 	}
 }
 
-// quantizeRows writes task t's rows of x, quantized, into q.
+// quantizeRows writes task t's rows of x, quantized, into their panels
+// of q.
 func (g *int8Task) quantizeRows(t int) {
 	r0 := t * g.rowsPerTask
+	mr := g.kern.mr
+	stride := 4 * mr
 	for r := r0; r < min(r0+g.rowsPerTask, g.m); r++ {
 		x := g.x[r*g.k : r*g.k+g.k]
 		s, inv := quantScale(g.kern.maxAbs(x))
 		g.xs[r] = s
-		q := g.q[r*g.lda : r*g.lda+g.lda]
-		g.corr[r] = 128 * g.kern.quant(q, x, inv)
-		clear(q[g.k:])
+		q := g.q[r/mr*g.panel+r%mr*4 : (r/mr+1)*g.panel]
+		g.corr[r] = 128 * g.kern.quant(q, stride, x, inv)
+		if g.k%4 != 0 {
+			last := q[(g.k/4)*stride:]
+			clear(last[g.k%4 : 4])
+		}
 	}
 }
 
@@ -381,17 +394,18 @@ func int32s(f []float32) []int32 {
 }
 
 // goInt8Kernel is the portable INT8 kernel, for CPUs without VNNI: the
-// same packing and the same integers, 4 x 8 at a time.
+// same packing (A in panels of 4 rows) and the same integers, 4 x 8 at a
+// time.
 var goInt8Kernel = &int8Kernel{name: "go-int8", mr: 4, nr: 8, kc: 256, mc: 128,
 	run: kernelGoInt8, maxAbs: maxAbsGo, quant: quantGo, dequant: dequantGo}
 
-func kernelGoInt8(kq int, a []byte, lda int, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
+func kernelGoInt8(kq int, a []byte, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
 	var acc [4][8]int32
-	b = b[:kq*32]
+	a, b = a[:kq*16], b[:kq*32]
 	for i := 0; i < 4; i++ {
-		row := a[i*lda : i*lda+kq*4]
 		for p := 0; p < kq; p++ {
-			q0, q1, q2, q3 := int32(int8(row[4*p])), int32(int8(row[4*p+1])), int32(int8(row[4*p+2])), int32(int8(row[4*p+3]))
+			aq := a[p*16+i*4 : p*16+i*4+4]
+			q0, q1, q2, q3 := int32(int8(aq[0])), int32(int8(aq[1])), int32(int8(aq[2])), int32(int8(aq[3]))
 			bq := b[p*32 : p*32+32]
 			for j := 0; j < 8; j++ {
 				w := bq[4*j : 4*j+4]
@@ -430,11 +444,11 @@ func maxAbsGo(x []float32) float32 {
 	return m
 }
 
-func quantGo(q []byte, x []float32, inv float32) int32 {
+func quantGo(q []byte, stride int, x []float32, inv float32) int32 {
 	var sum int32
 	for j, v := range x {
 		v := quantize(v, inv)
-		q[j] = byte(v)
+		q[j/4*stride+j%4] = byte(v)
 		sum += v
 	}
 	return sum

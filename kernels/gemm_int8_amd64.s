@@ -4,56 +4,53 @@
 
 // One quad step of the 12 x 32 INT8 kernel: B holds, per column, four
 // shifted weights (Z24, Z25: 32 columns); VPDPBUSD multiplies them by each
-// row's four signed activations, broadcast from memory (rows 0-5 from SI,
-// 6-11 from R14, at multiples of lda in R11, 3*lda in R12, 5*lda in R13),
-// and adds the four products into the int32 accumulators Z0-Z23. The
-// broadcast inside the instruction costs a load, not a shuffle: 28 % more
-// than a VPBROADCASTD per row on the EPYC of the README.
+// row's four signed activations, broadcast from memory, and adds the four
+// products into the int32 accumulators Z0-Z23. A is packed as quantization
+// writes it: for each quad, the twelve rows' words side by side, so that
+// the kernel reads one stream (48 bytes a step) at fixed offsets instead
+// of twelve rows apart. The broadcast inside the instruction costs a load,
+// not a shuffle: 28 % more than a VPBROADCASTD per row on the EPYC of the
+// README.
 #define STEPVNNI \
 	VMOVDQU32 (DI), Z24; \
 	VMOVDQU32 64(DI), Z25; \
-	VPDPBUSD.BCST (SI), Z24, Z0; \
-	VPDPBUSD.BCST (SI), Z25, Z1; \
-	VPDPBUSD.BCST (SI)(R11*1), Z24, Z2; \
-	VPDPBUSD.BCST (SI)(R11*1), Z25, Z3; \
-	VPDPBUSD.BCST (SI)(R11*2), Z24, Z4; \
-	VPDPBUSD.BCST (SI)(R11*2), Z25, Z5; \
-	VPDPBUSD.BCST (SI)(R12*1), Z24, Z6; \
-	VPDPBUSD.BCST (SI)(R12*1), Z25, Z7; \
-	VPDPBUSD.BCST (SI)(R11*4), Z24, Z8; \
-	VPDPBUSD.BCST (SI)(R11*4), Z25, Z9; \
-	VPDPBUSD.BCST (SI)(R13*1), Z24, Z10; \
-	VPDPBUSD.BCST (SI)(R13*1), Z25, Z11; \
-	VPDPBUSD.BCST (R14), Z24, Z12; \
-	VPDPBUSD.BCST (R14), Z25, Z13; \
-	VPDPBUSD.BCST (R14)(R11*1), Z24, Z14; \
-	VPDPBUSD.BCST (R14)(R11*1), Z25, Z15; \
-	VPDPBUSD.BCST (R14)(R11*2), Z24, Z16; \
-	VPDPBUSD.BCST (R14)(R11*2), Z25, Z17; \
-	VPDPBUSD.BCST (R14)(R12*1), Z24, Z18; \
-	VPDPBUSD.BCST (R14)(R12*1), Z25, Z19; \
-	VPDPBUSD.BCST (R14)(R11*4), Z24, Z20; \
-	VPDPBUSD.BCST (R14)(R11*4), Z25, Z21; \
-	VPDPBUSD.BCST (R14)(R13*1), Z24, Z22; \
-	VPDPBUSD.BCST (R14)(R13*1), Z25, Z23; \
-	ADDQ $4, SI; \
-	ADDQ $4, R14; \
+	VPDPBUSD.BCST 0(SI), Z24, Z0; \
+	VPDPBUSD.BCST 0(SI), Z25, Z1; \
+	VPDPBUSD.BCST 4(SI), Z24, Z2; \
+	VPDPBUSD.BCST 4(SI), Z25, Z3; \
+	VPDPBUSD.BCST 8(SI), Z24, Z4; \
+	VPDPBUSD.BCST 8(SI), Z25, Z5; \
+	VPDPBUSD.BCST 12(SI), Z24, Z6; \
+	VPDPBUSD.BCST 12(SI), Z25, Z7; \
+	VPDPBUSD.BCST 16(SI), Z24, Z8; \
+	VPDPBUSD.BCST 16(SI), Z25, Z9; \
+	VPDPBUSD.BCST 20(SI), Z24, Z10; \
+	VPDPBUSD.BCST 20(SI), Z25, Z11; \
+	VPDPBUSD.BCST 24(SI), Z24, Z12; \
+	VPDPBUSD.BCST 24(SI), Z25, Z13; \
+	VPDPBUSD.BCST 28(SI), Z24, Z14; \
+	VPDPBUSD.BCST 28(SI), Z25, Z15; \
+	VPDPBUSD.BCST 32(SI), Z24, Z16; \
+	VPDPBUSD.BCST 32(SI), Z25, Z17; \
+	VPDPBUSD.BCST 36(SI), Z24, Z18; \
+	VPDPBUSD.BCST 36(SI), Z25, Z19; \
+	VPDPBUSD.BCST 40(SI), Z24, Z20; \
+	VPDPBUSD.BCST 40(SI), Z25, Z21; \
+	VPDPBUSD.BCST 44(SI), Z24, Z22; \
+	VPDPBUSD.BCST 44(SI), Z25, Z23; \
+	ADDQ $48, SI; \
 	ADDQ $128, DI
 
-// func gemmInt8VNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
+// func gemmInt8VNNI(kq int, a *byte, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
 // With ep, the tile is dequantized as it leaves the registers (dequant's
 // operations in its order: no fused multiply-add) and stored as float32.
-TEXT ·gemmInt8VNNI(SB), NOSPLIT, $0-64
+TEXT ·gemmInt8VNNI(SB), NOSPLIT, $0-56
 	MOVQ kq+0(FP), CX
 	MOVQ a+8(FP), SI
-	MOVQ lda+16(FP), R11
-	MOVQ b+24(FP), DI
-	MOVQ c+32(FP), DX
-	MOVQ ldc+40(FP), R8
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
 	SHLQ $2, R8
-	LEAQ (R11)(R11*2), R12
-	LEAQ (R11)(R11*4), R13
-	LEAQ (SI)(R12*2), R14
 	VPXORD Z0, Z0, Z0
 	VPXORD Z1, Z1, Z1
 	VPXORD Z2, Z2, Z2
@@ -91,7 +88,7 @@ vnniloop:
 	JNZ vnniloop
 vnnidone:
 	MOVQ DX, R9
-	CMPB add+48(FP), $0
+	CMPB add+40(FP), $0
 	JEQ vnninoadd
 	VPADDD (R9), Z0, Z0
 	VPADDD 64(R9), Z1, Z1
@@ -129,7 +126,7 @@ vnnidone:
 	VPADDD (R9), Z22, Z22
 	VPADDD 64(R9), Z23, Z23
 vnninoadd:
-	MOVQ ep+56(FP), AX
+	MOVQ ep+48(FP), AX
 	TESTQ AX, AX
 	JNZ vnnideq
 	VMOVDQU32 Z0, (DX)
@@ -387,14 +384,19 @@ maxabsloop:
 	VZEROUPPER
 	RET
 
-// func quantAVX512(n int, q *byte, x *float32, inv float32) int32
-// q[j] = clamp(roundeven(x[j]*inv), -127, 127); returns the sum of the
-// q[j]. n is a multiple of 16.
-TEXT ·quantAVX512(SB), NOSPLIT, $0-36
+// func quantAVX512(n int, q *byte, stride int, x *float32, inv float32) int32
+// Byte j%4 of quad j/4, at q + (j/4)*stride, = clamp(roundeven(x[j]*inv),
+// -127, 127): the quads go straight into the kernel's packed panel, stride
+// bytes apart. Returns the sum of the quantized values. n is a multiple of
+// 16.
+TEXT ·quantAVX512(SB), NOSPLIT, $0-44
 	MOVQ n+0(FP), CX
 	MOVQ q+8(FP), DI
-	MOVQ x+16(FP), SI
-	VBROADCASTSS inv+24(FP), Z3
+	MOVQ stride+16(FP), R8
+	MOVQ x+24(FP), SI
+	VBROADCASTSS inv+32(FP), Z3
+	LEAQ (R8)(R8*2), R9
+	LEAQ (R8*4), R10
 	MOVL $-127, AX
 	VPBROADCASTD AX, Z4
 	MOVL $127, AX
@@ -408,9 +410,12 @@ quantloop:
 	VPMINSD Z5, Z0, Z0
 	VPADDD Z0, Z6, Z6
 	VPMOVSDB Z0, X0
-	VMOVDQU X0, (DI)
+	VMOVD X0, (DI)
+	VPEXTRD $1, X0, (DI)(R8*1)
+	VPEXTRD $2, X0, (DI)(R8*2)
+	VPEXTRD $3, X0, (DI)(R9*1)
 	ADDQ $64, SI
-	ADDQ $16, DI
+	ADDQ R10, DI
 	DECQ CX
 	JNZ quantloop
 	VEXTRACTI32X8 $1, Z6, Y1
@@ -422,7 +427,7 @@ quantloop:
 	VPSHUFD $0xb1, X6, X1
 	VPADDD X1, X6, X6
 	VMOVD X6, AX
-	MOVL AX, ret+32(FP)
+	MOVL AX, ret+40(FP)
 	VZEROUPPER
 	RET
 
@@ -479,43 +484,40 @@ dequantnobias:
 // One quad step of the 6 x 16 AVX-VNNI kernel: B holds, per column, four
 // shifted weights (Y12, Y13: 16 columns); each row's four activations are
 // broadcast (VEX has no broadcast operand; Y14 and Y15 alternate) and
-// VPDPBUSD adds their products into the accumulators Y0-Y11. Rows are at
-// SI, +lda (R11), +2lda, +3lda (R12), +4lda, +5lda (R13).
+// VPDPBUSD adds their products into the accumulators Y0-Y11. A is packed
+// as for the AVX-512 kernel, six rows' words a step (24 bytes).
 #define STEPAVXVNNI \
 	VMOVDQU (DI), Y12; \
 	VMOVDQU 32(DI), Y13; \
-	VPBROADCASTD (SI), Y14; \
+	VPBROADCASTD 0(SI), Y14; \
 	VPDPBUSDY(14, 12, 0); \
 	VPDPBUSDY(14, 13, 1); \
-	VPBROADCASTD (SI)(R11*1), Y15; \
+	VPBROADCASTD 4(SI), Y15; \
 	VPDPBUSDY(15, 12, 2); \
 	VPDPBUSDY(15, 13, 3); \
-	VPBROADCASTD (SI)(R11*2), Y14; \
+	VPBROADCASTD 8(SI), Y14; \
 	VPDPBUSDY(14, 12, 4); \
 	VPDPBUSDY(14, 13, 5); \
-	VPBROADCASTD (SI)(R12*1), Y15; \
+	VPBROADCASTD 12(SI), Y15; \
 	VPDPBUSDY(15, 12, 6); \
 	VPDPBUSDY(15, 13, 7); \
-	VPBROADCASTD (SI)(R11*4), Y14; \
+	VPBROADCASTD 16(SI), Y14; \
 	VPDPBUSDY(14, 12, 8); \
 	VPDPBUSDY(14, 13, 9); \
-	VPBROADCASTD (SI)(R13*1), Y15; \
+	VPBROADCASTD 20(SI), Y15; \
 	VPDPBUSDY(15, 12, 10); \
 	VPDPBUSDY(15, 13, 11); \
-	ADDQ $4, SI; \
+	ADDQ $24, SI; \
 	ADDQ $64, DI
 
-// func gemmInt8AVXVNNI(kq int, a *byte, lda int, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
-TEXT ·gemmInt8AVXVNNI(SB), NOSPLIT, $0-64
+// func gemmInt8AVXVNNI(kq int, a *byte, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
+TEXT ·gemmInt8AVXVNNI(SB), NOSPLIT, $0-56
 	MOVQ kq+0(FP), CX
 	MOVQ a+8(FP), SI
-	MOVQ lda+16(FP), R11
-	MOVQ b+24(FP), DI
-	MOVQ c+32(FP), DX
-	MOVQ ldc+40(FP), R8
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
 	SHLQ $2, R8
-	LEAQ (R11)(R11*2), R12
-	LEAQ (R11)(R11*4), R13
 	VPXOR Y0, Y0, Y0
 	VPXOR Y1, Y1, Y1
 	VPXOR Y2, Y2, Y2
@@ -541,7 +543,7 @@ avxvnniloop:
 	JNZ avxvnniloop
 avxvnnidone:
 	MOVQ DX, R9
-	CMPB add+48(FP), $0
+	CMPB add+40(FP), $0
 	JEQ avxvnninoadd
 	VPADDD (R9), Y0, Y0
 	VPADDD 32(R9), Y1, Y1
@@ -561,7 +563,7 @@ avxvnnidone:
 	VPADDD (R9), Y10, Y10
 	VPADDD 32(R9), Y11, Y11
 avxvnninoadd:
-	MOVQ ep+56(FP), AX
+	MOVQ ep+48(FP), AX
 	TESTQ AX, AX
 	JNZ avxvnnideq
 	VMOVDQU Y0, (DX)
@@ -706,13 +708,14 @@ maxabs2loop:
 	VZEROUPPER
 	RET
 
-// func quantAVX2(n int, q *byte, x *float32, inv float32) int32
-// quantAVX512's, eight values at a time; n is a multiple of 8.
-TEXT ·quantAVX2(SB), NOSPLIT, $0-36
+// func quantAVX2(n int, q *byte, stride int, x *float32, inv float32) int32
+// quantAVX512's, eight values (two quads) at a time; n is a multiple of 8.
+TEXT ·quantAVX2(SB), NOSPLIT, $0-44
 	MOVQ n+0(FP), CX
 	MOVQ q+8(FP), DI
-	MOVQ x+16(FP), SI
-	VBROADCASTSS inv+24(FP), Y3
+	MOVQ stride+16(FP), R8
+	MOVQ x+24(FP), SI
+	VBROADCASTSS inv+32(FP), Y3
 	MOVL $-127, AX
 	VMOVD AX, X4
 	VPBROADCASTD X4, Y4
@@ -730,9 +733,10 @@ quant2loop:
 	VEXTRACTI128 $1, Y0, X1
 	VPACKSSDW X1, X0, X0
 	VPACKSSWB X0, X0, X0
-	MOVQ X0, (DI)
+	VMOVD X0, (DI)
+	VPEXTRD $1, X0, (DI)(R8*1)
 	ADDQ $32, SI
-	ADDQ $8, DI
+	LEAQ (DI)(R8*2), DI
 	DECQ CX
 	JNZ quant2loop
 	VEXTRACTI128 $1, Y6, X1
@@ -742,7 +746,7 @@ quant2loop:
 	VPSHUFD $0xb1, X6, X1
 	VPADDD X1, X6, X6
 	VMOVD X6, AX
-	MOVL AX, ret+32(FP)
+	MOVL AX, ret+40(FP)
 	VZEROUPPER
 	RET
 

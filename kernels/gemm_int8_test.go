@@ -21,8 +21,7 @@ func TestInt8Kernels(t *testing.T) {
 			corr[i] = rng.Int31n(1<<16) - 1<<15
 		}
 		for _, kq := range []int{1, 2, 3, 17, 256} {
-			lda := 4*kq + 12 // rows read in place, with a stride of their own
-			a := make([]byte, mr*lda)
+			a := make([]byte, mr*4*kq) // a panel: for each quad, mr rows' words
 			b := make([]byte, nr*4*kq)
 			rng.Read(a)
 			rng.Read(b)
@@ -40,7 +39,7 @@ func TestInt8Kernels(t *testing.T) {
 					if deq {
 						ep = &int8Epilogue{corr: &corr[0], rowScale: &rs[0], colScale: &cs[0], bias: &bias[0]}
 					}
-					kern.run(kq, a, lda, b, c, ldc, add, ep)
+					kern.run(kq, a, b, c, ldc, add, ep)
 					for i := 0; i < mr; i++ {
 						for j := 0; j < nr; j++ {
 							var want int32
@@ -48,7 +47,7 @@ func TestInt8Kernels(t *testing.T) {
 								want = prev[i*ldc+j]
 							}
 							for p := 0; p < 4*kq; p++ {
-								want += int32(int8(a[i*lda+p])) * int32(b[(p/4*nr+j)*4+p%4])
+								want += int32(int8(a[(p/4*mr+i)*4+p%4])) * int32(b[(p/4*nr+j)*4+p%4])
 							}
 							if !deq && c[i*ldc+j] != want {
 								t.Fatalf("%s kq=%d add=%v: c[%d][%d] = %d, want %d", kern.name, kq, add, i, j, c[i*ldc+j], want)
@@ -90,12 +89,25 @@ func TestInt8Quantize(t *testing.T) {
 				if scale != s[0] {
 					t.Fatalf("%s n=%d %s: scale %g, want %g", kern.name, n, kind, scale, s[0])
 				}
-				u := make([]byte, n)
-				sum := kern.quant(u, x, inv)
+				// Written as a row of a panel: quad j/4 at (j/4)*stride,
+				// the bytes between (other rows') left alone.
+				stride := 4 * kern.mr
+				u := make([]byte, (n+3)/4*stride)
+				for i := range u {
+					u[i] = 0xa5
+				}
+				sum := kern.quant(u, stride, x, inv)
 				var want int32
-				for j := range q {
-					if int8(u[j]) != q[j] {
-						t.Fatalf("%s n=%d %s: x[%d]=%g quantized to %d, want %d", kern.name, n, kind, j, x[j], int8(u[j]), q[j])
+				for i, v := range u {
+					j := i/stride*4 + i%stride
+					if i%stride >= 4 || j >= n {
+						if v != 0xa5 {
+							t.Fatalf("%s n=%d %s: byte %d, outside the row's values, overwritten", kern.name, n, kind, i)
+						}
+						continue
+					}
+					if int8(v) != q[j] {
+						t.Fatalf("%s n=%d %s: x[%d]=%g quantized to %d, want %d", kern.name, n, kind, j, x[j], int8(v), q[j])
 					}
 					want += int32(q[j])
 				}
@@ -242,7 +254,7 @@ func BenchmarkInt8Kernel(b *testing.B) {
 		c := make([]int32, kern.mr*kern.nr)
 		b.Run(kern.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
-				kern.run(kq, a, 4*kq, bp, c, kern.nr, false, nil)
+				kern.run(kq, a, bp, c, kern.nr, false, nil)
 			}
 			b.ReportMetric(2*float64(kern.mr*kern.nr*4*kq)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOPS")
 		})

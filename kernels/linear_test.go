@@ -46,32 +46,42 @@ func roundBF16(x []float32) []float32 {
 	return out
 }
 
-// TestLinearBF16Versions checks each BF16 kernel against the float64
-// reference on BF16-rounded inputs (the kernel's products are exact there,
-// only the float32 sums round), on odd sizes and odd k (a half pair).
+// TestLinearBF16Versions checks each BF16 kernel, under each entry of the
+// blocking table that blocks it otherwise, against the float64 reference
+// on BF16-rounded inputs (the kernel's products are exact there, only the
+// float32 sums round), on odd sizes and odd k (a half pair), k in one
+// slice and in several.
 func TestLinearBF16Versions(t *testing.T) {
 	for _, v := range BF16Versions() {
-		t.Run(v, func(t *testing.T) {
-			e := engine(t, Config{BF16Version: v})
-			rng := rand.New(rand.NewSource(8))
-			for _, a := range []Act{ActNone, ActGELU} {
-				for _, m := range oddSizes {
-					for _, n := range []int{1, 17, 129} {
-						for _, k := range []int{1, 3, 64, 513} {
-							x, wd, bias := randSlice(rng, m*k), randSlice(rng, n*k), randSlice(rng, n)
-							w := e.PrepareWeightBF16(wd, n, k)
-							got := make([]float32, m*n)
-							e.Linear(got, x, m, w, bias, a)
-							want := make([]float32, m*n)
-							LinearRef(want, roundBF16(x), m, roundBF16(wd), n, k, bias, a)
-							if err := closeTo(got, want, 2e-6*float64(k), 1e-5); err != nil {
-								t.Fatalf("m=%d n=%d k=%d act=%s: %v", m, n, k, a, err)
-							}
-						}
+		seen := map[[2]int]bool{}
+		for _, tn := range Tunings() {
+			e := engine(t, Config{BF16Version: v, Tuning: tn})
+			if key := [2]int{e.bf16.kc, e.bf16.mc}; !seen[key] {
+				seen[key] = true
+				t.Run(v+"/"+tn, func(t *testing.T) { testLinearBF16(t, e) })
+			}
+		}
+	}
+}
+
+func testLinearBF16(t *testing.T, e *Engine) {
+	rng := rand.New(rand.NewSource(8))
+	for _, a := range []Act{ActNone, ActGELU} {
+		for _, m := range oddSizes {
+			for _, n := range []int{1, 17, 129} {
+				for _, k := range []int{1, 3, 64, 513, 1031} {
+					x, wd, bias := randSlice(rng, m*k), randSlice(rng, n*k), randSlice(rng, n)
+					w := e.PrepareWeightBF16(wd, n, k)
+					got := make([]float32, m*n)
+					e.Linear(got, x, m, w, bias, a)
+					want := make([]float32, m*n)
+					LinearRef(want, roundBF16(x), m, roundBF16(wd), n, k, bias, a)
+					if err := closeTo(got, want, 2e-6*float64(k), 1e-5); err != nil {
+						t.Fatalf("m=%d n=%d k=%d act=%s: %v", m, n, k, a, err)
 					}
 				}
 			}
-		})
+		}
 	}
 }
 
@@ -198,7 +208,7 @@ func BenchmarkLinear(b *testing.B) {
 func BenchmarkLinearBF16(b *testing.B) {
 	for _, v := range BF16Versions()[:1] {
 		e := engine(b, Config{BF16Version: v})
-		for _, sh := range [][3]int{{1024, 3072, 768}, {1024, 768, 3072}} {
+		for _, sh := range [][3]int{{1024, 2304, 768}, {1024, 768, 768}, {1024, 3072, 768}, {1024, 768, 3072}} {
 			m, n, k := sh[0], sh[1], sh[2]
 			b.Run(fmt.Sprintf("%s/m=%d/n=%d/k=%d", v, m, n, k), func(b *testing.B) {
 				rng := rand.New(rand.NewSource(1))

@@ -15,8 +15,8 @@ import "strings"
 // tuning is one entry of the table.
 type tuning struct {
 	name string
-	// gemm is the blocking of the F32 micro-kernels it names; the others
-	// keep their own.
+	// gemm is the blocking of the F32 and BF16 micro-kernels it names
+	// (k in pairs for BF16); the others keep their own.
 	gemm map[string]blocking
 	// attnRows is how many query rows of one head a score tile holds:
 	// the tile (attnRows x sequence length) stays in L2 between the two
@@ -51,8 +51,12 @@ var tunings = []struct {
 	// of the FMA peak ahead of 256 on every BERT-base linear layer at 128
 	// and 1024 rows (one core, thread CPU time, entries interleaved);
 	// slices of 512 or 768 and blocks of 48 or 144 rows were no better,
-	// and tiles of 24 to 128 query rows timed alike.
-	{tuning{name: "amd-zen5", gemm: map[string]blocking{"avx512": {384, 72}}, attnRows: 96}, func(id cpuIdentity) bool {
+	// and tiles of 24 to 128 query rows timed alike. BF16 takes k slices
+	// of 512 pairs, so that k = 768 is one pass: 5-10 % more GFLOP/s than
+	// 256 pairs on three of BERT-base's four layers at 1024 rows (two
+	// cores, benchstat, 4 rounds interleaved), the fourth (k = 3072) alike;
+	// 384 to 768 pairs timed alike, and blocks of 288 rows were slower.
+	{tuning{name: "amd-zen5", gemm: map[string]blocking{"avx512": {384, 72}, "avx512bf16": {512, 144}}, attnRows: 96}, func(id cpuIdentity) bool {
 		return id.vendor == "AuthenticAMD" && id.family == 0x1a
 	}},
 }

@@ -67,8 +67,10 @@ func TestTuningBlocking(t *testing.T) {
 	for _, name := range Tunings() {
 		e := engine(t, Config{Tuning: name})
 		for _, tu := range tunings {
-			if b, ok := tu.t.gemm[e.gemm.name]; ok && tu.t.name == name && (b.kc != e.gemm.kc || b.mc != e.gemm.mc) {
-				t.Errorf("%s: kernel %s blocked %d x %d, want %+v", name, e.gemm.name, e.gemm.kc, e.gemm.mc, b)
+			for _, k := range []*microKernel{e.gemm, e.bf16.microKernel} {
+				if b, ok := tu.t.gemm[k.name]; ok && tu.t.name == name && (b.kc != k.kc || b.mc != k.mc) {
+					t.Errorf("%s: kernel %s blocked %d x %d, want %+v", name, k.name, k.kc, k.mc, b)
+				}
 			}
 		}
 		if first == nil {

@@ -109,6 +109,12 @@ func New(c Config) (*Engine, error) {
 	if e.bf16, err = pick(bf16Kernels(), func(k *bf16Kernel) string { return k.name }, &e.cfg.BF16Version, "BF16 kernel", BF16Versions); err != nil {
 		return nil, err
 	}
+	if b, ok := e.tune.gemm[e.bf16.name]; ok {
+		k, mk := *e.bf16, *e.bf16.microKernel
+		mk.kc, mk.mc = b.kc, b.mc
+		k.microKernel = &mk
+		e.bf16 = &k
+	}
 	if e.int8, err = pick(int8Kernels(), func(k *int8Kernel) string { return k.name }, &e.cfg.Int8Version, "INT8 kernel", Int8Versions); err != nil {
 		return nil, err
 	}
