@@ -42,6 +42,115 @@ func TestAttentionVersions(t *testing.T) {
 	})
 }
 
+// attentionBF16Ref is AttentionRef on queries, keys and values rounded to
+// BF16, its probabilities rounded to BF16 before they weigh the values: the
+// products AttentionBF16 computes, summed in float64. Sequences shorter
+// than BF16AttentionMin are AttentionRef's.
+func attentionBF16Ref(out, qkv []float32, seqs []int32, hidden, heads int, scale float32) {
+	AttentionRef(out, qkv, seqs, hidden, heads, scale)
+	q := roundBF16(qkv)
+	dh, ld := hidden/heads, 3*hidden
+	for b := 0; b+1 < len(seqs); b++ {
+		lo, hi := int(seqs[b]), int(seqs[b+1])
+		n := hi - lo
+		if n < BF16AttentionMin {
+			continue
+		}
+		scores := make([]float32, n)
+		for h := 0; h < heads; h++ {
+			for i := 0; i < n; i++ {
+				qi := q[(lo+i)*ld+h*dh : (lo+i)*ld+h*dh+dh]
+				for j := 0; j < n; j++ {
+					k := q[(lo+j)*ld+hidden+h*dh : (lo+j)*ld+hidden+h*dh+dh]
+					var s float64
+					for d := range qi {
+						s += float64(qi[d]) * float64(k[d])
+					}
+					scores[j] = float32(s)
+				}
+				softmaxRef(scores, scale)
+				p := roundBF16(scores)
+				o := out[(lo+i)*hidden+h*dh : (lo+i)*hidden+h*dh+dh]
+				for d := range o {
+					var s float64
+					for j := 0; j < n; j++ {
+						s += float64(p[j]) * float64(q[(lo+j)*ld+2*hidden+h*dh+d])
+					}
+					o[d] = float32(s)
+				}
+			}
+		}
+	}
+}
+
+// TestAttentionBF16 checks AttentionBF16 of every BF16 kernel, on 1 and 2
+// goroutines, against attentionBF16Ref on odd head sizes and lengths, each
+// case with sequences on both sides of BF16AttentionMin: the products are
+// exact on the rounded values, so what is left is float32 summation and
+// the rare probability that the float32 softmax puts on the other side of
+// a BF16 rounding boundary (a change of at most 2^-8 of that probability's
+// share of the output; 6e-5 at most here). It must also be much closer to
+// that reference than to F32 attention (0.6-3e-3 away), or it is not
+// rounding what AttentionBF16 says it rounds; and the short sequences
+// must be F32 attention's.
+func TestAttentionBF16(t *testing.T) {
+	for _, v := range BF16Versions() {
+		for _, threads := range []int{1, 2} {
+			t.Run(fmt.Sprintf("%s/threads=%d", v, threads), func(t *testing.T) {
+				e := engine(t, Config{BF16Version: v, Threads: threads})
+				rng := rand.New(rand.NewSource(6))
+				const long = BF16AttentionMin
+				for _, c := range []struct {
+					hidden, heads int
+					lengths       []int
+				}{
+					{4, 1, []int{long, 1}},
+					{12, 3, []int{3, 0, long + 17}},
+					{64, 4, []int{long - 1, long + 1}},
+					{48, 2, []int{2*long + 1, long}},
+					{768, 12, []int{33, 2 * long}},
+					{15, 5, []int{9, long + 16, 1}},
+					{70, 2, []int{long + 31, 2}},
+				} {
+					name := fmt.Sprintf("hidden=%d heads=%d lengths=%v", c.hidden, c.heads, c.lengths)
+					seqs := SeqOffsets(c.lengths...)
+					n := int(seqs[len(seqs)-1])
+					qkv := randSlice(rng, n*3*c.hidden)
+					scale := float32(1 / math.Sqrt(float64(c.hidden/c.heads)))
+					want := make([]float32, n*c.hidden)
+					attentionBF16Ref(want, qkv, seqs, c.hidden, c.heads, scale)
+					got := make([]float32, n*c.hidden)
+					e.AttentionBF16(got, qkv, seqs, c.hidden, c.heads, scale)
+					if err := closeTo(got, want, 5e-4, 1e-5); err != nil {
+						t.Errorf("%s: %v", name, err)
+					}
+					for b := 0; b+1 < len(seqs); b++ {
+						if lo, hi := int(seqs[b])*c.hidden, int(seqs[b+1])*c.hidden; hi-lo < long*c.hidden {
+							if err := closeTo(got[lo:hi], want[lo:hi], 2e-6, 1e-5); err != nil {
+								t.Errorf("%s: sequence %d, shorter than %d tokens: %v", name, b, long, err)
+							}
+						}
+					}
+					exact := make([]float32, n*c.hidden)
+					AttentionRef(exact, qkv, seqs, c.hidden, c.heads, scale)
+					var worst float64
+					for i := range exact {
+						worst = max(worst, math.Abs(float64(got[i]-exact[i])))
+					}
+					var ref float64
+					for i := range want {
+						ref = max(ref, math.Abs(float64(got[i]-want[i])))
+					}
+					t.Logf("%s: at most %.2g from the reference, %.2g from F32 attention", name, ref, worst)
+					if 4*ref > worst {
+						t.Errorf("%s: %.2g from the BF16 reference, no closer than to F32 attention (%.2g)", name, ref, worst)
+					}
+				}
+			})
+		}
+	}
+}
+
 // TestAttentionSoftmax checks the row softmax of every kernel version
 // against the reference, on odd lengths and scores wide enough that the
 // maximum matters.
@@ -68,11 +177,22 @@ func TestAttentionSoftmax(t *testing.T) {
 
 func BenchmarkAttention(b *testing.B) {
 	const hidden, heads = 768, 12
+	type run struct {
+		name string
+		f    func(e *Engine) func(out, qkv []float32, seqs []int32, hidden, heads int, scale float32)
+		e    *Engine
+	}
+	var runs []run
 	for _, v := range Versions() {
-		e := engine(b, Config{Version: v})
-		for _, sh := range [][2]int{{8, 128}, {1, 384}} {
+		runs = append(runs, run{v, func(e *Engine) func([]float32, []float32, []int32, int, int, float32) { return e.Attention }, engine(b, Config{Version: v})})
+	}
+	for _, v := range BF16Versions()[:1] {
+		runs = append(runs, run{v, func(e *Engine) func([]float32, []float32, []int32, int, int, float32) { return e.AttentionBF16 }, engine(b, Config{BF16Version: v})})
+	}
+	for _, r := range runs {
+		for _, sh := range [][2]int{{8, 128}, {4, 192}, {4, 256}, {1, 384}} {
 			bs, t := sh[0], sh[1]
-			b.Run(fmt.Sprintf("%s/B=%d/T=%d", v, bs, t), func(b *testing.B) {
+			b.Run(fmt.Sprintf("%s/B=%d/T=%d", r.name, bs, t), func(b *testing.B) {
 				rng := rand.New(rand.NewSource(1))
 				lengths := make([]int, bs)
 				for i := range lengths {
@@ -82,9 +202,10 @@ func BenchmarkAttention(b *testing.B) {
 				qkv := randSlice(rng, bs*t*3*hidden)
 				out := make([]float32, bs*t*hidden)
 				scale := float32(1 / math.Sqrt(hidden/heads))
+				attend := r.f(r.e)
 				b.ResetTimer()
 				for i := 0; i < b.N; i++ {
-					e.Attention(out, qkv, seqs, hidden, heads, scale)
+					attend(out, qkv, seqs, hidden, heads, scale)
 				}
 				b.ReportMetric(4*float64(bs*t*t*hidden)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GFLOP/s")
 			})

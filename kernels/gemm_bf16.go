@@ -32,10 +32,33 @@ type bf16Kernel struct {
 	// (t.cols values each) as BF16 rows of (t.cols+1)/2 words into t.out,
 	// padding an odd row with a zero.
 	convert func(t *rowTask, lo, hi int)
+	// pair sets dst[j] to the BF16 pair (lo[j], hi[j]), lo[j] in the low
+	// half, as f32ToBF16 rounds them; hi nil pairs with zeros.
+	pair func(dst []uint32, lo, hi []float32)
+	// toBF16Scaled is toBF16 of src[j]*s, the float32 product.
+	toBF16Scaled func(dst []uint16, src []float32, s float32)
 }
 
-func newBF16Kernel(mk *microKernel, toBF16 func(dst []uint16, src []float32)) *bf16Kernel {
-	return &bf16Kernel{microKernel: mk, toBF16: toBF16, convert: func(t *rowTask, lo, hi int) {
+// toBF16ScaledGo is the portable toBF16Scaled.
+func toBF16ScaledGo(dst []uint16, src []float32, s float32) {
+	for j, v := range src {
+		dst[j] = f32ToBF16(v * s)
+	}
+}
+
+// pairGo is the portable pair.
+func pairGo(dst []uint32, lo, hi []float32) {
+	for j, v := range lo {
+		var h uint32
+		if hi != nil {
+			h = uint32(f32ToBF16(hi[j]))
+		}
+		dst[j] = uint32(f32ToBF16(v)) | h<<16
+	}
+}
+
+func newBF16Kernel(mk *microKernel, toBF16 func(dst []uint16, src []float32), pair func(dst []uint32, lo, hi []float32), toBF16Scaled func(dst []uint16, src []float32, s float32)) *bf16Kernel {
+	return &bf16Kernel{microKernel: mk, toBF16: toBF16, pair: pair, toBF16Scaled: toBF16Scaled, convert: func(t *rowTask, lo, hi int) {
 		k := t.cols
 		kw := (k + 1) / 2
 		if k%2 == 0 {
@@ -129,7 +152,7 @@ func packBBF16(kern *microKernel, dst []float32, transB bool, n, k int, b []floa
 // without AVX512_BF16. Each lane adds both products of a pair at once,
 // as the instruction does.
 var goBF16Kernel = newBF16Kernel(&microKernel{name: "go-bf16", mr: 4, nr: 4, kc: 128, mc: 128, pairs: true,
-	direct: kernelGoBF16x4, tails: []tailKernel{{2, goBF16Direct(2)}, {1, goBF16Direct(1)}}}, F32ToBF16)
+	direct: kernelGoBF16x4, tails: []tailKernel{{2, goBF16Direct(2)}, {1, goBF16Direct(1)}}}, F32ToBF16, pairGo, toBF16ScaledGo)
 
 // lo and hi are the two BF16 values of a pair word as float32.
 func lo(w uint32) float32 { return math.Float32frombits(w << 16) }

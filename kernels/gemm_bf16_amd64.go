@@ -24,6 +24,12 @@ func sgemmBF16Direct1(k int, a *float32, lda int, b, c *float32, ldc int, add bo
 //go:noescape
 func toBF16AVX512(dst *uint16, src *float32, n int)
 
+//go:noescape
+func pairBF16AVX512(dst *uint32, lo, hi *float32, n int)
+
+//go:noescape
+func toBF16ScaledAVX512(dst *uint16, src *float32, n int, s float32)
+
 // bf16Direct wraps the kernel of rows rows with the bounds checks that
 // keep it inside its slices.
 func bf16Direct(rows int, f func(k int, a *float32, lda int, b, c *float32, ldc int, add bool, pf *float32)) directFunc {
@@ -51,6 +57,28 @@ var avx512BF16Kernel = newBF16Kernel(&microKernel{name: "avx512bf16", mr: 12, nr
 			toBF16AVX512(&dst[0], &src[0], n)
 		}
 		F32ToBF16(dst[n:len(src)], src[n:])
+	},
+	// A missing high row (the last pair of an odd count) is rare: the
+	// portable code pairs it with zeros.
+	func(dst []uint32, lo, hi []float32) {
+		n := 0
+		if hi != nil {
+			n = len(lo) &^ 15
+		}
+		if n > 0 {
+			_, _ = dst[n-1], hi[n-1]
+			pairBF16AVX512(&dst[0], &lo[0], &hi[0], n)
+			hi = hi[n:]
+		}
+		pairGo(dst[n:len(lo)], lo[n:], hi)
+	},
+	func(dst []uint16, src []float32, s float32) {
+		n := len(src) &^ 15
+		if n > 0 {
+			_ = dst[n-1]
+			toBF16ScaledAVX512(&dst[0], &src[0], n, s)
+		}
+		toBF16ScaledGo(dst[n:len(src)], src[n:], s)
 	})
 
 func asmBF16Kernels() []*bf16Kernel {

@@ -654,3 +654,80 @@ tobf16loop:
 	JNZ tobf16loop
 	VZEROUPPER
 	RET
+
+// func toBF16ScaledAVX512(dst *uint16, src *float32, n int, s float32)
+// toBF16AVX512 of src[j]*s, the float32 product rounded: a softmax's last
+// pass (the division by the sum) and its conversion in one.
+TEXT ·toBF16ScaledAVX512(SB), NOSPLIT, $0-28
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+	VBROADCASTSS s+24(FP), Z31
+	SHRQ $4, CX
+	MOVL $0x7fff, AX
+	VPBROADCASTD AX, Z30
+	MOVL $1, AX
+	VPBROADCASTD AX, Z29
+	MOVL $0x40, AX
+	VPBROADCASTD AX, Z28
+tobf16sloop:
+	VMULPS (SI), Z31, Z0
+	VPSRLD $16, Z0, Z1
+	VPANDD Z29, Z1, Z2
+	VPADDD Z30, Z0, Z3
+	VPADDD Z2, Z3, Z3
+	VPSRLD $16, Z3, Z3
+	VCMPPS $3, Z0, Z0, K1
+	VPORD Z28, Z1, K1, Z3
+	VPMOVDW Z3, (DI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ tobf16sloop
+	VZEROUPPER
+	RET
+
+// func pairBF16AVX512(dst *uint32, lo, hi *float32, n int)
+// dst[j] = the BF16 pair (lo[j], hi[j]): lo[j] rounded as toBF16AVX512
+// rounds in the low half, hi[j] in the high half. Two rows of values
+// become one row of a panel whose pairs run across them (attention's
+// values, paired along the tokens). n is a positive multiple of 16.
+TEXT ·pairBF16AVX512(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ lo+8(FP), SI
+	MOVQ hi+16(FP), DX
+	MOVQ n+24(FP), CX
+	SHRQ $4, CX
+	MOVL $0x7fff, AX
+	VPBROADCASTD AX, Z30
+	MOVL $1, AX
+	VPBROADCASTD AX, Z29
+	MOVL $0x40, AX
+	VPBROADCASTD AX, Z28
+pairbf16loop:
+	VMOVUPS (SI), Z0
+	VPSRLD $16, Z0, Z1
+	VPANDD Z29, Z1, Z2
+	VPADDD Z30, Z0, Z3
+	VPADDD Z2, Z3, Z3
+	VPSRLD $16, Z3, Z3
+	VCMPPS $3, Z0, Z0, K1
+	VPORD Z28, Z1, K1, Z3
+	VMOVUPS (DX), Z4
+	VPSRLD $16, Z4, Z5
+	VPANDD Z29, Z5, Z6
+	VPADDD Z30, Z4, Z7
+	VPADDD Z6, Z7, Z7
+	VPSRLD $16, Z7, Z7
+	VCMPPS $3, Z4, Z4, K2
+	VPORD Z28, Z5, K2, Z7
+	VPSLLD $16, Z7, Z7
+	VPORD Z7, Z3, Z3
+	VMOVDQU32 Z3, (DI)
+	ADDQ $64, SI
+	ADDQ $64, DX
+	ADDQ $64, DI
+	DECQ CX
+	JNZ pairbf16loop
+	VZEROUPPER
+	RET

@@ -59,3 +59,49 @@ func TestBF16Convert(t *testing.T) {
 		})
 	}
 }
+
+// TestBF16PairScaled checks each BF16 version's pair (two rows into one of
+// pairs, the values of attention) and toBF16Scaled (a softmax's division
+// and conversion in one) against f32ToBF16 bit for bit, on the inputs of
+// TestBF16Convert, lengths that leave a tail for the scalar code, and a
+// missing high row.
+func TestBF16PairScaled(t *testing.T) {
+	var in []float32
+	for hi := uint32(0); hi < 1<<16; hi++ {
+		for _, lo := range []uint32{0, 1, 0x7fff, 0x8000, 0x8001, 0xffff} {
+			in = append(in, math.Float32frombits(hi<<16|lo))
+		}
+	}
+	rng := rand.New(rand.NewSource(9))
+	rng.Shuffle(len(in), func(i, j int) { in[i], in[j] = in[j], in[i] })
+	half := len(in) / 2
+	for _, kern := range bf16Kernels() {
+		t.Run(kern.name, func(t *testing.T) {
+			for _, n := range []int{half, 15, 17, 33} {
+				lo, hi := in[:n], in[half:half+n]
+				got := make([]uint32, n)
+				kern.pair(got, lo, hi)
+				for j := range got {
+					if want := uint32(f32ToBF16(lo[j])) | uint32(f32ToBF16(hi[j]))<<16; got[j] != want {
+						t.Fatalf("n=%d: pair of %#x and %#x = %#x, want %#x", n, math.Float32bits(lo[j]), math.Float32bits(hi[j]), got[j], want)
+					}
+				}
+				kern.pair(got, lo, nil)
+				for j := range got {
+					if want := uint32(f32ToBF16(lo[j])); got[j] != want {
+						t.Fatalf("n=%d: %#x paired with nothing = %#x, want %#x", n, math.Float32bits(lo[j]), got[j], want)
+					}
+				}
+				for _, s := range []float32{1, 1.0 / 3, 7.5e-3} {
+					h := make([]uint16, n)
+					kern.toBF16Scaled(h, lo, s)
+					for j := range h {
+						if want := f32ToBF16(lo[j] * s); h[j] != want {
+							t.Fatalf("n=%d: %#x times %g = %#x, want %#x", n, math.Float32bits(lo[j]), s, h[j], want)
+						}
+					}
+				}
+			}
+		})
+	}
+}

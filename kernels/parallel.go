@@ -25,6 +25,8 @@ type scratch struct {
 	v      []float32 // a second one (attention's values)
 	tile   []float32
 	scores []float32 // attention score tiles
+	half   []float32 // BF16 attention's queries and probabilities, as words
+	words  []float32 // BF16 attention's keys, as words, before packing
 	segs   []rowSeg  // a GEMM task's runs of rows
 }
 

@@ -23,7 +23,9 @@ func init() {
 type CPU struct {
 	// BF16Weights makes the linear layers compute with weights and
 	// activations rounded to bfloat16 and float32 sums (AVX512_BF16 where
-	// the CPU has it); everything else stays F32.
+	// the CPU has it), and the attention products of sequences of
+	// kernels.BF16AttentionMin tokens or more likewise; everything else
+	// stays F32.
 	BF16Weights bool
 	// Int8Weights makes the linear layers compute in INT8: weights
 	// quantized per output channel at load, activations per token at run
@@ -289,6 +291,10 @@ func (c CPU) Attention(out, qkv, seqs *Tensor, maxLen, heads int, scale float32)
 	s, h, _, err := cpuArgs.Attention(out, qkv, seqs, maxLen, heads)
 	if err != nil {
 		return err
+	}
+	if c.BF16Weights {
+		c.Kernels().AttentionBF16(out.F32(), qkv.F32(), s, h, heads, scale)
+		return nil
 	}
 	c.Kernels().Attention(out.F32(), qkv.F32(), s, h, heads, scale)
 	return nil
