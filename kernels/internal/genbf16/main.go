@@ -11,6 +11,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"os"
 )
@@ -134,10 +135,37 @@ TEXT ·%s(SB), NOSPLIT, $0-64
 	fmt.Fprint(w, "\tVZEROUPPER\n\tRET\n\n")
 }
 
-// convert is f32ToBF16 on 16 lanes at a time, integer arithmetic on the
-// bits as the Go code does (VCVTNE2PS2BF16 would flush subnormals to zero
-// and differ from the portable path).
-const convert = `// func toBF16AVX512(dst *uint16, src *float32, n int)
+// The conversions are f32ToBF16 on 16 lanes at a time, integer arithmetic
+// on the bits as the Go code does (VCVTNE2PS2BF16 would flush subnormals to
+// zero and differ from the portable path): each value is rounded to
+// nearest even by adding 0x7fff and the kept LSB to its bits; a NaN keeps
+// its top bits and gets the quiet bit instead. Z28-Z30 hold the constants
+// (consts), K1 is scratch.
+
+const consts = `	MOVL $0x7fff, AX
+	VPBROADCASTD AX, Z30
+	MOVL $1, AX
+	VPBROADCASTD AX, Z29
+	MOVL $0x40, AX
+	VPBROADCASTD AX, Z28
+`
+
+// round returns the code that sets Z(out) to the BF16 bits of the floats in
+// Z(in), in the low half of each lane; Z(in+1) and Z(in+2) are scratch.
+func round(in, out int) string {
+	return fmt.Sprintf(`	VPSRLD $16, Z%[1]d, Z%[2]d
+	VPANDD Z29, Z%[2]d, Z%[3]d
+	VPADDD Z30, Z%[1]d, Z%[4]d
+	VPADDD Z%[3]d, Z%[4]d, Z%[4]d
+	VPSRLD $16, Z%[4]d, Z%[4]d
+	VCMPPS $3, Z%[1]d, Z%[1]d, K1
+	VPORD Z28, Z%[2]d, K1, Z%[4]d
+`, in, in+1, in+2, out)
+}
+
+// conversions writes toBF16AVX512, toBF16ScaledAVX512 and pairBF16AVX512.
+func conversions(w io.Writer) {
+	fmt.Fprintf(w, `// func toBF16AVX512(dst *uint16, src *float32, n int)
 // n is a positive multiple of 16. Each value is rounded to nearest even by
 // adding 0x7fff and the kept LSB to its bits; a NaN keeps its top bits and
 // gets the quiet bit instead (see f32ToBF16).
@@ -146,22 +174,9 @@ TEXT ·toBF16AVX512(SB), NOSPLIT, $0-24
 	MOVQ src+8(FP), SI
 	MOVQ n+16(FP), CX
 	SHRQ $4, CX
-	MOVL $0x7fff, AX
-	VPBROADCASTD AX, Z30
-	MOVL $1, AX
-	VPBROADCASTD AX, Z29
-	MOVL $0x40, AX
-	VPBROADCASTD AX, Z28
-tobf16loop:
+%stobf16loop:
 	VMOVUPS (SI), Z0
-	VPSRLD $16, Z0, Z1
-	VPANDD Z29, Z1, Z2
-	VPADDD Z30, Z0, Z3
-	VPADDD Z2, Z3, Z3
-	VPSRLD $16, Z3, Z3
-	VCMPPS $3, Z0, Z0, K1
-	VPORD Z28, Z1, K1, Z3
-	VPMOVDW Z3, (DI)
+%s	VPMOVDW Z3, (DI)
 	ADDQ $64, SI
 	ADDQ $32, DI
 	DECQ CX
@@ -178,22 +193,9 @@ TEXT ·toBF16ScaledAVX512(SB), NOSPLIT, $0-28
 	MOVQ n+16(FP), CX
 	VBROADCASTSS s+24(FP), Z31
 	SHRQ $4, CX
-	MOVL $0x7fff, AX
-	VPBROADCASTD AX, Z30
-	MOVL $1, AX
-	VPBROADCASTD AX, Z29
-	MOVL $0x40, AX
-	VPBROADCASTD AX, Z28
-tobf16sloop:
+%stobf16sloop:
 	VMULPS (SI), Z31, Z0
-	VPSRLD $16, Z0, Z1
-	VPANDD Z29, Z1, Z2
-	VPADDD Z30, Z0, Z3
-	VPADDD Z2, Z3, Z3
-	VPSRLD $16, Z3, Z3
-	VCMPPS $3, Z0, Z0, K1
-	VPORD Z28, Z1, K1, Z3
-	VPMOVDW Z3, (DI)
+%s	VPMOVDW Z3, (DI)
 	ADDQ $64, SI
 	ADDQ $32, DI
 	DECQ CX
@@ -212,30 +214,10 @@ TEXT ·pairBF16AVX512(SB), NOSPLIT, $0-32
 	MOVQ hi+16(FP), DX
 	MOVQ n+24(FP), CX
 	SHRQ $4, CX
-	MOVL $0x7fff, AX
-	VPBROADCASTD AX, Z30
-	MOVL $1, AX
-	VPBROADCASTD AX, Z29
-	MOVL $0x40, AX
-	VPBROADCASTD AX, Z28
-pairbf16loop:
+%spairbf16loop:
 	VMOVUPS (SI), Z0
-	VPSRLD $16, Z0, Z1
-	VPANDD Z29, Z1, Z2
-	VPADDD Z30, Z0, Z3
-	VPADDD Z2, Z3, Z3
-	VPSRLD $16, Z3, Z3
-	VCMPPS $3, Z0, Z0, K1
-	VPORD Z28, Z1, K1, Z3
-	VMOVUPS (DX), Z4
-	VPSRLD $16, Z4, Z5
-	VPANDD Z29, Z5, Z6
-	VPADDD Z30, Z4, Z7
-	VPADDD Z6, Z7, Z7
-	VPSRLD $16, Z7, Z7
-	VCMPPS $3, Z4, Z4, K2
-	VPORD Z28, Z5, K2, Z7
-	VPSLLD $16, Z7, Z7
+%s	VMOVUPS (DX), Z4
+%s	VPSLLD $16, Z7, Z7
 	VPORD Z7, Z3, Z3
 	VMOVDQU32 Z3, (DI)
 	ADDQ $64, SI
@@ -245,7 +227,8 @@ pairbf16loop:
 	JNZ pairbf16loop
 	VZEROUPPER
 	RET
-`
+`, consts, round(0, 3), consts, round(0, 3), consts, round(0, 3), round(4, 7))
+}
 
 func main() {
 	out := flag.String("o", "gemm_bf16_amd64.s", "file to write")
@@ -267,7 +250,7 @@ func main() {
 	for _, rows := range []int{12, 8, 4, 2, 1} {
 		direct(&w, rows)
 	}
-	fmt.Fprint(&w, convert)
+	conversions(&w)
 	if err := os.WriteFile(*out, w.Bytes(), 0o644); err != nil {
 		log.Fatal(err)
 	}
