@@ -35,12 +35,7 @@ ci-extra: $(CI_EXTRA)
 # Short smoke run of every fuzz target; FUZZTIME=10m for a real run.
 FUZZTIME ?= 10s
 fuzz:
-	@set -e; for pkg in $$($(GO) list ./...); do \
-	  for f in $$($(GO) test -list '^Fuzz' $$pkg | grep '^Fuzz' || true); do \
-	    echo "== $$pkg $$f"; \
-	    $(GO) test -run '^$$' -fuzz "^$$f$$" -fuzztime $(FUZZTIME) $$pkg; \
-	  done; \
-	done
+	GO=$(GO) FUZZTIME=$(FUZZTIME) bash mk/fuzz.sh
 
 # CPU benchmarks of this machine: every kernel version validated and timed
 # against the FMA peak, then the base preset's throughput and latency at
