@@ -102,12 +102,7 @@ func (e *Engine) attention(out, qkv []float32, seqs []int32, hidden, heads int, 
 	*t = attentionTask{out: out, qkv: qkv, seqs: seqs, hidden: hidden, heads: heads, scale: scale,
 		kern: e.gemm, bf16: bf16, vec: e.vec, rows: e.tune.attnRows, first: t.first[:0], split: 1}
 	if bf16 != nil {
-		// BF16 words are moved like floats: the F32 kernel's transposing
-		// packer serves the keys where its panels are as wide.
-		t.words = &microKernel{nr: bf16.nr}
-		if e.gemm.nr == bf16.nr {
-			t.words.packTrans = e.gemm.packTrans
-		}
+		t.words = e.bf16Words
 	}
 	if pairs := (len(seqs) - 1) * heads; pairs < 4*threads {
 		t.split = (4*threads + pairs - 1) / pairs

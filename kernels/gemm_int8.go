@@ -237,10 +237,10 @@ func (e *Engine) linearInt8(out, x []float32, m int, w *Weight, bias []float32, 
 	}
 	bufs.words = bufs.words[:mpad*pw.kq]
 	bufs.q = unsafe.Slice((*byte)(unsafe.Pointer(&bufs.words[0])), 4*len(bufs.words))
-	// Padding (rows past m, values past k) multiplies zero weights or
-	// lands in rows no one reads; it is cleared so that results never
-	// depend on old contents: the last panel here, values past k by
-	// quantizeRows.
+	// Values past k meet the weights' padding, a shifted zero (128), which
+	// no correction takes back: quantizeRows zeroes them. Rows past m only
+	// reach tile rows no one reads; the last panel is cleared all the same,
+	// so that nothing computed depends on old contents.
 	if m < mpad {
 		clear(bufs.q[m/mr*panel:])
 	}
@@ -255,7 +255,8 @@ func (e *Engine) linearInt8(out, x []float32, m int, w *Weight, bias []float32, 
 	*g = int8Task{quantizing: true, kern: kern, vec: e.vec, m: m, n: w.N, k: w.K, x: x, w: pw,
 		q: bufs.q, panel: panel, xs: bufs.scale, corr: bufs.corr, out: out, bias: bias, act: a}
 	// Whole panels per task: two goroutines writing rows of one panel
-	// would share its cache lines.
+	// would share every one of its cache lines (whole panels share at most
+	// the line at each end).
 	g.rowsPerTask = (max(1, (1<<14)/max(w.K, 1)) + mr - 1) / mr * mr
 	parallel(threads, (m+g.rowsPerTask-1)/g.rowsPerTask, g)
 

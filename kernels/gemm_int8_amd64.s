@@ -10,7 +10,7 @@
 // the kernel reads one stream (48 bytes a step) at fixed offsets instead
 // of twelve rows apart. The broadcast inside the instruction costs a load,
 // not a shuffle: 28 % more than a VPBROADCASTD per row on the EPYC of the
-// README.
+// README (measured when A was still read in rows).
 #define STEPVNNI \
 	VMOVDQU32 (DI), Z24; \
 	VMOVDQU32 64(DI), Z25; \

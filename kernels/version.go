@@ -80,13 +80,15 @@ type Config struct {
 // Engine may be used from any number of goroutines, and engines of
 // different configurations side by side.
 type Engine struct {
-	cfg   Config // names resolved
-	gemm  *microKernel
-	vec   *vecOps
-	bf16  *bf16Kernel
-	int8  *int8Kernel
-	gonum bool
-	tune  tuning
+	cfg  Config // names resolved
+	gemm *microKernel
+	vec  *vecOps
+	bf16 *bf16Kernel
+	// bf16Words packs BF16 attention's keys (see attention).
+	bf16Words *microKernel
+	int8      *int8Kernel
+	gonum     bool
+	tune      tuning
 }
 
 // New resolves c into an Engine, or reports the name this CPU has no
@@ -114,6 +116,12 @@ func New(c Config) (*Engine, error) {
 		mk.kc, mk.mc = b.kc, b.mc
 		k.microKernel = &mk
 		e.bf16 = &k
+	}
+	// BF16 words are moved like floats: the F32 kernel's transposing
+	// packer serves BF16 attention's keys where its panels are as wide.
+	e.bf16Words = &microKernel{name: e.bf16.name + "-words", nr: e.bf16.nr}
+	if e.gemm.nr == e.bf16.nr {
+		e.bf16Words.packTrans = e.gemm.packTrans
 	}
 	if e.int8, err = pick(int8Kernels(), func(k *int8Kernel) string { return k.name }, &e.cfg.Int8Version, "INT8 kernel", Int8Versions); err != nil {
 		return nil, err

@@ -16,7 +16,8 @@ func TestParityCPU(t *testing.T) {
 // summed in float32; LayerNorm, softmax and the residual stream stay F32.
 // The bound covers the two roundings of every product through the
 // encoder: the errors measured on the fixtures (go test -v) are at most
-// 0.031 on hidden states and 0.067 on logits.
+// 0.031 on hidden states and 0.089 on logits (the MLM head's, from the F16
+// checkpoint).
 var BF16 = loadertest.Tolerances{Hidden: 5e-2, Logits: 1e-1}
 
 func TestParityCPUBF16(t *testing.T) {

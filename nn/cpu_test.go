@@ -74,8 +74,11 @@ func TestCPUBackendsSideBySide(t *testing.T) {
 		return v
 	}
 	xv, wv, bv := rnd(m*k), rnd(n*k), rnd(n)
-	seqv := kernels.SeqOffsets(5, 17, 15)
-	qkvv := rnd(m * 3 * hidden)
+	// A sequence long enough for the BF16 backends' BF16 attention beside
+	// short ones that keep F32's.
+	seqv := kernels.SeqOffsets(5, 17, kernels.BF16AttentionMin+3)
+	tokens := int(seqv[len(seqv)-1])
+	qkvv := rnd(tokens * 3 * hidden)
 	s := nn.NewScope("side by side")
 	defer s.Close()
 	host := func(v []float32, shape ...int) *nn.Tensor {
@@ -85,7 +88,7 @@ func TestCPUBackendsSideBySide(t *testing.T) {
 		}
 		return x
 	}
-	x, bias, qkv := host(xv, m, k), host(bv, n), host(qkvv, m, 3*hidden)
+	x, bias, qkv := host(xv, m, k), host(bv, n), host(qkvv, tokens, 3*hidden)
 	seqs, err := nn.HostI32(s, seqv, len(seqv))
 	if err != nil {
 		t.Fatal(err)
@@ -103,7 +106,7 @@ func TestCPUBackendsSideBySide(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := run{be: be, w: host(wv, n, k), lin: be.New(s, nn.F32, m, n), att: be.New(s, nn.F32, m, hidden)}
+		r := run{be: be, w: host(wv, n, k), lin: be.New(s, nn.F32, m, n), att: be.New(s, nn.F32, tokens, hidden)}
 		if err := be.PrepareWeight(r.w); err != nil {
 			t.Fatal(err)
 		}
@@ -121,9 +124,13 @@ func TestCPUBackendsSideBySide(t *testing.T) {
 		if o.Int8 {
 			pw, r.wantPack = e.PrepareWeightInt8(wv, n, k), e.Config().Int8Version
 		}
-		r.wantLin, r.wantAtt = make([]float32, m*n), make([]float32, m*hidden)
+		r.wantLin, r.wantAtt = make([]float32, m*n), make([]float32, tokens*hidden)
 		e.Linear(r.wantLin, xv, m, pw, bv, nn.ActGELU)
-		e.Attention(r.wantAtt, qkvv, seqv, hidden, heads, 0.25)
+		if o.Compute == nn.BF16 {
+			e.AttentionBF16(r.wantAtt, qkvv, seqv, hidden, heads, 0.25)
+		} else {
+			e.Attention(r.wantAtt, qkvv, seqv, hidden, heads, 0.25)
+		}
 		runs[i] = r
 	}
 
@@ -139,7 +146,7 @@ func TestCPUBackendsSideBySide(t *testing.T) {
 					errs[i] = err
 					return
 				}
-				if err := r.be.Attention(r.att, qkv, seqs, 17, heads, 0.25); err != nil {
+				if err := r.be.Attention(r.att, qkv, seqs, kernels.BF16AttentionMin+3, heads, 0.25); err != nil {
 					errs[i] = err
 					return
 				}
