@@ -36,8 +36,9 @@ func dequantAVX2(n int, c *float32, corr int32, rowScale float32, colScale, bias
 // 256 quads keeps a panel's slice of B (32 KB) in L1. Unlike the FP32
 // kernel, it reads A packed: quantization writes it so at no extra cost,
 // and one stream instead of twelve rows took the kernel alone from 605-615
-// to 710-720 GOPS a core with its panels in L2 (a one-core harness on Zen
-// 5), though whole layers on two cores timed alike within the noise.
+// to 710-720 GOPS a core with its panels in L2 (BenchmarkInt8KernelL2's
+// loop, quiet Zen 5), though whole layers on two cores timed alike within
+// the noise.
 var avx512VNNIKernel = &int8Kernel{name: "avx512vnni", mr: 12, nr: 32, kc: 256, mc: 144,
 	run: func(kq int, a []byte, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
 		_, _, _ = a[48*kq-1], b[128*kq-1], c[11*ldc+31]
