@@ -75,7 +75,7 @@ func (e *Engine) Attention(out, qkv []float32, seqs []int32, hidden, heads int, 
 }
 
 // AttentionBF16 is Attention with the two products of each sequence of at
-// least BF16AttentionMin tokens in BF16, as the BF16 linear layers compute
+// least BF16AttentionMin() tokens in BF16, as the BF16 linear layers compute
 // theirs: queries, keys, values and probabilities rounded to bfloat16
 // (f32ToBF16), the products summed in float32 by the BF16 micro-kernel,
 // as PyTorch's bfloat16 autocast runs attention. The softmax stays
@@ -86,12 +86,8 @@ func (e *Engine) AttentionBF16(out, qkv []float32, seqs []int32, hidden, heads i
 }
 
 // BF16AttentionMin is the shortest sequence whose attention AttentionBF16
-// computes in BF16. The products' share of attention grows with the
-// length, the conversions' does not: on Zen 5, BF16 attention took 0.7x
-// F32's time at 384 tokens, 0.83x at 256 and 0.85-0.93x at 192, but at 128
-// as long or a little longer (3-10 % slower in a BF16 bert-base pass), so
-// shorter sequences keep F32's accuracy for free.
-const BF16AttentionMin = 192
+// computes in BF16, from the blocking table (tuning.bf16AttnMin).
+func (e *Engine) BF16AttentionMin() int { return e.tune.bf16AttnMin }
 
 func (e *Engine) attention(out, qkv []float32, seqs []int32, hidden, heads int, scale float32, bf16 *bf16Kernel) {
 	if len(seqs) < 2 || seqs[len(seqs)-1] == seqs[0] {
@@ -102,7 +98,7 @@ func (e *Engine) attention(out, qkv []float32, seqs []int32, hidden, heads int, 
 	*t = attentionTask{out: out, qkv: qkv, seqs: seqs, hidden: hidden, heads: heads, scale: scale,
 		kern: e.gemm, bf16: bf16, vec: e.vec, rows: e.tune.attnRows, first: t.first[:0], split: 1}
 	if bf16 != nil {
-		t.words = e.bf16Words
+		t.words, t.bf16Min = e.bf16Words, e.tune.bf16AttnMin
 	}
 	if pairs := (len(seqs) - 1) * heads; pairs < 4*threads {
 		t.split = (4*threads + pairs - 1) / pairs
@@ -126,10 +122,11 @@ type attentionTask struct {
 	kern          *microKernel
 	// bf16, when not nil, computes the products (see AttentionBF16);
 	// words packs its keys' words.
-	bf16  *bf16Kernel
-	words *microKernel
-	vec   *vecOps
-	rows  int // query rows of a score tile
+	bf16    *bf16Kernel
+	words   *microKernel
+	bf16Min int
+	vec     *vecOps
+	rows    int // query rows of a score tile
 	// first[b] is the number of the first task of sequence b.
 	first []int
 	// split is how many parts a head's queries may be cut into.
@@ -156,7 +153,7 @@ func (t *attentionTask) run(i int, s *scratch) {
 	H, dh := t.hidden, t.hidden/t.heads
 	ld := 3 * H
 	col := h * dh
-	if t.bf16 != nil && n >= BF16AttentionMin {
+	if t.bf16 != nil && n >= t.bf16Min {
 		t.runBF16(s, lo, n, col, part*blocks/parts, (part+1)*blocks/parts)
 		return
 	}

@@ -45,15 +45,15 @@ func TestAttentionVersions(t *testing.T) {
 // attentionBF16Ref is AttentionRef on queries, keys and values rounded to
 // BF16, its probabilities rounded to BF16 before they weigh the values: the
 // products AttentionBF16 computes, summed in float64. Sequences shorter
-// than BF16AttentionMin are AttentionRef's.
-func attentionBF16Ref(out, qkv []float32, seqs []int32, hidden, heads int, scale float32) {
+// than shortest tokens are AttentionRef's.
+func attentionBF16Ref(out, qkv []float32, seqs []int32, hidden, heads int, scale float32, shortest int) {
 	AttentionRef(out, qkv, seqs, hidden, heads, scale)
 	q := roundBF16(qkv)
 	dh, ld := hidden/heads, 3*hidden
 	for b := 0; b+1 < len(seqs); b++ {
 		lo, hi := int(seqs[b]), int(seqs[b+1])
 		n := hi - lo
-		if n < BF16AttentionMin {
+		if n < shortest {
 			continue
 		}
 		scores := make([]float32, n)
@@ -85,7 +85,7 @@ func attentionBF16Ref(out, qkv []float32, seqs []int32, hidden, heads int, scale
 
 // TestAttentionBF16 checks AttentionBF16 of every BF16 kernel, on 1 and 2
 // goroutines, against attentionBF16Ref on odd head sizes and lengths, each
-// case with sequences on both sides of BF16AttentionMin: the products are
+// case with sequences on both sides of BF16AttentionMin(): the products are
 // exact on the rounded values, so what is left is float32 summation and
 // the rare probability that the float32 softmax puts on the other side of
 // a BF16 rounding boundary (a change of at most 2^-8 of that probability's
@@ -100,7 +100,7 @@ func TestAttentionBF16(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/threads=%d", v, threads), func(t *testing.T) {
 				e := engine(t, Config{BF16Version: v, Threads: threads})
 				rng := rand.New(rand.NewSource(6))
-				const long = BF16AttentionMin
+				long := e.BF16AttentionMin()
 				for _, c := range []struct {
 					hidden, heads int
 					lengths       []int
@@ -120,7 +120,7 @@ func TestAttentionBF16(t *testing.T) {
 					qkv := randSlice(rng, n*3*c.hidden)
 					scale := float32(1 / math.Sqrt(float64(c.hidden/c.heads)))
 					want := make([]float32, n*c.hidden)
-					attentionBF16Ref(want, qkv, seqs, c.hidden, c.heads, scale)
+					attentionBF16Ref(want, qkv, seqs, c.hidden, c.heads, scale, long)
 					got := make([]float32, n*c.hidden)
 					e.AttentionBF16(got, qkv, seqs, c.hidden, c.heads, scale)
 					if err := closeTo(got, want, 1e-4, 1e-5); err != nil {

@@ -22,6 +22,11 @@ type tuning struct {
 	// the tile (attnRows x sequence length) stays in L2 between the two
 	// products.
 	attnRows int
+	// bf16AttnMin is the shortest sequence whose attention AttentionBF16
+	// runs in BF16. The products' share of attention grows with the
+	// length, the conversions' does not: below it, BF16 would cost accuracy
+	// for no time.
+	bf16AttnMin int
 }
 
 type blocking struct{ kc, mc int }
@@ -40,10 +45,10 @@ var tunings = []struct {
 	t     tuning
 	match func(cpuIdentity) bool
 }{
-	{tuning{name: "default", gemm: map[string]blocking{"avx512": {256, 72}}, attnRows: 96}, nil},
+	{tuning{name: "default", gemm: map[string]blocking{"avx512": {256, 72}}, attnRows: 96, bf16AttnMin: 192}, nil},
 	// Sapphire and Emerald Rapids (family 6, models 0x8f and 0xcf),
 	// where the default was measured.
-	{tuning{name: "intel-sapphire-rapids", gemm: map[string]blocking{"avx512": {256, 72}}, attnRows: 96}, func(id cpuIdentity) bool {
+	{tuning{name: "intel-sapphire-rapids", gemm: map[string]blocking{"avx512": {256, 72}}, attnRows: 96, bf16AttnMin: 192}, func(id cpuIdentity) bool {
 		return id.vendor == "GenuineIntel" && id.family == 6 && (id.model == 0x8f || id.model == 0xcf)
 	}},
 	// AMD Zen 5 (family 0x1a): 48 KB of L1D and a 1 MB L2 like Sapphire
@@ -56,7 +61,11 @@ var tunings = []struct {
 	// 256 pairs on three of BERT-base's four layers at 1024 rows (two
 	// cores, benchstat, 4 rounds interleaved), the fourth (k = 3072) alike;
 	// 384 to 768 pairs timed alike, and blocks of 288 rows were slower.
-	{tuning{name: "amd-zen5", gemm: map[string]blocking{"avx512": {384, 72}, "avx512bf16": {512, 144}}, attnRows: 96}, func(id cpuIdentity) bool {
+	// BF16 attention took 0.7x F32's time at 384 tokens, 0.83x at 256 and
+	// 0.85-0.93x at 192, but at 128 as long or a little longer (3-10 %
+	// slower in a BF16 bert-base pass): it starts at 192. The other
+	// entries take the same until measured on their CPUs.
+	{tuning{name: "amd-zen5", gemm: map[string]blocking{"avx512": {384, 72}, "avx512bf16": {512, 144}}, attnRows: 96, bf16AttnMin: 192}, func(id cpuIdentity) bool {
 		return id.vendor == "AuthenticAMD" && id.family == 0x1a
 	}},
 }

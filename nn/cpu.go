@@ -24,7 +24,7 @@ type CPU struct {
 	// BF16Weights makes the linear layers compute with weights and
 	// activations rounded to bfloat16 and float32 sums (AVX512_BF16 where
 	// the CPU has it), and the attention products of sequences of
-	// kernels.BF16AttentionMin tokens or more likewise; everything else
+	// the kernels' BF16AttentionMin tokens or more likewise; everything else
 	// stays F32.
 	BF16Weights bool
 	// Int8Weights makes the linear layers compute in INT8: weights

@@ -76,7 +76,7 @@ func TestCPUBackendsSideBySide(t *testing.T) {
 	xv, wv, bv := rnd(m*k), rnd(n*k), rnd(n)
 	// A sequence long enough for the BF16 backends' BF16 attention beside
 	// short ones that keep F32's.
-	seqv := kernels.SeqOffsets(5, 17, kernels.BF16AttentionMin+3)
+	seqv := kernels.SeqOffsets(5, 17, kernels.Default().BF16AttentionMin()+3)
 	tokens := int(seqv[len(seqv)-1])
 	qkvv := rnd(tokens * 3 * hidden)
 	s := nn.NewScope("side by side")
@@ -146,7 +146,7 @@ func TestCPUBackendsSideBySide(t *testing.T) {
 					errs[i] = err
 					return
 				}
-				if err := r.be.Attention(r.att, qkv, seqs, kernels.BF16AttentionMin+3, heads, 0.25); err != nil {
+				if err := r.be.Attention(r.att, qkv, seqs, tokens-22, heads, 0.25); err != nil {
 					errs[i] = err
 					return
 				}
