@@ -26,20 +26,24 @@ func TestAttentionVersions(t *testing.T) {
 			{768, 12, []int{33, 128}},
 			{15, 5, []int{9, 16, 1, 4}},
 		} {
-			name := fmt.Sprintf("hidden=%d heads=%d lengths=%v", c.hidden, c.heads, c.lengths)
-			seqs := SeqOffsets(c.lengths...)
-			n := int(seqs[len(seqs)-1])
-			qkv := randSlice(rng, n*3*c.hidden)
-			scale := float32(1 / math.Sqrt(float64(c.hidden/c.heads)))
-			want := make([]float32, n*c.hidden)
+			name, seqs, qkv, scale, want, got := attentionCase(rng, c.hidden, c.heads, c.lengths)
 			AttentionRef(want, qkv, seqs, c.hidden, c.heads, scale)
-			got := make([]float32, n*c.hidden)
 			e.Attention(got, qkv, seqs, c.hidden, c.heads, scale)
 			if err := closeTo(got, want, 2e-6, 1e-5); err != nil {
 				t.Errorf("%s: %v", name, err)
 			}
 		}
 	})
+}
+
+// attentionCase is one case of an attention test: its name, the sequence
+// offsets of lengths, random projections, the usual scale and room for the
+// expected and computed outputs.
+func attentionCase(rng *rand.Rand, hidden, heads int, lengths []int) (name string, seqs []int32, qkv []float32, scale float32, want, got []float32) {
+	seqs = SeqOffsets(lengths...)
+	n := int(seqs[len(seqs)-1])
+	return fmt.Sprintf("hidden=%d heads=%d lengths=%v", hidden, heads, lengths), seqs, randSlice(rng, n*3*hidden),
+		float32(1 / math.Sqrt(float64(hidden/heads))), make([]float32, n*hidden), make([]float32, n*hidden)
 }
 
 // attentionBF16Ref is AttentionRef on queries, keys and values rounded to
@@ -114,14 +118,8 @@ func TestAttentionBF16(t *testing.T) {
 					{70, 2, []int{long + 31, 2}},
 					{4, 1, []int{1101}},
 				} {
-					name := fmt.Sprintf("hidden=%d heads=%d lengths=%v", c.hidden, c.heads, c.lengths)
-					seqs := SeqOffsets(c.lengths...)
-					n := int(seqs[len(seqs)-1])
-					qkv := randSlice(rng, n*3*c.hidden)
-					scale := float32(1 / math.Sqrt(float64(c.hidden/c.heads)))
-					want := make([]float32, n*c.hidden)
+					name, seqs, qkv, scale, want, got := attentionCase(rng, c.hidden, c.heads, c.lengths)
 					attentionBF16Ref(want, qkv, seqs, c.hidden, c.heads, scale, long)
-					got := make([]float32, n*c.hidden)
 					e.AttentionBF16(got, qkv, seqs, c.hidden, c.heads, scale)
 					if err := closeTo(got, want, 1e-4, 1e-5); err != nil {
 						t.Errorf("%s: %v", name, err)
@@ -133,7 +131,7 @@ func TestAttentionBF16(t *testing.T) {
 							}
 						}
 					}
-					exact := make([]float32, n*c.hidden)
+					exact := make([]float32, len(want))
 					AttentionRef(exact, qkv, seqs, c.hidden, c.heads, scale)
 					var worst float64
 					for i := range exact {

@@ -6,6 +6,20 @@ import (
 	"testing"
 )
 
+// bf16Edges is every bfloat16 neighbourhood at the points where rounding
+// to it changes its mind: exact, just above, below, at and past the tie,
+// and the top of the dropped bits, for every sign, exponent, NaN payload
+// and subnormal.
+func bf16Edges() []float32 {
+	var in []float32
+	for hi := uint32(0); hi < 1<<16; hi++ {
+		for _, lo := range []uint32{0, 1, 0x7fff, 0x8000, 0x8001, 0xffff} {
+			in = append(in, math.Float32frombits(hi<<16|lo))
+		}
+	}
+	return in
+}
+
 // TestBF16Convert checks each BF16 version's conversion of activations,
 // the vector code included, against f32ToBF16 bit for bit: every
 // bfloat16 neighbourhood at the points where rounding changes its mind
@@ -13,12 +27,7 @@ import (
 // that leave a tail for the scalar code. It then checks the row layout the
 // micro-kernels read, an odd row padded with a zero.
 func TestBF16Convert(t *testing.T) {
-	var in []float32
-	for hi := uint32(0); hi < 1<<16; hi++ {
-		for _, lo := range []uint32{0, 1, 0x7fff, 0x8000, 0x8001, 0xffff} {
-			in = append(in, math.Float32frombits(hi<<16|lo))
-		}
-	}
+	in := bf16Edges()
 	rng := rand.New(rand.NewSource(5))
 	for range 1<<16 + 7 {
 		in = append(in, math.Float32frombits(rng.Uint32()))
@@ -66,12 +75,7 @@ func TestBF16Convert(t *testing.T) {
 // TestBF16Convert, lengths that leave a tail for the scalar code, and a
 // missing high row.
 func TestBF16PairScaled(t *testing.T) {
-	var in []float32
-	for hi := uint32(0); hi < 1<<16; hi++ {
-		for _, lo := range []uint32{0, 1, 0x7fff, 0x8000, 0x8001, 0xffff} {
-			in = append(in, math.Float32frombits(hi<<16|lo))
-		}
-	}
+	in := bf16Edges()
 	rng := rand.New(rand.NewSource(9))
 	rng.Shuffle(len(in), func(i, j int) { in[i], in[j] = in[j], in[i] })
 	half := len(in) / 2
