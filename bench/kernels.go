@@ -64,7 +64,7 @@ type kernelCase struct {
 }
 
 // KernelFamilies lists what RunKernels can run.
-var KernelFamilies = []string{"sgemm", "linear", "linear-bf16", "linear-int8", "attention", "layernorm", "gelu", "embed"}
+var KernelFamilies = []string{"sgemm", "linear", "linear-bf16", "linear-int8", "attention", "attention-bf16", "layernorm", "gelu", "embed"}
 
 // RunKernels validates and times the families named (all when empty) at
 // BERT-base shapes for a batch of 8 x 128 tokens, the kernels on up to
@@ -304,9 +304,16 @@ func kernelCases(family string) ([]kernelCase, error) {
 				}})
 		}
 		return cs, nil
-	case "attention":
+	case "attention", "attention-bf16":
+		// BF16 attention at lengths where it runs in BF16 (see
+		// kernels.Engine.BF16AttentionMin), against the same F32
+		// reference: its error is BF16's rounding of the four operands.
+		shapes, tol, bf16 := [][2]int{{8, 128}, {1, 384}}, 1e-5, family == "attention-bf16"
+		if bf16 {
+			shapes, tol = [][2]int{{4, 256}, {1, 384}}, 5e-3
+		}
 		var cs []kernelCase
-		for _, sh := range [][2]int{{8, 128}, {1, 384}} {
+		for _, sh := range shapes {
 			b, t := sh[0], sh[1]
 			n := b * t
 			qkv := randVec(rng, n*3*benchH, -1, 1)
@@ -317,15 +324,18 @@ func kernelCases(family string) ([]kernelCase, error) {
 			out := make([]float32, n*benchH)
 			scale := float32(1 / math.Sqrt(benchH/benchHeads))
 			cs = append(cs, kernelCase{family: family, shape: fmt.Sprintf("B%d T%d H%d heads%d", b, t, benchH, benchHeads),
-				flops: 4 * float64(b) * float64(t) * float64(t) * benchH, bytes: 4 * float64(n*4*benchH), tol: 1e-5,
+				flops: 4 * float64(b) * float64(t) * float64(t) * benchH, bytes: 4 * float64(n*4*benchH), tol: tol, bf16: bf16,
 				ref: func() []float32 {
 					want := make([]float32, n*benchH)
 					kernels.AttentionRef(want, qkv, seqs, benchH, benchHeads, scale)
 					return want
 				},
 				prepare: func(v string, e *kernels.Engine) (func(), []float32) {
-					if v == "ref" {
+					switch {
+					case v == "ref":
 						return func() { kernels.AttentionRef(out, qkv, seqs, benchH, benchHeads, scale) }, out
+					case bf16:
+						return func() { e.AttentionBF16(out, qkv, seqs, benchH, benchHeads, scale) }, out
 					}
 					return func() { e.Attention(out, qkv, seqs, benchH, benchHeads, scale) }, out
 				}})
