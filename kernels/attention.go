@@ -228,8 +228,7 @@ func (t *attentionTask) runBF16(s *scratch, lo, n, col, blk0, blk1 int) {
 		ph := grow(&s.half, rows*nw)
 		for r := 0; r < rows; r++ {
 			x := scores[r*n : (r+1)*n]
-			m := t.vec.max(x)
-			sum := t.vec.expSum(x, t.scale, t.scale*m)
+			sum := expRow(t.vec, x, t.scale)
 			h := halves(ph[r*nw : (r+1)*nw])
 			bk.toBF16Scaled(h[:n], x, 1/sum)
 			if n%2 == 1 {
@@ -255,7 +254,11 @@ func softmaxRow(v *vecOps, x []float32, scale float32) {
 	if len(x) == 0 {
 		return
 	}
-	m := v.max(x)
-	s := v.expSum(x, scale, scale*m)
-	v.scale(x, 1/s)
+	v.scale(x, 1/expRow(v, x, scale))
+}
+
+// expRow sets x[i] = e^(scale*x[i] - scale*max(x)), softmax's numerators, and
+// returns their sum.
+func expRow(v *vecOps, x []float32, scale float32) float32 {
+	return v.expSum(x, scale, scale*v.max(x))
 }
