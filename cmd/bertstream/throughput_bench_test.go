@@ -70,7 +70,8 @@ import (
 // from it) or beside it (the model waits).
 //
 // `make throughput`; BERTSTREAM_THROUGHPUT_MODEL picks the model (default
-// demo/model), BERTSTREAM_THROUGHPUT_ROUNDS the rounds (default 5),
+// demo/model), BERTSTREAM_THROUGHPUT_REQUESTS the timed requests of each
+// measurement (default 12000), BERTSTREAM_THROUGHPUT_ROUNDS the rounds (default 5),
 // BERTSTREAM_THROUGHPUT_LANES the batches run at once (default 1: the
 // engine runs its batches on as many goroutines, the pipelines with as
 // many lanes) and BERTSTREAM_THROUGHPUT_THREADS the model's threads in
@@ -87,10 +88,7 @@ func BenchmarkThroughput(b *testing.B) {
 			b.Fatalf("BERTSTREAM_THROUGHPUT_ROUNDS=%q: want a positive number", s)
 		}
 	}
-	const (
-		n     = tputN
-		batch = tputBatch
-	)
+	n, batch := tputRequests(), tputBatch
 	threads, lanes := tputThreads(), tputLanes()
 	be, err := nn.Open("cpu", nn.Options{Threads: threads})
 	if err != nil {
@@ -245,11 +243,21 @@ func procCPU(b *testing.B, procs ...*proc) time.Duration {
 // and print the result as JSON: the engine in a process of its own.
 const asEngine = "BERTSTREAM_TEST_AS_ENGINE"
 
-// Settings of BenchmarkThroughput.
-const (
-	tputN     = 3000
-	tputBatch = 32
-)
+// tputBatch is the batch of BenchmarkThroughput's engine and workers.
+const tputBatch = 32
+
+// tputRequests is how many timed requests a measurement answers:
+// BERTSTREAM_THROUGHPUT_REQUESTS, or 12000. The window must be long next
+// to a batch (about 15 ms here) and to a hiccup of the machine: at 3000
+// requests (1.2 s on demo/model) one 100 ms stall moved a round by 8%,
+// and the last batches, which leave cores idle as the queue drains, weighed
+// on the rate as much as the first ones.
+func tputRequests() int {
+	if n, err := strconv.Atoi(os.Getenv("BERTSTREAM_THROUGHPUT_REQUESTS")); err == nil && n > 0 {
+		return n
+	}
+	return 12000
+}
 
 // tputThreads is the model's threads in each lane:
 // BERTSTREAM_THROUGHPUT_THREADS, or 2 divided by the lanes.
@@ -282,9 +290,10 @@ func runEngineChild(model string, stdout io.Writer) int {
 		return 1
 	}
 	defer pred.Model.Close()
-	texts := benchTexts(tputN)
-	reqs := make([]task.Request, 0, warmUp+tputN)
-	for _, t := range append(texts[tputN-warmUp:tputN:tputN], texts...) {
+	n := tputRequests()
+	texts := benchTexts(n)
+	reqs := make([]task.Request, 0, warmUp+n)
+	for _, t := range append(texts[n-warmUp:n:n], texts...) {
 		reqs = append(reqs, task.Request{Task: task.Classify, Text: t})
 	}
 	for i := 0; i < warmUp; i += tputBatch {
