@@ -247,11 +247,10 @@ const asEngine = "BERTSTREAM_TEST_AS_ENGINE"
 const tputBatch = 32
 
 // tputRequests is how many timed requests a measurement answers:
-// BERTSTREAM_THROUGHPUT_REQUESTS, or 12000. The window must be long next
-// to a batch (about 15 ms here) and to a hiccup of the machine: at 3000
-// requests (1.2 s on demo/model) one 100 ms stall moved a round by 8%,
-// and the last batches, which leave cores idle as the queue drains, weighed
-// on the rate as much as the first ones.
+// BERTSTREAM_THROUGHPUT_REQUESTS, or 12000. At 3000 a window lasted 1.2 s
+// on demo/model: a stall of the machine of 100 ms was 8% of it, and the
+// end of the queue, where the last batches leave a core idle, weighed
+// four times as much as now.
 func tputRequests() int {
 	if n, err := strconv.Atoi(os.Getenv("BERTSTREAM_THROUGHPUT_REQUESTS")); err == nil && n > 0 {
 		return n

@@ -92,7 +92,7 @@ TEXT ·%s(SB), NOSPLIT, $0-64
 		fmt.Fprintf(w, "\tVPXORD Z%d, Z%d, Z%d\n", r, r, r)
 	}
 	// The tile's lines of C are fetched while the products run, not
-	// missed at the stores: a layer's output is in no cache.
+	// missed at the stores: a layer's output is rarely in any cache.
 	fmt.Fprint(w, "\tMOVQ DX, R10\n")
 	for r := 0; r < rows; r++ {
 		if r > 0 {
