@@ -93,13 +93,15 @@ TEXT ·%s(SB), NOSPLIT, $0-64
 	}
 	// The tile's lines of C are fetched while the products run, not
 	// missed at the stores: a layer's output is rarely in any cache.
-	fmt.Fprint(w, "\tMOVQ DX, R10\n")
-	for r := 0; r < rows; r++ {
-		if r > 0 {
-			fmt.Fprint(w, "\tADDQ R8, R10\n")
-		}
-		fmt.Fprint(w, "\tPREFETCHT0 (R10)\n\tPREFETCHT0 64(R10)\n")
-	}
+	fmt.Fprintf(w, `	MOVQ DX, R10
+	MOVL $%d, AX
+bf16d%[1]dfetch:
+	PREFETCHT0 (R10)
+	PREFETCHT0 64(R10)
+	ADDQ R8, R10
+	DECL AX
+	JNZ bf16d%[1]dfetch
+`, rows)
 	l := func(s string) string { return fmt.Sprintf("bf16d%d%s", rows, s) }
 	fmt.Fprintf(w, `	MOVQ CX, BX
 	SHRQ $2, BX
