@@ -174,47 +174,40 @@ func round(in, out int) string {
 `, in, in+1, in+2, out)
 }
 
+// convert returns the routine that rounds n floats from src (a positive
+// multiple of 16) into BF16 halves at dst; load is the instruction that
+// brings 16 of them into Z0 from (SI), after setup.
+func convert(doc, name, frame, setup, load, label string) string {
+	return fmt.Sprintf(`%s
+TEXT ·%s(SB), NOSPLIT, %s
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ n+16(FP), CX
+%s	SHRQ $4, CX
+%s%s:
+	%s
+%s	VPMOVDW Z3, (DI)
+	ADDQ $64, SI
+	ADDQ $32, DI
+	DECQ CX
+	JNZ %s
+	VZEROUPPER
+	RET
+
+`, doc, name, frame, setup, consts, label, load, round(0, 3), label)
+}
+
 // conversions writes toBF16AVX512, toBF16ScaledAVX512 and pairBF16AVX512.
 func conversions(w io.Writer) {
-	fmt.Fprintf(w, `// func toBF16AVX512(dst *uint16, src *float32, n int)
+	fmt.Fprint(w, convert(`// func toBF16AVX512(dst *uint16, src *float32, n int)
 // n is a positive multiple of 16. Each value is rounded to nearest even by
 // adding 0x7fff and the kept LSB to its bits; a NaN keeps its top bits and
-// gets the quiet bit instead (see f32ToBF16).
-TEXT ·toBF16AVX512(SB), NOSPLIT, $0-24
-	MOVQ dst+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ n+16(FP), CX
-	SHRQ $4, CX
-%stobf16loop:
-	VMOVUPS (SI), Z0
-%s	VPMOVDW Z3, (DI)
-	ADDQ $64, SI
-	ADDQ $32, DI
-	DECQ CX
-	JNZ tobf16loop
-	VZEROUPPER
-	RET
-
-// func toBF16ScaledAVX512(dst *uint16, src *float32, n int, s float32)
+// gets the quiet bit instead (see f32ToBF16).`, "toBF16AVX512", "$0-24", "", "VMOVUPS (SI), Z0", "tobf16loop"))
+	fmt.Fprint(w, convert(`// func toBF16ScaledAVX512(dst *uint16, src *float32, n int, s float32)
 // toBF16AVX512 of src[j]*s, the float32 product rounded: a softmax's last
-// pass (the division by the sum) and its conversion in one.
-TEXT ·toBF16ScaledAVX512(SB), NOSPLIT, $0-28
-	MOVQ dst+0(FP), DI
-	MOVQ src+8(FP), SI
-	MOVQ n+16(FP), CX
-	VBROADCASTSS s+24(FP), Z31
-	SHRQ $4, CX
-%stobf16sloop:
-	VMULPS (SI), Z31, Z0
-%s	VPMOVDW Z3, (DI)
-	ADDQ $64, SI
-	ADDQ $32, DI
-	DECQ CX
-	JNZ tobf16sloop
-	VZEROUPPER
-	RET
-
-// func pairBF16AVX512(dst *uint32, lo, hi *float32, n int)
+// pass (the division by the sum) and its conversion in one.`, "toBF16ScaledAVX512", "$0-28",
+		"\tVBROADCASTSS s+24(FP), Z31\n", "VMULPS (SI), Z31, Z0", "tobf16sloop"))
+	fmt.Fprintf(w, `// func pairBF16AVX512(dst *uint32, lo, hi *float32, n int)
 // dst[j] = the BF16 pair (lo[j], hi[j]): lo[j] rounded as toBF16AVX512
 // rounds in the low half, hi[j] in the high half. Two rows of values
 // become one row of a panel whose pairs run across them (attention's
@@ -238,7 +231,7 @@ TEXT ·pairBF16AVX512(SB), NOSPLIT, $0-32
 	JNZ pairbf16loop
 	VZEROUPPER
 	RET
-`, consts, round(0, 3), consts, round(0, 3), consts, round(0, 3), round(4, 7))
+`, consts, round(0, 3), round(4, 7))
 }
 
 func main() {
