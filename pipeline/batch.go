@@ -708,8 +708,16 @@ func (w *Worker) recoverTxn(err error) {
 		w.fatal(err)
 		return
 	}
-	if p.TxnStatus()&sarama.ProducerTxnFlagAbortableError != 0 {
-		if aerr := p.AbortTxn(); aerr != nil {
+	if p.TxnStatus()&(sarama.ProducerTxnFlagAbortableError|sarama.ProducerTxnFlagFatalError) != 0 {
+		// Aborting ends an abortable transaction. On a producer in a fatal
+		// state it sends nothing and returns the error that put it there:
+		// a commit can fail with INVALID_TXN_STATE while the producer
+		// already knows it was fenced, and restarting it then would fence
+		// the worker that took its transactional id over.
+		if aerr := p.AbortTxn(); fenced(aerr) {
+			w.fatal(aerr)
+			return
+		} else if aerr != nil {
 			w.log.Error("aborting the transaction", "err", aerr)
 		}
 	}
