@@ -108,13 +108,30 @@ func BenchmarkThroughput(b *testing.B) {
 		pred.Predict(context.Background(), reqs[:batch]) // warm up
 		runs := map[string][]pipeRun{}
 		for round := range rounds {
-			e, err := engineRate(pred, reqs, batch, lanes)
-			if err != nil {
-				b.Fatal(err)
+			// Odd rounds measure each pipeline before its engine: this
+			// machine's speed drifts over minutes, and a fixed order would
+			// charge the drift to one side.
+			var e, i, ep, p pipeRun
+			engine := func() {
+				var err error
+				if e, err = engineRate(pred, reqs, batch, lanes); err != nil {
+					b.Fatal(err)
+				}
 			}
-			i := inprocRate(b, pred, texts, batch, lanes)
-			ep := engineProcRate(b, model)
-			p := procRate(b, model, texts, batch, threads, lanes)
+			inproc := func() { i = inprocRate(b, pred, texts, batch, lanes) }
+			engineProc := func() { ep = engineProcRate(b, model) }
+			proc := func() { p = procRate(b, model, texts, batch, threads, lanes) }
+			if round%2 == 0 {
+				engine()
+				inproc()
+				engineProc()
+				proc()
+			} else {
+				inproc()
+				engine()
+				proc()
+				engineProc()
+			}
 			b.Logf("round %d: engine %.1f req/s (%.1f per CPU s, %.2f ms a batch); inproc %.1f req/s (%.3f; %.3f per CPU s; batches of %.1f, %.2f ms)",
 				round, e.rate, e.cpuRate, e.modelMs, i.rate, i.rate/e.rate, i.cpuRate/e.cpuRate, i.batch, i.modelMs)
 			b.Logf("round %d: engine process %.1f req/s (%.1f per CPU s, %.2f ms a batch); proc %.1f req/s (%.3f; %.3f per CPU s; batches of %.1f, %.2f ms)",
