@@ -30,9 +30,10 @@ import (
 //
 //   - its CJK test misses Extension A (U+3400..U+4DBF).
 //
-// The library still provides the WordPiece model (vocabulary maps, greedy
-// longest-match with the continuation prefix, the per-word length limit) and
-// the BERT punctuation class, which are right.
+// The library still provides the vocabulary (reading vocab.txt, the id maps)
+// and the BERT punctuation class, which are right. Its WordPiece split is
+// right too, but slow: wordpiece.go does the same split without allocating,
+// and FuzzWordPiece checks the two against each other.
 
 // basicTokenizer splits a text that holds no special tokens into the words
 // that WordPiece sees.
@@ -159,6 +160,18 @@ func stripAccents(s string) string {
 	return sb.String()
 }
 
+// plainASCII says that s is ASCII without control characters other than
+// the blanks '\t', '\n' and '\r': clean would only turn those into spaces,
+// which splitting on whitespace does anyway.
+func plainASCII(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c >= utf8.RuneSelf || c == 0x7f || c < 0x20 && c != '\t' && c != '\n' && c != '\r' {
+			return false
+		}
+	}
+	return true
+}
+
 func isASCII(s string) bool {
 	for i := 0; i < len(s); i++ {
 		if s[i] >= utf8.RuneSelf {
@@ -172,11 +185,13 @@ func isASCII(s string) bool {
 // whitespace, each lowercased and stripped of accents as configured, then
 // split on punctuation.
 func (b *basicTokenizer) words(dst []string, s string) []string {
-	s = b.clean(s)
-	if !isASCII(s) {
-		s = norm.NFC.String(s)
+	if !plainASCII(s) {
+		s = b.clean(s)
+		if !isASCII(s) {
+			s = norm.NFC.String(s)
+		}
 	}
-	for _, w := range strings.Fields(s) {
+	for w := range strings.FieldsSeq(s) {
 		// Hugging Face lowercases the text before it looks for special
 		// tokens a second time, and strips accents after, so a word is
 		// checked against them at both points.
@@ -199,13 +214,22 @@ func (b *basicTokenizer) words(dst []string, s string) []string {
 	return dst
 }
 
+// asciiPunct is BERT's punctuation class on ASCII, which most text is:
+// the library's test goes through Unicode range tables for every character.
+var asciiPunct = func() (p [utf8.RuneSelf]bool) {
+	for r := range rune(utf8.RuneSelf) {
+		p[r] = normalizer.IsBertPunctuation(r)
+	}
+	return p
+}()
+
 // splitPunct appends the pieces of w, every punctuation character on its
 // own. A word left empty by accent stripping (it was only marks) yields
 // nothing, as in Hugging Face.
 func splitPunct(dst []string, w string) []string {
 	start := 0
 	for i, r := range w {
-		if !normalizer.IsBertPunctuation(r) {
+		if r < utf8.RuneSelf && !asciiPunct[r] || r >= utf8.RuneSelf && !normalizer.IsBertPunctuation(r) {
 			continue
 		}
 		if i > start {

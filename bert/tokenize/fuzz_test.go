@@ -57,7 +57,7 @@ func TestLibraryDefects(t *testing.T) {
 	if normalizer.IsChinese(0x3400) {
 		t.Error("library now sees U+3400 as a CJK ideograph")
 	}
-	lib := tokenizer.NewTokenizer(uncased(t).wp)
+	lib := tokenizer.NewTokenizer(uncased(t).vocab)
 	lib.WithNormalizer(normalizer.NewBertNormalizer(true, true, true, true))
 	lib.WithPreTokenizer(pretokenizer.NewBertPreTokenizer())
 	for text, wrong := range map[string]string{
@@ -72,4 +72,50 @@ func TestLibraryDefects(t *testing.T) {
 			t.Errorf("library on %q now gives %q (was %q)", text, got, wrong)
 		}
 	}
+}
+
+// FuzzWordPiece checks this package's WordPiece split of a word against
+// the library's, which follows Hugging Face's WordpieceTokenizer line by
+// line and which it replaced for speed: same tokens, same ids, [UNK] for
+// the same words.
+func FuzzWordPiece(f *testing.F) {
+	for _, c := range loadCases(f) {
+		for w := range strings.FieldsSeq(c.Text) {
+			f.Add(w)
+		}
+	}
+	for _, s := range []string{"", "##", "##ing", "unaffable", "xyzzyq", "é", "\xff", "a\xffb", "[UNK]",
+		strings.Repeat("a", 100), strings.Repeat("a", 101), strings.Repeat("é", 100), strings.Repeat("é", 101)} {
+		f.Add(s)
+	}
+	tok := uncased(f)
+	f.Fuzz(func(t *testing.T, w string) {
+		if w == "" {
+			return // the library returns nothing; words are never empty
+		}
+		want, err := tok.vocab.Tokenize(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !utf8.ValidString(w) {
+			w = string([]rune(w)) // what tokenize hands WordPiece
+		}
+		var got []string
+		var ids []int
+		ps, ok := tok.wp.pieces(nil, w)
+		if !ok {
+			got, ids = []string{tok.wp.unkText}, []int{int(tok.wp.unk)}
+		}
+		for _, p := range ps {
+			got, ids = append(got, tok.wp.text(w, p)), append(ids, int(p.id))
+		}
+		var wantText []string
+		var wantIDs []int
+		for _, p := range want {
+			wantText, wantIDs = append(wantText, p.Value), append(wantIDs, p.Id)
+		}
+		if !slices.Equal(got, wantText) || !slices.Equal(ids, wantIDs) {
+			t.Fatalf("%q: %q %v, the library %q %v", w, got, ids, wantText, wantIDs)
+		}
+	})
 }

@@ -242,7 +242,7 @@ func fromTokenizerJSON(path string, tj *tokenizerJSON, cfg *tokenizerConfig) (*T
 		}
 		vocab[tok] = id
 	}
-	unk, prefix, maxChars := "[UNK]", "##", 100
+	unk, prefix, maxChars := "[UNK]", defaultPrefix, defaultMaxChars
 	if m.UnkToken != nil {
 		unk = *m.UnkToken
 	}
@@ -255,12 +255,7 @@ func fromTokenizerJSON(path string, tj *tokenizerJSON, cfg *tokenizerConfig) (*T
 		}
 		maxChars = *m.MaxInputCharsPerWord
 	}
-	wp := wordpiece.NewWordPieceBuilder().
-		Vocab(&vocab).
-		UnkToken(unk).
-		ContinuingSubwordPrefix(prefix).
-		MaxInputCharsPerWord(maxChars).
-		Build()
+	wp := wordpiece.NewWordPieceBuilder().Vocab(&vocab).UnkToken(unk).Build()
 
 	if tj.PreTokenizer == nil || tj.PreTokenizer.Type != "BertPreTokenizer" {
 		typ := "null"
@@ -305,8 +300,8 @@ func fromTokenizerJSON(path string, tj *tokenizerJSON, cfg *tokenizerConfig) (*T
 	if tj.Padding != nil && tj.Padding.PadToken != "" {
 		names.pad = tj.Padding.PadToken
 	}
-	t := &Tokenizer{wp: wp, basic: b}
-	if err := t.build(path, cfg.names(names), added, cfg.extra()); err != nil {
+	t := &Tokenizer{vocab: wp, basic: b}
+	if err := t.build(path, cfg.names(names), added, cfg.extra(), prefix, maxChars); err != nil {
 		return nil, err
 	}
 	return t, nil

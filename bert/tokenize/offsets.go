@@ -68,14 +68,15 @@ func (t *Tokenizer) appendPieces(out []Token, w alignedWord) []Token {
 	if w.special {
 		return whole(word, t.special[word])
 	}
-	pieces, err := t.wp.Tokenize(word)
-	if err != nil {
-		return whole(t.IDToToken(t.specials.UNK), t.specials.UNK)
+	ps, ok := t.wp.pieces(nil, word)
+	if !ok {
+		return whole(t.wp.unkText, t.wp.unk)
 	}
-	for _, p := range pieces {
-		// Offsets are rune indexes into word.
-		lo, hi := p.Offsets[0], p.Offsets[1]
-		out = append(out, Token{Text: p.Value, ID: int32(p.Id), Start: w.start[lo], End: w.end[hi-1]})
+	for _, p := range ps {
+		// w.start and w.end are by rune; the pieces' bounds are bytes of word.
+		lo := utf8.RuneCountInString(word[:p.lo])
+		hi := lo + utf8.RuneCountInString(word[p.lo:p.hi])
+		out = append(out, Token{Text: t.wp.text(word, p), ID: p.id, Start: w.start[lo], End: w.end[hi-1]})
 	}
 	return out
 }

@@ -5,8 +5,9 @@
 // whole. Encode adds [CLS]/[SEP], type ids, longest-first truncation and
 // padding to the longest row of a batch.
 //
-// The WordPiece model comes from github.com/sugarme/tokenizer; the text
-// normalisation in front of it is this package's own (see basic.go for why).
+// The vocabulary comes from github.com/sugarme/tokenizer; the text
+// normalisation and the WordPiece split are this package's own (see
+// basic.go and wordpiece.go for why).
 package tokenize
 
 import (
@@ -14,8 +15,16 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/sugarme/tokenizer/model/wordpiece"
+)
+
+// WordPiece's defaults: Hugging Face's, for a vocab.txt and for what a
+// tokenizer.json leaves out.
+const (
+	defaultPrefix   = "##"
+	defaultMaxChars = 100
 )
 
 // DefaultMaxLen is the sequence limit when neither the tokenizer files nor
@@ -42,7 +51,10 @@ type Specials struct {
 
 // Tokenizer is safe for concurrent use: nothing in it changes after Load.
 type Tokenizer struct {
-	wp    wordpiece.WordPiece
+	// vocab is the library's WordPiece model, kept for its vocabulary
+	// maps; wp splits the words.
+	vocab wordpiece.WordPiece
+	wp    wordPiece
 	basic basicTokenizer
 	// special maps every token that is kept whole when written in the text
 	// to its id; specialByLen is the same tokens, longest first, for
@@ -67,11 +79,13 @@ var defaultNames = tokenNames{cls: "[CLS]", sep: "[SEP]", pad: "[PAD]", mask: "[
 // build finishes a Tokenizer whose WordPiece model, normaliser settings and
 // limits are set: it resolves the special tokens, which must all have ids.
 // added maps tokens from tokenizer.json's added_tokens to their ids; extra
-// lists further tokens to keep whole that must be in the vocabulary.
-func (t *Tokenizer) build(src string, names tokenNames, added map[string]int32, extra []string) error {
+// lists further tokens to keep whole that must be in the vocabulary; prefix
+// and maxChars are WordPiece's continuing_subword_prefix and
+// max_input_chars_per_word.
+func (t *Tokenizer) build(src string, names tokenNames, added map[string]int32, extra []string, prefix string, maxChars int) error {
 	t.special = map[string]int32{}
 	t.idToSpecial = map[int32]string{}
-	vocab := t.wp.GetVocab()
+	vocab := t.vocab.GetVocab()
 	if len(vocab) == 0 {
 		return fmt.Errorf("%s: empty vocabulary", src)
 	}
@@ -141,6 +155,13 @@ func (t *Tokenizer) build(src string, names tokenNames, added map[string]int32, 
 	for tok := range t.special {
 		t.basic.neverSplit[tok] = true
 	}
+	// An unknown word is the vocabulary's unk token, as in WordPiece; the
+	// resolved one when only the added tokens have it.
+	unk, unkText := t.specials.UNK, t.IDToToken(t.specials.UNK)
+	if id, ok := vocab[names.unk]; ok {
+		unk, unkText = int32(id), names.unk
+	}
+	t.wp = newWordPiece(vocab, prefix, maxChars, unk, unkText)
 	return nil
 }
 
@@ -155,8 +176,8 @@ func fromVocab(path string, opts Options, names tokenNames, extra []string) (*To
 	if err != nil {
 		return nil, fmt.Errorf("tokenize: reading vocabulary %s: %w", path, err)
 	}
-	t := &Tokenizer{wp: wp, basic: opts.basic(), maxLen: maxLen(opts.MaxLen, 0, 0)}
-	if err := t.build(path, names, nil, extra); err != nil {
+	t := &Tokenizer{vocab: wp, basic: opts.basic(), maxLen: maxLen(opts.MaxLen, 0, 0)}
+	if err := t.build(path, names, nil, extra, defaultPrefix, defaultMaxChars); err != nil {
 		return nil, fmt.Errorf("tokenize: %w", err)
 	}
 	return t, nil
@@ -166,24 +187,45 @@ func fromVocab(path string, opts Options, names tokenNames, extra []string) (*To
 // [CLS] and [SEP]. Any bytes are accepted: invalid UTF-8 is dropped like
 // U+FFFD.
 func (t *Tokenizer) Tokenize(text string) (tokens []string, ids []int32) {
-	words := t.split(nil, text)
+	return t.tokenize(text, true)
+}
+
+// tokenize is Tokenize, the tokens' text only when withText: a server
+// needs the ids alone.
+func (t *Tokenizer) tokenize(text string, withText bool) (tokens []string, ids []int32) {
+	var wordBuf [32]string
+	var pieceBuf [8]piece
+	words := t.split(wordBuf[:0], text)
+	ids = make([]int32, 0, len(words)+len(words)/4+1)
+	if withText {
+		tokens = make([]string, 0, cap(ids))
+	}
 	for _, w := range words {
 		if id, ok := t.special[w]; ok {
-			tokens = append(tokens, w)
 			ids = append(ids, id)
+			if withText {
+				tokens = append(tokens, w)
+			}
 			continue
 		}
-		pieces, err := t.wp.Tokenize(w)
-		if err != nil {
-			// The model fails only when its unknown token is missing from
-			// the vocabulary; the word is unknown all the same.
-			tokens = append(tokens, t.IDToToken(t.specials.UNK))
-			ids = append(ids, t.specials.UNK)
+		if !utf8.ValidString(w) {
+			// Without clean_text invalid bytes reach WordPiece, which
+			// sees each as U+FFFD, as Python and the library do.
+			w = string([]rune(w))
+		}
+		ps, ok := t.wp.pieces(pieceBuf[:0], w)
+		if !ok {
+			ids = append(ids, t.wp.unk)
+			if withText {
+				tokens = append(tokens, t.wp.unkText)
+			}
 			continue
 		}
-		for _, p := range pieces {
-			tokens = append(tokens, p.Value)
-			ids = append(ids, int32(p.Id))
+		for _, p := range ps {
+			ids = append(ids, p.id)
+			if withText {
+				tokens = append(tokens, t.wp.text(w, p))
+			}
 		}
 	}
 	return tokens, ids
@@ -226,10 +268,10 @@ type Input struct {
 // the batch it joins later is encoded without that work. The tokens are
 // never written to: Encode cuts by slicing.
 func (t *Tokenizer) Pretokenize(x Input) Input {
-	_, x.IDs = t.Tokenize(x.Text)
+	_, x.IDs = t.tokenize(x.Text, false)
 	x.PairIDs = nil
 	if x.HasPair {
-		_, x.PairIDs = t.Tokenize(x.Pair)
+		_, x.PairIDs = t.tokenize(x.Pair, false)
 	}
 	x.By = t
 	return x
@@ -272,10 +314,10 @@ func (t *Tokenizer) Encode(in []Input, maxLen int) (*Batch, error) {
 		}
 		a, p := x.IDs, x.PairIDs
 		if x.By != t {
-			_, a = t.Tokenize(x.Text)
+			_, a = t.tokenize(x.Text, false)
 			p = nil
 			if x.HasPair {
-				_, p = t.Tokenize(x.Pair)
+				_, p = t.tokenize(x.Pair, false)
 			}
 		}
 		excess := len(a) + len(p) + nSpecial - maxLen
@@ -334,7 +376,7 @@ func (t *Tokenizer) IDToToken(id int32) string {
 	if tok, ok := t.idToSpecial[id]; ok {
 		return tok
 	}
-	tok, _ := t.wp.IdToToken(int(id))
+	tok, _ := t.vocab.IdToToken(int(id))
 	return tok
 }
 
@@ -344,7 +386,7 @@ func (t *Tokenizer) TokenToID(tok string) (int32, bool) {
 	if id, ok := t.special[tok]; ok {
 		return id, true
 	}
-	id, ok := t.wp.TokenToId(tok)
+	id, ok := t.vocab.TokenToId(tok)
 	return int32(id), ok
 }
 
