@@ -27,11 +27,12 @@ func MeasurePeak(threads int, d time.Duration) (Peak, error) {
 }
 
 // MeasurePeakInt8 is MeasurePeak for the INT8 dot products of the INT8
-// linear layers (VPDPBUSD): the ceiling of their GOP/s.
+// linear layers (VPDPBUSD, or VPMADDWD on AVX2 without VNNI): the ceiling
+// of their GOP/s.
 func MeasurePeakInt8(threads int, d time.Duration) (Peak, error) {
 	isa, loop, perIter := vnniProbe()
 	if loop == nil {
-		return Peak{}, errors.New("no INT8 dot-product probe for this CPU (needs AVX512-VNNI or AVX-VNNI and a build without noasm)")
+		return Peak{}, errors.New("no INT8 dot-product probe for this CPU (needs AVX2 and a build without noasm)")
 	}
 	return measure(isa, loop, perIter, threads, d), nil
 }

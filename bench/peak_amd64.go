@@ -28,14 +28,20 @@ func vnniAVX512(n int)
 //go:noescape
 func vnniAVX(n int)
 
-// vnniProbe returns the widest INT8 dot-product loop of this CPU and the
-// operations (two per multiply-add) one iteration performs.
+//go:noescape
+func maddAVX2(n int)
+
+// vnniProbe returns the widest INT8 dot-product loop of this CPU (on AVX2
+// without VNNI, the 16-bit one of the AVX2 INT8 kernel) and the operations
+// (two per multiply-add) one iteration performs.
 func vnniProbe() (name string, loop func(n int), opsPerIter float64) {
 	switch {
 	case cpu.X86.HasAVX512F && cpu.X86.HasAVX512VNNI:
 		return "avx512vnni", vnniAVX512, 24 * 64 * 2
 	case cpu.X86.HasAVX2 && cpu.X86.HasAVXVNNI:
 		return "avxvnni", vnniAVX, 14 * 32 * 2
+	case cpu.X86.HasAVX2:
+		return "avx2", maddAVX2, 12 * 16 * 2
 	}
 	return "", nil, 0
 }

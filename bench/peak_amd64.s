@@ -280,3 +280,57 @@ dpbf16loop:
 dpbf16done:
 	VZEROUPPER
 	RET
+
+// func maddAVX2(n int): what the AVX2 INT8 kernel's step does without its
+// loads, VPMADDWD (16 multiply-adds of 16-bit words) into a temporary and
+// VPADDD into one of 12 independent accumulators: the pair is the
+// kernel's unit of work, and on Zen 3 the adds compete with the multiplies
+// for the vector pipes.
+TEXT ·maddAVX2(SB), NOSPLIT, $0-8
+	MOVQ n+0(FP), CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	VPXOR Y4, Y4, Y4
+	VPXOR Y5, Y5, Y5
+	VPXOR Y6, Y6, Y6
+	VPXOR Y7, Y7, Y7
+	VPXOR Y8, Y8, Y8
+	VPXOR Y9, Y9, Y9
+	VPXOR Y10, Y10, Y10
+	VPXOR Y11, Y11, Y11
+	VPCMPEQD Y12, Y12, Y12
+	VPCMPEQD Y13, Y13, Y13
+	TESTQ CX, CX
+	JZ madddone
+maddloop:
+	VPMADDWD Y12, Y13, Y14
+	VPADDD Y14, Y0, Y0
+	VPMADDWD Y12, Y13, Y15
+	VPADDD Y15, Y1, Y1
+	VPMADDWD Y12, Y13, Y14
+	VPADDD Y14, Y2, Y2
+	VPMADDWD Y12, Y13, Y15
+	VPADDD Y15, Y3, Y3
+	VPMADDWD Y12, Y13, Y14
+	VPADDD Y14, Y4, Y4
+	VPMADDWD Y12, Y13, Y15
+	VPADDD Y15, Y5, Y5
+	VPMADDWD Y12, Y13, Y14
+	VPADDD Y14, Y6, Y6
+	VPMADDWD Y12, Y13, Y15
+	VPADDD Y15, Y7, Y7
+	VPMADDWD Y12, Y13, Y14
+	VPADDD Y14, Y8, Y8
+	VPMADDWD Y12, Y13, Y15
+	VPADDD Y15, Y9, Y9
+	VPMADDWD Y12, Y13, Y14
+	VPADDD Y14, Y10, Y10
+	VPMADDWD Y12, Y13, Y15
+	VPADDD Y15, Y11, Y11
+	DECQ CX
+	JNZ maddloop
+madddone:
+	VZEROUPPER
+	RET

@@ -10,8 +10,8 @@ import (
 )
 
 // TestVNNIProbes runs every INT8 probe this CPU has, not only the widest
-// MeasurePeakInt8 picks, so that the AVX-VNNI loop (hand-encoded) runs on
-// CPUs that have AVX512-VNNI too.
+// MeasurePeakInt8 picks, so that the AVX-VNNI loop (hand-encoded) and the
+// AVX2 one run on CPUs that have AVX512-VNNI too.
 func TestVNNIProbes(t *testing.T) {
 	probes := []struct {
 		name    string
@@ -21,6 +21,7 @@ func TestVNNIProbes(t *testing.T) {
 	}{
 		{"avx512vnni", cpu.X86.HasAVX512F && cpu.X86.HasAVX512VNNI, vnniAVX512, 24 * 64 * 2},
 		{"avxvnni", cpu.X86.HasAVX2 && cpu.X86.HasAVXVNNI, vnniAVX, 14 * 32 * 2},
+		{"avx2", cpu.X86.HasAVX2, maddAVX2, 12 * 16 * 2},
 	}
 	for _, p := range probes {
 		if !p.has {
@@ -28,7 +29,7 @@ func TestVNNIProbes(t *testing.T) {
 			continue
 		}
 		r := measure(p.name, p.loop, p.perIter, 1, 100*time.Millisecond)
-		// 32 multiply-adds per instruction at one instruction per ns at
+		// 16 multiply-adds per instruction at one instruction per ns at
 		// the least; no core does 1e5 GOP/s.
 		if r.GFLOPS < 16 || r.GFLOPS > 1e5 {
 			t.Errorf("%s: %.1f GOP/s is not plausible", p.name, r.GFLOPS)

@@ -104,11 +104,14 @@ func LinearInt8Ref(out, x []float32, m int, w []float32, n, k int, bias []float3
 }
 
 // int8Kernel is one INT8 micro-kernel and its blocking. k is counted in
-// quads: groups of 4 consecutive values of a row, one 32-bit word.
+// quads: groups of 4 consecutive values of a row.
 type int8Kernel struct {
 	name   string
 	mr, nr int
 	kc, mc int // quads of a k block, rows of a row block
+	// aw is the bytes of one packed activation: 1 (int8), or 2 (int16,
+	// for a kernel that multiplies 16-bit words).
+	aw int
 	// run computes the mr x nr int32 tile c (row stride ldc) = [c +] a*b
 	// over kq quads: a is a kq-quad slice of a panel of mr rows of signed
 	// activations (for each quad, the mr rows' 4 values), b the same of a
@@ -116,9 +119,9 @@ type int8Kernel struct {
 	// 1. With ep (the last k block), the tile is stored dequantized
 	// instead, float32 in c's place.
 	run func(kq int, a []byte, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue)
-	// maxAbs returns max|x|; quant writes quantize(x[j], inv) as byte j%4
-	// of the quad at q[(j/4)*stride:], a row of a panel of A, and returns
-	// their sum.
+	// maxAbs returns max|x|; quant writes quantize(x[j], inv) as value
+	// j%4 (aw bytes, little-endian) of the quad at q[(j/4)*stride:], a row
+	// of a panel of A, and returns their sum.
 	maxAbs func(x []float32) float32
 	quant  func(q []byte, stride int, x []float32, inv float32) int32
 	// dequant sets c[j] = dequant(int32(c[j]) - corr, rowScale,
@@ -187,8 +190,8 @@ func packInt8(kern *int8Kernel, w []float32, n, k int) *int8Weight {
 // Int8 reports whether w computes with INT8 weights and activations.
 func (w *Weight) Int8() bool { return w.i8 != nil }
 
-// int8Bufs is the shifted, quantized activations of one call, shared by
-// its tasks.
+// int8Bufs is the quantized activations of one call, shared by its
+// tasks.
 type int8Bufs struct {
 	words []uint32 // backing store of q, 4-byte aligned
 	q     []byte
@@ -229,13 +232,13 @@ func (e *Engine) linearInt8(out, x []float32, m int, w *Weight, bias []float32, 
 	kern := e.int8
 	pw := w.i8
 	mr, nr := kern.mr, kern.nr
-	panel := mr * pw.kq * 4
+	panel := mr * pw.kq * 4 * kern.aw
 	mpad := (m + mr - 1) / mr * mr
 	bufs := int8BufPool.Get().(*int8Bufs)
-	if cap(bufs.words) < mpad*pw.kq {
-		bufs.words = make([]uint32, mpad*pw.kq)
+	if words := mpad * pw.kq * kern.aw; cap(bufs.words) < words {
+		bufs.words = make([]uint32, words)
 	}
-	bufs.words = bufs.words[:mpad*pw.kq]
+	bufs.words = bufs.words[:mpad*pw.kq*kern.aw]
 	bufs.q = unsafe.Slice((*byte)(unsafe.Pointer(&bufs.words[0])), 4*len(bufs.words))
 	// Values past k meet the weights' padding, a shifted zero (128), which
 	// no correction takes back: quantizeRows zeroes them. Rows past m only
@@ -323,7 +326,7 @@ func (g *int8Task) run(t int, s *scratch) {
 			}
 			for r := i0; r < i1; r += mr {
 				rows := min(mr, i1-r)
-				a := g.q[r/mr*g.panel+pc*mr*4:]
+				a := g.q[r/mr*g.panel+pc*mr*4*kern.aw:]
 				if cols == nr && rows == mr {
 					// The last k block stores the tile dequantized,
 					// saving a pass over C.
@@ -370,17 +373,17 @@ func (g *int8Task) run(t int, s *scratch) {
 // of q.
 func (g *int8Task) quantizeRows(t int) {
 	r0 := t * g.rowsPerTask
-	mr := g.kern.mr
-	stride := 4 * mr
+	mr, aw := g.kern.mr, g.kern.aw
+	stride := 4 * mr * aw
 	for r := r0; r < min(r0+g.rowsPerTask, g.m); r++ {
 		x := g.x[r*g.k : r*g.k+g.k]
 		s, inv := quantScale(g.kern.maxAbs(x))
 		g.xs[r] = s
-		q := g.q[r/mr*g.panel+r%mr*4 : (r/mr+1)*g.panel]
+		q := g.q[r/mr*g.panel+r%mr*4*aw : (r/mr+1)*g.panel]
 		g.corr[r] = 128 * g.kern.quant(q, stride, x, inv)
 		if g.k%4 != 0 {
 			last := q[(g.k/4)*stride:]
-			clear(last[g.k%4 : 4])
+			clear(last[g.k%4*aw : 4*aw])
 		}
 	}
 }
@@ -397,7 +400,7 @@ func int32s(f []float32) []int32 {
 // goInt8Kernel is the portable INT8 kernel, for CPUs without VNNI: the
 // same packing (A in panels of 4 rows) and the same integers, 4 x 8 at a
 // time.
-var goInt8Kernel = &int8Kernel{name: "go-int8", mr: 4, nr: 8, kc: 256, mc: 128,
+var goInt8Kernel = &int8Kernel{name: "go-int8", mr: 4, nr: 8, kc: 256, mc: 128, aw: 1,
 	run: kernelGoInt8, maxAbs: maxAbsGo, quant: quantGo, dequant: dequantGo}
 
 func kernelGoInt8(kq int, a []byte, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
@@ -450,6 +453,18 @@ func quantGo(q []byte, stride int, x []float32, inv float32) int32 {
 	for j, v := range x {
 		v := quantize(v, inv)
 		q[j/4*stride+j%4] = byte(v)
+		sum += v
+	}
+	return sum
+}
+
+// quant16Go is quantGo for panels of int16 activations.
+func quant16Go(q []byte, stride int, x []float32, inv float32) int32 {
+	var sum int32
+	for j, v := range x {
+		v := quantize(v, inv)
+		o := j/4*stride + j%4*2
+		q[o], q[o+1] = byte(v), byte(v>>8)
 		sum += v
 	}
 	return sum

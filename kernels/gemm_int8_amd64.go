@@ -22,6 +22,12 @@ func dequantAVX512(n int, c *float32, corr int32, rowScale float32, colScale, bi
 func gemmInt8AVXVNNI(kq int, a *byte, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
 
 //go:noescape
+func gemmInt8AVX2(kq int, a *byte, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
+
+//go:noescape
+func quant16AVX2(n int, q *byte, stride int, x *float32, inv float32) int32
+
+//go:noescape
 func maxAbsAVX2(n int, x *float32) float32
 
 //go:noescape
@@ -39,26 +45,43 @@ func dequantAVX2(n int, c *float32, corr int32, rowScale float32, colScale, bias
 // to 710-720 GOPS a core with its panels in L2 (BenchmarkInt8KernelL2's
 // loop, quiet Zen 5), though whole layers on two cores timed alike within
 // the noise.
-var avx512VNNIKernel = &int8Kernel{name: "avx512vnni", mr: 12, nr: 32, kc: 256, mc: 144,
+var avx512VNNIKernel = &int8Kernel{name: "avx512vnni", mr: 12, nr: 32, kc: 256, mc: 144, aw: 1,
 	run: func(kq int, a []byte, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
 		_, _, _ = a[48*kq-1], b[128*kq-1], c[11*ldc+31]
 		gemmInt8VNNI(kq, &a[0], &b[0], &c[0], ldc, add, ep)
 	},
 	maxAbs:  vecMaxAbs(16, maxAbsAVX512),
-	quant:   vecQuant(16, quantAVX512),
+	quant:   vecQuant(16, 1, quantAVX512, quantGo),
 	dequant: vecDequant(16, dequantAVX512)}
 
 // 6 x 16 with AVX-VNNI's VEX VPDPBUSD, for CPUs that have it without
 // AVX512-VNNI: 16 Y registers hold 12 accumulators, two of B and two
 // broadcast rows. A k block of 512 quads keeps a panel's slice of B (32
 // KB) in L1, as the AVX-512 kernel's does.
-var avxVNNIKernel = &int8Kernel{name: "avxvnni", mr: 6, nr: 16, kc: 512, mc: 144,
+var avxVNNIKernel = &int8Kernel{name: "avxvnni", mr: 6, nr: 16, kc: 512, mc: 144, aw: 1,
 	run: func(kq int, a []byte, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
 		_, _, _ = a[24*kq-1], b[64*kq-1], c[5*ldc+15]
 		gemmInt8AVXVNNI(kq, &a[0], &b[0], &c[0], ldc, add, ep)
 	},
 	maxAbs:  vecMaxAbs(8, maxAbsAVX2),
-	quant:   vecQuant(8, quantAVX2),
+	quant:   vecQuant(8, 1, quantAVX2, quantGo),
+	dequant: vecDequant(8, dequantAVX2)}
+
+// 6 x 8 with VPMADDWD, for AVX2 CPUs without VNNI (Zen 2 and 3, Intel
+// before Alder Lake): 16-bit products, half VNNI's per instruction, which
+// still doubles an FMA's multiply-adds per instruction. The activations are
+// packed as int16, so that a row's quad is one 64-bit broadcast load; the
+// weights stay bytes (the same packing as the VNNI kernels', half the
+// memory of words) and are widened in the kernel, twice a step against
+// twelve products. A k block of 512 quads keeps a panel's slice of B (16
+// KB) in L1.
+var avx2Int8Kernel = &int8Kernel{name: "avx2-int8", mr: 6, nr: 8, kc: 512, mc: 144, aw: 2,
+	run: func(kq int, a []byte, b []byte, c []int32, ldc int, add bool, ep *int8Epilogue) {
+		_, _, _ = a[48*kq-1], b[32*kq-1], c[5*ldc+7]
+		gemmInt8AVX2(kq, &a[0], &b[0], &c[0], ldc, add, ep)
+	},
+	maxAbs:  vecMaxAbs(8, maxAbsAVX2),
+	quant:   vecQuant(8, 2, quant16AVX2, quant16Go),
 	dequant: vecDequant(8, dequantAVX2)}
 
 // vecMaxAbs, vecQuant and vecDequant wrap vector code that takes multiples
@@ -74,18 +97,18 @@ func vecMaxAbs(w int, f func(n int, x *float32) float32) func([]float32) float32
 	}
 }
 
-func vecQuant(w int, f func(n int, q *byte, stride int, x *float32, inv float32) int32) func([]byte, int, []float32, float32) int32 {
+func vecQuant(w, aw int, f func(n int, q *byte, stride int, x *float32, inv float32) int32, tail func([]byte, int, []float32, float32) int32) func([]byte, int, []float32, float32) int32 {
 	return func(q []byte, stride int, x []float32, inv float32) int32 {
 		n := len(x) / w * w
 		var sum int32
 		if n > 0 {
-			_ = q[(n/4-1)*stride+3]
+			_ = q[(n/4-1)*stride+4*aw-1]
 			sum = f(n, &q[0], stride, &x[0], inv)
 		}
 		if n == len(x) {
 			return sum
 		}
-		return sum + quantGo(q[n/4*stride:], stride, x[n:], inv)
+		return sum + tail(q[n/4*stride:], stride, x[n:], inv)
 	}
 }
 
@@ -109,9 +132,9 @@ func vecDequant(w int, f func(n int, c *float32, corr int32, rowScale float32, c
 	}
 }
 
-// asmInt8Kernels lists the VNNI kernels this CPU runs, widest first: a
-// CPU with both (Zen 4 and 5, Sapphire Rapids) can be made to run the
-// AVX-VNNI one through Config.Int8Version.
+// asmInt8Kernels lists the vector kernels this CPU runs, fastest first: a
+// CPU with several (Zen 4 and 5, Sapphire Rapids) can be made to run a
+// slower one through Config.Int8Version.
 func asmInt8Kernels() []*int8Kernel {
 	var ks []*int8Kernel
 	if cpu.X86.HasAVX512F && cpu.X86.HasAVX512BW && cpu.X86.HasAVX512VNNI {
@@ -119,6 +142,9 @@ func asmInt8Kernels() []*int8Kernel {
 	}
 	if cpu.X86.HasAVX2 && cpu.X86.HasAVXVNNI {
 		ks = append(ks, avxVNNIKernel)
+	}
+	if cpu.X86.HasAVX2 {
+		ks = append(ks, avx2Int8Kernel)
 	}
 	return ks
 }

@@ -804,3 +804,196 @@ dequant2nobias:
 	VZEROUPPER
 	RET
 
+
+// One quad step of the 6 x 8 AVX2 kernel, for CPUs without VNNI: the
+// activations come as int16 (the kernel's quant writes them so), each
+// row's quad broadcast as 64 bits (Y14); VPMOVZXBW widens B's shifted
+// weights to int16, four columns a register (Y12, Y13: 8 columns), and
+// VPMADDWD sums the products pairwise, exactly (VPMADDUBSW, which needs no
+// widening, saturates at 16 bits). Each accumulator lane holds one half of
+// a column's quad, [c0 k01, c0 k23, c1 k01, ...]: Y0-Y11 are two per row,
+// added pairwise at the end.
+#define STEPAVX2I8 \
+	VPMOVZXBW (DI), Y12; \
+	VPMOVZXBW 16(DI), Y13; \
+	VPBROADCASTQ 0(SI), Y14; \
+	VPMADDWD Y12, Y14, Y15; \
+	VPADDD Y15, Y0, Y0; \
+	VPMADDWD Y13, Y14, Y15; \
+	VPADDD Y15, Y1, Y1; \
+	VPBROADCASTQ 8(SI), Y14; \
+	VPMADDWD Y12, Y14, Y15; \
+	VPADDD Y15, Y2, Y2; \
+	VPMADDWD Y13, Y14, Y15; \
+	VPADDD Y15, Y3, Y3; \
+	VPBROADCASTQ 16(SI), Y14; \
+	VPMADDWD Y12, Y14, Y15; \
+	VPADDD Y15, Y4, Y4; \
+	VPMADDWD Y13, Y14, Y15; \
+	VPADDD Y15, Y5, Y5; \
+	VPBROADCASTQ 24(SI), Y14; \
+	VPMADDWD Y12, Y14, Y15; \
+	VPADDD Y15, Y6, Y6; \
+	VPMADDWD Y13, Y14, Y15; \
+	VPADDD Y15, Y7, Y7; \
+	VPBROADCASTQ 32(SI), Y14; \
+	VPMADDWD Y12, Y14, Y15; \
+	VPADDD Y15, Y8, Y8; \
+	VPMADDWD Y13, Y14, Y15; \
+	VPADDD Y15, Y9, Y9; \
+	VPBROADCASTQ 40(SI), Y14; \
+	VPMADDWD Y12, Y14, Y15; \
+	VPADDD Y15, Y10, Y10; \
+	VPMADDWD Y13, Y14, Y15; \
+	VPADDD Y15, Y11, Y11; \
+	ADDQ $48, SI; \
+	ADDQ $32, DI
+
+// A row's two accumulators (columns 0-3 and 4-7, two lanes a column) into
+// its 8 sums in column order: VPHADDD pairs the lanes within each 128-bit
+// half ([c0 c1 c4 c5 | c2 c3 c6 c7]) and VPERMQ puts the halves in order.
+#define ROWAVX2I8(lo, hi) \
+	VPHADDD hi, lo, lo; \
+	VPERMQ $0xd8, lo, lo
+
+// One row of the dequantizing store: c = float(acc - corr) * rowScale *
+// colScale + bias, dequant's operations in its order.
+#define DEQAVX2I8(acc, off) \
+	VPBROADCASTD off(R9), Y12; \
+	VBROADCASTSS off(R10), Y13; \
+	VPSUBD Y12, acc, acc; \
+	VCVTDQ2PS acc, acc; \
+	VMULPS Y13, acc, acc; \
+	VMULPS (R11), acc, acc; \
+	VADDPS (R12), acc, acc; \
+	VMOVUPS acc, (DX)
+
+// func gemmInt8AVX2(kq int, a *byte, b *byte, c *int32, ldc int, add bool, ep *int8Epilogue)
+TEXT ·gemmInt8AVX2(SB), NOSPLIT, $0-56
+	MOVQ kq+0(FP), CX
+	MOVQ a+8(FP), SI
+	MOVQ b+16(FP), DI
+	MOVQ c+24(FP), DX
+	MOVQ ldc+32(FP), R8
+	SHLQ $2, R8
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	VPXOR Y4, Y4, Y4
+	VPXOR Y5, Y5, Y5
+	VPXOR Y6, Y6, Y6
+	VPXOR Y7, Y7, Y7
+	VPXOR Y8, Y8, Y8
+	VPXOR Y9, Y9, Y9
+	VPXOR Y10, Y10, Y10
+	VPXOR Y11, Y11, Y11
+	SHRQ $1, CX
+	JCC avx2i8one
+	STEPAVX2I8
+avx2i8one:
+	TESTQ CX, CX
+	JZ avx2i8done
+avx2i8loop:
+	STEPAVX2I8
+	STEPAVX2I8
+	DECQ CX
+	JNZ avx2i8loop
+avx2i8done:
+	ROWAVX2I8(Y0, Y1)
+	ROWAVX2I8(Y2, Y3)
+	ROWAVX2I8(Y4, Y5)
+	ROWAVX2I8(Y6, Y7)
+	ROWAVX2I8(Y8, Y9)
+	ROWAVX2I8(Y10, Y11)
+	MOVQ DX, R9
+	CMPB add+40(FP), $0
+	JEQ avx2i8noadd
+	VPADDD (R9), Y0, Y0
+	ADDQ R8, R9
+	VPADDD (R9), Y2, Y2
+	ADDQ R8, R9
+	VPADDD (R9), Y4, Y4
+	ADDQ R8, R9
+	VPADDD (R9), Y6, Y6
+	ADDQ R8, R9
+	VPADDD (R9), Y8, Y8
+	ADDQ R8, R9
+	VPADDD (R9), Y10, Y10
+avx2i8noadd:
+	MOVQ ep+48(FP), AX
+	TESTQ AX, AX
+	JNZ avx2i8deq
+	VMOVDQU Y0, (DX)
+	ADDQ R8, DX
+	VMOVDQU Y2, (DX)
+	ADDQ R8, DX
+	VMOVDQU Y4, (DX)
+	ADDQ R8, DX
+	VMOVDQU Y6, (DX)
+	ADDQ R8, DX
+	VMOVDQU Y8, (DX)
+	ADDQ R8, DX
+	VMOVDQU Y10, (DX)
+	VZEROUPPER
+	RET
+avx2i8deq:
+	MOVQ 0(AX), R9
+	MOVQ 8(AX), R10
+	MOVQ 16(AX), R11
+	MOVQ 24(AX), R12
+	DEQAVX2I8(Y0, 0)
+	ADDQ R8, DX
+	DEQAVX2I8(Y2, 4)
+	ADDQ R8, DX
+	DEQAVX2I8(Y4, 8)
+	ADDQ R8, DX
+	DEQAVX2I8(Y6, 12)
+	ADDQ R8, DX
+	DEQAVX2I8(Y8, 16)
+	ADDQ R8, DX
+	DEQAVX2I8(Y10, 20)
+	VZEROUPPER
+	RET
+
+// func quant16AVX2(n int, q *byte, stride int, x *float32, inv float32) int32
+// quantAVX2's, each value written as an int16: word j%4 of quad j/4, at q +
+// (j/4)*stride. n is a multiple of 8.
+TEXT ·quant16AVX2(SB), NOSPLIT, $0-44
+	MOVQ n+0(FP), CX
+	MOVQ q+8(FP), DI
+	MOVQ stride+16(FP), R8
+	MOVQ x+24(FP), SI
+	VBROADCASTSS inv+32(FP), Y3
+	MOVL $-127, AX
+	VMOVD AX, X4
+	VPBROADCASTD X4, Y4
+	MOVL $127, AX
+	VMOVD AX, X5
+	VPBROADCASTD X5, Y5
+	VPXOR Y6, Y6, Y6
+	SHRQ $3, CX
+quant16loop:
+	VMULPS (SI), Y3, Y0
+	VCVTPS2DQ Y0, Y0
+	VPMAXSD Y4, Y0, Y0
+	VPMINSD Y5, Y0, Y0
+	VPADDD Y0, Y6, Y6
+	VEXTRACTI128 $1, Y0, X1
+	VPACKSSDW X1, X0, X0
+	VMOVQ X0, (DI)
+	VPEXTRQ $1, X0, (DI)(R8*1)
+	ADDQ $32, SI
+	LEAQ (DI)(R8*2), DI
+	DECQ CX
+	JNZ quant16loop
+	VEXTRACTI128 $1, Y6, X1
+	VPADDD X1, X6, X6
+	VPSHUFD $0x4e, X6, X1
+	VPADDD X1, X6, X6
+	VPSHUFD $0xb1, X6, X1
+	VPADDD X1, X6, X6
+	VMOVD X6, AX
+	MOVL AX, ret+40(FP)
+	VZEROUPPER
+	RET

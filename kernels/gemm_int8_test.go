@@ -26,6 +26,7 @@ func TestInt8Kernels(t *testing.T) {
 			rng.Read(a)
 			rng.Read(b)
 			a[0], a[1], b[0], b[1] = 0x80, 0x7f, 255, 0
+			packed := widen(a, kern.aw)
 			ldc := nr + 5
 			c := make([]int32, mr*ldc)
 			prev := make([]int32, len(c))
@@ -39,7 +40,7 @@ func TestInt8Kernels(t *testing.T) {
 					if deq {
 						ep = &int8Epilogue{corr: &corr[0], rowScale: &rs[0], colScale: &cs[0], bias: &bias[0]}
 					}
-					kern.run(kq, a, b, c, ldc, add, ep)
+					kern.run(kq, packed, b, c, ldc, add, ep)
 					for i := 0; i < mr; i++ {
 						for j := 0; j < nr; j++ {
 							var want int32
@@ -90,26 +91,35 @@ func TestInt8Quantize(t *testing.T) {
 					t.Fatalf("%s n=%d %s: scale %g, want %g", kern.name, n, kind, scale, s[0])
 				}
 				// Written as a row of a panel: quad j/4 at (j/4)*stride,
-				// the bytes between (other rows') left alone.
-				stride := 4 * kern.mr
-				u := make([]byte, (n+3)/4*stride)
+				// the bytes between (other rows') left alone. The
+				// buffer ends with the row's last value, as the last
+				// row of a panel does.
+				aw := kern.aw
+				stride := 4 * kern.mr * aw
+				u := make([]byte, (n+3)/4*stride-(kern.mr-1)*4*aw)
 				for i := range u {
 					u[i] = 0xa5
 				}
 				sum := kern.quant(u, stride, x, inv)
 				var want int32
-				for i, v := range u {
-					j := i/stride*4 + i%stride
-					if i%stride >= 4 || j >= n {
-						if v != 0xa5 {
-							t.Fatalf("%s n=%d %s: byte %d, outside the row's values, overwritten", kern.name, n, kind, i)
+				for i := 0; i < len(u); i += aw {
+					j := i/stride*4 + i%stride/aw
+					if i%stride >= 4*aw || j >= n {
+						for _, v := range u[i : i+aw] {
+							if v != 0xa5 {
+								t.Fatalf("%s n=%d %s: byte %d, outside the row's values, overwritten", kern.name, n, kind, i)
+							}
 						}
 						continue
 					}
-					if int8(v) != q[j] {
-						t.Fatalf("%s n=%d %s: x[%d]=%g quantized to %d, want %d", kern.name, n, kind, j, x[j], int8(v), q[j])
+					v := int32(int8(u[i]))
+					if aw == 2 {
+						v = int32(int16(uint16(u[i]) | uint16(u[i+1])<<8))
 					}
-					want += int32(q[j])
+					if v != int32(q[j]) {
+						t.Fatalf("%s n=%d %s: x[%d]=%g quantized to %d, want %d", kern.name, n, kind, j, x[j], v, q[j])
+					}
+					want += v
 				}
 				if sum != want {
 					t.Fatalf("%s n=%d %s: sum %d, want %d", kern.name, n, kind, sum, want)
@@ -250,7 +260,7 @@ func BenchmarkLinearInt8(b *testing.B) {
 func BenchmarkInt8Kernel(b *testing.B) {
 	for _, kern := range int8Kernels() {
 		const kq = 192 // k = 768
-		a, bp := make([]byte, kern.mr*4*kq), make([]byte, kern.nr*4*kq)
+		a, bp := make([]byte, kern.mr*4*kq*kern.aw), make([]byte, kern.nr*4*kq)
 		c := make([]int32, kern.mr*kern.nr)
 		b.Run(kern.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
@@ -269,7 +279,7 @@ func BenchmarkInt8Kernel(b *testing.B) {
 func BenchmarkInt8KernelL2(b *testing.B) {
 	for _, kern := range int8Kernels() {
 		const kq, rows, panels = 192, 144, 24
-		a := make([]byte, rows*4*kq)
+		a := make([]byte, rows*4*kq*kern.aw)
 		bp := make([]byte, panels*kern.nr*4*kq)
 		for i := range a {
 			a[i] = byte(i * 7)
@@ -279,7 +289,7 @@ func BenchmarkInt8KernelL2(b *testing.B) {
 		}
 		ldc := panels * kern.nr
 		c := make([]int32, rows*ldc)
-		tile := kern.mr * 4 * kq
+		tile := kern.mr * 4 * kq * kern.aw
 		b.Run(kern.name, func(b *testing.B) {
 			for i := 0; i < b.N; i++ {
 				for jp := 0; jp < panels; jp++ {
@@ -291,4 +301,17 @@ func BenchmarkInt8KernelL2(b *testing.B) {
 			b.ReportMetric(2*float64(rows/kern.mr*kern.mr*kern.nr*panels*4*kq)*float64(b.N)/b.Elapsed().Seconds()/1e9, "GOPS")
 		})
 	}
+}
+
+// widen packs a panel of int8 activations as a kernel with aw-byte
+// activations reads it: each value sign-extended, little-endian.
+func widen(a []byte, aw int) []byte {
+	if aw == 1 {
+		return a
+	}
+	w := make([]byte, 0, 2*len(a))
+	for _, v := range a {
+		w = append(w, v, byte(int8(v)>>7))
+	}
+	return w
 }
