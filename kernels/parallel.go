@@ -47,7 +47,11 @@ type batch struct {
 	// seats is how many helpers may still join; the caller closes it
 	// (sets it to zero) once it has drained the tasks itself.
 	seats atomic.Int64
-	wg    sync.WaitGroup
+	// busy is the seats not yet given back: taken ones until their helper
+	// has drained, untaken ones until the caller closes them. The caller
+	// spins on it, and falls back to wg past helperSpin.
+	busy atomic.Int64
+	wg   sync.WaitGroup
 }
 
 func (b *batch) drain() {
@@ -103,7 +107,9 @@ func ensureHelpers(n int) {
 			for {
 				b := findWork()
 				b.drain()
+				// Done first: once busy reads zero, wg.Wait returns at once.
 				b.wg.Done()
+				b.busy.Add(-1)
 			}
 		}()
 	}
@@ -148,6 +154,7 @@ func parallel(threads, n int, t task) {
 	b := batches.Get().(*batch)
 	b.t, b.n = t, int64(n)
 	b.next.Store(0)
+	b.busy.Store(int64(w - 1))
 	b.wg.Add(w - 1)
 	// The seats open last: a helper that joins sees the fields above.
 	b.seats.Store(int64(w - 1))
@@ -161,7 +168,19 @@ func parallel(threads, n int, t task) {
 	b.drain()
 	// Seats no helper took are given up; the helpers that took one may
 	// still be finishing a task.
-	b.wg.Add(-int(b.seats.Swap(0)))
+	left := b.seats.Swap(0)
+	b.wg.Add(-int(left))
+	// Wait for the helpers' last tasks spinning, as helpers wait for work:
+	// a caller that parks gives its P up, and when nothing else is
+	// runnable the P idles, its thread sleeps, and the core stays idle
+	// until the next call wakes it. Beside a pipeline's goroutines that
+	// left one of two cores idle 8 % of the time (perf's samples) and
+	// batches 10 % slower than the bare engine's.
+	if b.busy.Add(-left) > 0 {
+		for idle := time.Now(); b.busy.Load() > 0 && time.Since(idle) < helperSpin; {
+			runtime.Gosched()
+		}
+	}
 	b.wg.Wait()
 	current.CompareAndSwap(b, nil)
 	b.t = nil
