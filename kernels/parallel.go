@@ -107,9 +107,10 @@ func ensureHelpers(n int) {
 			for {
 				b := findWork()
 				b.drain()
-				// Done first: once busy reads zero, wg.Wait returns at once.
-				b.wg.Done()
+				// Done last: it is the helper's last touch of b, which
+				// the caller reuses once wg.Wait returns.
 				b.busy.Add(-1)
+				b.wg.Done()
 			}
 		}()
 	}
