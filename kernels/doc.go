@@ -17,7 +17,8 @@
 //	              LinearInt8Ref, QuantizeRowsRef, Engine.PrepareWeightInt8,
 //	              the INT8 path (per-channel weights, per-token
 //	              activations, int32 sums) and its Go kernel,
-//	              gemm_int8_amd64.{go,s} the AVX512-VNNI one
+//	              gemm_int8_amd64.{go,s} the AVX512-VNNI, AVX-VNNI
+//	              and AVX2 (VPMADDWD) ones
 //	layernorm.go  LayerNormRef, Engine.LayerNorm (residual add fused)
 //	embed.go      EmbedLayerNormRef, CheckEmbedIndexes, Engine.EmbedLayerNorm
 //	attention.go  AttentionRef, Engine.Attention, its row softmax

@@ -23,7 +23,7 @@ import (
 // products, on every version.
 
 // Int8Versions names the INT8 micro-kernels this CPU runs, fastest first
-// ("avx512vnni", "go-int8").
+// ("avx512vnni", "avxvnni", "avx2-int8", "go-int8").
 func Int8Versions() []string {
 	var names []string
 	for _, k := range int8Kernels() {
@@ -397,9 +397,9 @@ func int32s(f []float32) []int32 {
 	return unsafe.Slice((*int32)(unsafe.Pointer(&f[0])), len(f))
 }
 
-// goInt8Kernel is the portable INT8 kernel, for CPUs without VNNI: the
-// same packing (A in panels of 4 rows) and the same integers, 4 x 8 at a
-// time.
+// goInt8Kernel is the portable INT8 kernel, for CPUs without AVX2 and
+// builds without assembly: the same packing (A in panels of 4 rows) and
+// the same integers, 4 x 8 at a time.
 var goInt8Kernel = &int8Kernel{name: "go-int8", mr: 4, nr: 8, kc: 256, mc: 128, aw: 1,
 	run: kernelGoInt8, maxAbs: maxAbsGo, quant: quantGo, dequant: dequantGo}
 
@@ -453,18 +453,6 @@ func quantGo(q []byte, stride int, x []float32, inv float32) int32 {
 	for j, v := range x {
 		v := quantize(v, inv)
 		q[j/4*stride+j%4] = byte(v)
-		sum += v
-	}
-	return sum
-}
-
-// quant16Go is quantGo for panels of int16 activations.
-func quant16Go(q []byte, stride int, x []float32, inv float32) int32 {
-	var sum int32
-	for j, v := range x {
-		v := quantize(v, inv)
-		o := j/4*stride + j%4*2
-		q[o], q[o+1] = byte(v), byte(v>>8)
 		sum += v
 	}
 	return sum

@@ -958,7 +958,7 @@ avx2i8deq:
 
 // func quant16AVX2(n int, q *byte, stride int, x *float32, inv float32) int32
 // quantAVX2's, each value written as an int16: word j%4 of quad j/4, at q +
-// (j/4)*stride. n is a multiple of 8.
+// (j/4)*stride. n is a positive multiple of 8.
 TEXT ·quant16AVX2(SB), NOSPLIT, $0-44
 	MOVQ n+0(FP), CX
 	MOVQ q+8(FP), DI

@@ -72,9 +72,10 @@ var tunings = []struct {
 	// 0x60-0x7f, 0xa0-0xaf; measured on an EPYC, model 1): AVX2 only, 32
 	// KB of L1D and 512 KB of L2. k slices of 768, one pass over C for
 	// k = 768, were 3-4 % of GFLOP/s ahead of 256 on BERT-base's four
-	// linear layers at 1024 rows (180.8-182.6 against 188.1-189.7, two
-	// cores, six rounds interleaved, three sweeps) and at 128 rows (174 against
-	// 179), though a panel's slice of B (48 KB) no longer fits in L1;
+	// linear layers at 1024 rows (188.1-189.7 against 180.8-182.6, two
+	// cores, six rounds interleaved, three sweeps) and 3 % at 128 rows
+	// (179 against 174), though a panel's slice of B (48 KB) no longer
+	// fits in L1;
 	// 384 and 512 were half as far ahead, longer slices no further, and
 	// blocks of 48 to 96 rows timed alike (144: 1 % behind, 288: 5 %).
 	{tuning{name: "amd-zen3", gemm: map[string]blocking{"avx2": {768, 72}}, attnRows: 96, bf16AttnMin: 192}, func(id cpuIdentity) bool {

@@ -33,8 +33,8 @@ func TestTuningFor(t *testing.T) {
 		{cpuIdentity{"AuthenticAMD", 0x1a, 0x44}, "amd-zen5"},
 		{cpuIdentity{"GenuineIntel", 6, 0x8f}, "intel-sapphire-rapids"},
 		{cpuIdentity{"GenuineIntel", 6, 0xcf}, "intel-sapphire-rapids"},
-		{cpuIdentity{"AuthenticAMD", 0x19, 0x11}, "default"}, // Zen 4: not measured
-		{cpuIdentity{"AuthenticAMD", 0x19, 0x61}, "default"},
+		{cpuIdentity{"AuthenticAMD", 0x19, 0x11}, "default"},  // Zen 4: not measured
+		{cpuIdentity{"AuthenticAMD", 0x19, 0x61}, "default"},  // Zen 4 (Raphael)
 		{cpuIdentity{"AuthenticAMD", 0x19, 0x01}, "amd-zen3"}, // EPYC Milan
 		{cpuIdentity{"AuthenticAMD", 0x19, 0x21}, "amd-zen3"}, // Ryzen 5000
 		{cpuIdentity{"GenuineIntel", 6, 0x55}, "default"},
