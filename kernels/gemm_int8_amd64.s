@@ -719,6 +719,38 @@ maxabs2loop:
 	VZEROUPPER
 	RET
 
+// The AVX2 quantizers' shared parts, eight values (two quads) a step: the
+// constants (Y4 and Y5: the clamp bounds, Y6: the sum; CX, the values,
+// becomes the steps), a step's values as int16 words in X0 (Y3: inv), and
+// the sum's reduction into AX.
+#define QUANTAVX2CONSTS \
+	MOVL $-127, AX; \
+	VMOVD AX, X4; \
+	VPBROADCASTD X4, Y4; \
+	MOVL $127, AX; \
+	VMOVD AX, X5; \
+	VPBROADCASTD X5, Y5; \
+	VPXOR Y6, Y6, Y6; \
+	SHRQ $3, CX
+
+#define QUANTAVX2WORDS \
+	VMULPS (SI), Y3, Y0; \
+	VCVTPS2DQ Y0, Y0; \
+	VPMAXSD Y4, Y0, Y0; \
+	VPMINSD Y5, Y0, Y0; \
+	VPADDD Y0, Y6, Y6; \
+	VEXTRACTI128 $1, Y0, X1; \
+	VPACKSSDW X1, X0, X0
+
+#define QUANTAVX2SUM \
+	VEXTRACTI128 $1, Y6, X1; \
+	VPADDD X1, X6, X6; \
+	VPSHUFD $0x4e, X6, X1; \
+	VPADDD X1, X6, X6; \
+	VPSHUFD $0xb1, X6, X1; \
+	VPADDD X1, X6, X6; \
+	VMOVD X6, AX
+
 // func quantAVX2(n int, q *byte, stride int, x *float32, inv float32) int32
 // quantAVX512's, eight values (two quads) at a time; n is a multiple of 8.
 TEXT ·quantAVX2(SB), NOSPLIT, $0-44
@@ -727,22 +759,9 @@ TEXT ·quantAVX2(SB), NOSPLIT, $0-44
 	MOVQ stride+16(FP), R8
 	MOVQ x+24(FP), SI
 	VBROADCASTSS inv+32(FP), Y3
-	MOVL $-127, AX
-	VMOVD AX, X4
-	VPBROADCASTD X4, Y4
-	MOVL $127, AX
-	VMOVD AX, X5
-	VPBROADCASTD X5, Y5
-	VPXOR Y6, Y6, Y6
-	SHRQ $3, CX
+	QUANTAVX2CONSTS
 quant2loop:
-	VMULPS (SI), Y3, Y0
-	VCVTPS2DQ Y0, Y0
-	VPMAXSD Y4, Y0, Y0
-	VPMINSD Y5, Y0, Y0
-	VPADDD Y0, Y6, Y6
-	VEXTRACTI128 $1, Y0, X1
-	VPACKSSDW X1, X0, X0
+	QUANTAVX2WORDS
 	VPACKSSWB X0, X0, X0
 	VMOVD X0, (DI)
 	VPEXTRD $1, X0, (DI)(R8*1)
@@ -750,13 +769,7 @@ quant2loop:
 	LEAQ (DI)(R8*2), DI
 	DECQ CX
 	JNZ quant2loop
-	VEXTRACTI128 $1, Y6, X1
-	VPADDD X1, X6, X6
-	VPSHUFD $0x4e, X6, X1
-	VPADDD X1, X6, X6
-	VPSHUFD $0xb1, X6, X1
-	VPADDD X1, X6, X6
-	VMOVD X6, AX
+	QUANTAVX2SUM
 	MOVL AX, ret+40(FP)
 	VZEROUPPER
 	RET
@@ -965,35 +978,16 @@ TEXT ·quant16AVX2(SB), NOSPLIT, $0-44
 	MOVQ stride+16(FP), R8
 	MOVQ x+24(FP), SI
 	VBROADCASTSS inv+32(FP), Y3
-	MOVL $-127, AX
-	VMOVD AX, X4
-	VPBROADCASTD X4, Y4
-	MOVL $127, AX
-	VMOVD AX, X5
-	VPBROADCASTD X5, Y5
-	VPXOR Y6, Y6, Y6
-	SHRQ $3, CX
+	QUANTAVX2CONSTS
 quant16loop:
-	VMULPS (SI), Y3, Y0
-	VCVTPS2DQ Y0, Y0
-	VPMAXSD Y4, Y0, Y0
-	VPMINSD Y5, Y0, Y0
-	VPADDD Y0, Y6, Y6
-	VEXTRACTI128 $1, Y0, X1
-	VPACKSSDW X1, X0, X0
+	QUANTAVX2WORDS
 	VMOVQ X0, (DI)
 	VPEXTRQ $1, X0, (DI)(R8*1)
 	ADDQ $32, SI
 	LEAQ (DI)(R8*2), DI
 	DECQ CX
 	JNZ quant16loop
-	VEXTRACTI128 $1, Y6, X1
-	VPADDD X1, X6, X6
-	VPSHUFD $0x4e, X6, X1
-	VPADDD X1, X6, X6
-	VPSHUFD $0xb1, X6, X1
-	VPADDD X1, X6, X6
-	VMOVD X6, AX
+	QUANTAVX2SUM
 	MOVL AX, ret+40(FP)
 	VZEROUPPER
 	RET
