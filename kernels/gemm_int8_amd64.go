@@ -51,7 +51,7 @@ var avx512VNNIKernel = &int8Kernel{name: "avx512vnni", mr: 12, nr: 32, kc: 256, 
 		gemmInt8VNNI(kq, &a[0], &b[0], &c[0], ldc, add, ep)
 	},
 	maxAbs:  vecMaxAbs(16, maxAbsAVX512),
-	quant:   vecQuant(16, 1, quantAVX512, quantGo),
+	quant:   vecQuant(16, 1, quantAVX512),
 	dequant: vecDequant(16, dequantAVX512)}
 
 // 6 x 16 with AVX-VNNI's VEX VPDPBUSD, for CPUs that have it without
@@ -64,7 +64,7 @@ var avxVNNIKernel = &int8Kernel{name: "avxvnni", mr: 6, nr: 16, kc: 512, mc: 144
 		gemmInt8AVXVNNI(kq, &a[0], &b[0], &c[0], ldc, add, ep)
 	},
 	maxAbs:  vecMaxAbs(8, maxAbsAVX2),
-	quant:   vecQuant(8, 1, quantAVX2, quantGo),
+	quant:   vecQuant(8, 1, quantAVX2),
 	dequant: vecDequant(8, dequantAVX2)}
 
 // 6 x 8 with VPMADDWD, for AVX2 CPUs without VNNI (Zen 2 and 3, Intel
@@ -84,11 +84,12 @@ var avx2Int8Kernel = &int8Kernel{name: "avx2-int8", mr: 6, nr: 8, kc: 256, mc: 7
 		gemmInt8AVX2(kq, &a[0], &b[0], &c[0], ldc, add, ep)
 	},
 	maxAbs:  vecMaxAbs(8, maxAbsAVX2),
-	quant:   vecQuant(8, 2, quant16AVX2, quant16Go),
+	quant:   vecQuant(8, 2, quant16AVX2),
 	dequant: vecDequant(8, dequantAVX2)}
 
 // vecMaxAbs, vecQuant and vecDequant wrap vector code that takes multiples
-// of w values: the rest goes to the Go versions.
+// of w values: the rest goes to the Go versions (vecQuant: the one for
+// activations of aw bytes).
 func vecMaxAbs(w int, f func(n int, x *float32) float32) func([]float32) float32 {
 	return func(x []float32) float32 {
 		n := len(x) / w * w
@@ -100,7 +101,11 @@ func vecMaxAbs(w int, f func(n int, x *float32) float32) func([]float32) float32
 	}
 }
 
-func vecQuant(w, aw int, f func(n int, q *byte, stride int, x *float32, inv float32) int32, tail func([]byte, int, []float32, float32) int32) func([]byte, int, []float32, float32) int32 {
+func vecQuant(w, aw int, f func(n int, q *byte, stride int, x *float32, inv float32) int32) func([]byte, int, []float32, float32) int32 {
+	tail := quantGo
+	if aw == 2 {
+		tail = quant16Go
+	}
 	return func(q []byte, stride int, x []float32, inv float32) int32 {
 		n := len(x) / w * w
 		var sum int32
