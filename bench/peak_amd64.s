@@ -334,3 +334,47 @@ maddloop:
 madddone:
 	VZEROUPPER
 	RET
+
+// func ubswAVX2(n int): the step of an INT8 kernel that multiplies bytes on
+// AVX2 without VNNI, as ONNX Runtime's u8s8 does: VPMADDUBSW (32 byte
+// products summed in pairs into 16-bit words, saturating), VPMADDWD (the
+// words summed in pairs into 32 bits; by ones in such a kernel) and VPADDD into one of six
+// accumulators. It bounds what such an engine can issue, against
+// maddAVX2's exact one (README, Performance).
+TEXT ·ubswAVX2(SB), NOSPLIT, $0-8
+	MOVQ n+0(FP), CX
+	VPXOR Y0, Y0, Y0
+	VPXOR Y1, Y1, Y1
+	VPXOR Y2, Y2, Y2
+	VPXOR Y3, Y3, Y3
+	VPXOR Y4, Y4, Y4
+	VPXOR Y5, Y5, Y5
+	VPCMPEQD Y11, Y11, Y11
+	VPCMPEQD Y12, Y12, Y12
+	VPCMPEQD Y13, Y13, Y13
+	TESTQ CX, CX
+	JZ ubswdone
+ubswloop:
+	VPMADDUBSW Y12, Y13, Y14
+	VPMADDWD Y14, Y11, Y14
+	VPADDD Y14, Y0, Y0
+	VPMADDUBSW Y12, Y13, Y15
+	VPMADDWD Y15, Y11, Y15
+	VPADDD Y15, Y1, Y1
+	VPMADDUBSW Y12, Y13, Y14
+	VPMADDWD Y14, Y11, Y14
+	VPADDD Y14, Y2, Y2
+	VPMADDUBSW Y12, Y13, Y15
+	VPMADDWD Y15, Y11, Y15
+	VPADDD Y15, Y3, Y3
+	VPMADDUBSW Y12, Y13, Y14
+	VPMADDWD Y14, Y11, Y14
+	VPADDD Y14, Y4, Y4
+	VPMADDUBSW Y12, Y13, Y15
+	VPMADDWD Y15, Y11, Y15
+	VPADDD Y15, Y5, Y5
+	DECQ CX
+	JNZ ubswloop
+ubswdone:
+	VZEROUPPER
+	RET
