@@ -71,8 +71,10 @@ var KernelFamilies = []string{"sgemm", "linear", "linear-bf16", "linear-int8", "
 // threads goroutines (0: all). peak (GFLOP/s, 0 if unknown) turns rates
 // into a share of the machine; the BF16 and INT8 families' shares are of
 // their dot-product instruction's peak, measured here (a second) when such
-// a family runs, and left out where the CPU lacks the instruction.
-func RunKernels(families []string, threads int, peak float64, minTime time.Duration) ([]KernelResult, error) {
+// a family runs, and left out where the CPU lacks the instruction. With
+// measured (a tuning of this CPU, see Tune), the fastest version of each
+// kind runs once more on it, as VERSION@measured beside the table's.
+func RunKernels(families []string, threads int, peak float64, minTime time.Duration, measured *kernels.Measured) ([]KernelResult, error) {
 	if len(families) == 0 {
 		families = KernelFamilies
 	}
@@ -87,6 +89,7 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 	// The fastest version once more on the default blocking, where this
 	// CPU has an entry of its own in the table: the entry's gain, side by
 	// side.
+	bf16Engines, int8Engines := map[string]*kernels.Engine{}, map[string]*kernels.Engine{}
 	var alt []string
 	if t := kernels.Tunings(); t[0] != "default" {
 		v := kernels.Versions()[0]
@@ -96,6 +99,28 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 		}
 		engines[v+"@default"] = e
 		alt = append(alt, v+"@default")
+	}
+	var bf16Alt, int8Alt []string
+	if measured != nil {
+		for _, c := range []struct {
+			cfg  kernels.Config
+			engs map[string]*kernels.Engine
+			alt  *[]string
+		}{
+			{kernels.Config{Version: kernels.Versions()[0]}, engines, &alt},
+			{kernels.Config{BF16Version: kernels.BF16Versions()[0]}, bf16Engines, &bf16Alt},
+			{kernels.Config{Int8Version: kernels.Int8Versions()[0]}, int8Engines, &int8Alt},
+		} {
+			cfg := c.cfg
+			cfg.Threads, cfg.Measured = threads, measured
+			e, err := kernels.New(cfg)
+			if err != nil {
+				return nil, fmt.Errorf("measured tuning: %w", err)
+			}
+			v := cfg.Version + cfg.BF16Version + cfg.Int8Version + "@measured"
+			c.engs[v] = e
+			*c.alt = append(*c.alt, v)
+		}
 	}
 	// The dot-product peaks, measured when a family needs them.
 	peaks := map[string]Peak{}
@@ -115,7 +140,6 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 		return p
 	}
 	// The BF16 and INT8 kernels are engines of their own versions.
-	bf16Engines, int8Engines := map[string]*kernels.Engine{}, map[string]*kernels.Engine{}
 	for _, v := range kernels.BF16Versions() {
 		e, err := kernels.New(kernels.Config{BF16Version: v, Threads: threads})
 		if err != nil {
@@ -147,10 +171,10 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 			switch {
 			case c.int8:
 				p := measureDot("int8", MeasurePeakInt8)
-				versions, engs, pk, isa = append([]string{"ref"}, kernels.Int8Versions()...), int8Engines, p.GFLOPS, p.ISA
+				versions, engs, pk, isa = append(append([]string{"ref"}, kernels.Int8Versions()...), int8Alt...), int8Engines, p.GFLOPS, p.ISA
 			case c.bf16:
 				p := measureDot("bf16", MeasurePeakBF16)
-				versions, engs, pk, isa = append([]string{"ref"}, kernels.BF16Versions()...), bf16Engines, p.GFLOPS, p.ISA
+				versions, engs, pk, isa = append(append([]string{"ref"}, kernels.BF16Versions()...), bf16Alt...), bf16Engines, p.GFLOPS, p.ISA
 			case c.family == "sgemm" || c.family == "linear" || c.family == "attention":
 				versions = append(versions, alt...)
 			}

@@ -226,7 +226,9 @@ type int8Task struct {
 var int8Tasks = sync.Pool{New: func() any { return new(int8Task) }}
 
 func (e *Engine) linearInt8(out, x []float32, m int, w *Weight, bias []float32, a Act) {
-	if w.i8.kern != e.int8 {
+	// Tunings change a kernel's blocking, not its panels: a weight packed
+	// by another tuning's engine serves as it is.
+	if w.i8.kern.name != e.int8.name {
 		w.i8 = packInt8(e.int8, w.Data, w.N, w.K)
 	}
 	kern := e.int8

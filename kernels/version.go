@@ -72,8 +72,11 @@ type Config struct {
 	// BLAS is BLASNative (or empty) or BLASGonum.
 	BLAS string
 	// Tuning names the entry of the blocking table (see Tunings); empty:
-	// the one of this CPU.
+	// the one of this CPU, or MeasuredName with Measured.
 	Tuning string
+	// Measured, when not nil, is a tuning measured on this CPU (see
+	// ReadMeasured), run instead of the table's entry.
+	Measured *Measured
 }
 
 // Engine runs the kernels of one Config. It holds no mutable state: one
@@ -100,7 +103,15 @@ func New(c Config) (*Engine, error) {
 		return nil, err
 	}
 	e.gemm, e.vec = v.gemm, v.vec
-	if e.tune, err = pick(tuningList(), func(t tuning) string { return t.name }, &e.cfg.Tuning, "tuning", Tunings); err != nil {
+	if c.Measured != nil {
+		if c.Tuning != "" && c.Tuning != MeasuredName {
+			return nil, fmt.Errorf("tuning %q and a measured tuning: name one", c.Tuning)
+		}
+		if e.tune, err = c.Measured.tuning(); err != nil {
+			return nil, fmt.Errorf("measured tuning: %w", err)
+		}
+		e.cfg.Tuning = MeasuredName
+	} else if e.tune, err = pick(tuningList(), func(t tuning) string { return t.name }, &e.cfg.Tuning, "tuning", Tunings); err != nil {
 		return nil, err
 	}
 	if b, ok := e.tune.gemm[e.gemm.name]; ok {
@@ -125,6 +136,11 @@ func New(c Config) (*Engine, error) {
 	}
 	if e.int8, err = pick(int8Kernels(), func(k *int8Kernel) string { return k.name }, &e.cfg.Int8Version, "INT8 kernel", Int8Versions); err != nil {
 		return nil, err
+	}
+	if b, ok := e.tune.gemm[e.int8.name]; ok {
+		k := *e.int8
+		k.kc, k.mc = b.kc, b.mc
+		e.int8 = &k
 	}
 	switch c.BLAS {
 	case "", BLASNative:

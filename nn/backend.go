@@ -121,6 +121,10 @@ type Options struct {
 	// BLAS is the SGEMM of the CPU's F32 linear layers: "native" or
 	// "gonum"; empty means the environment's BERTSTREAM_BLAS, else native.
 	BLAS string
+	// Tuning, when not nil, is a blocking measured on this CPU (see
+	// kernels.ReadMeasured) that the CPU backend runs instead of the
+	// table's.
+	Tuning *kernels.Measured
 }
 
 var (

@@ -36,8 +36,8 @@ type CPU struct {
 }
 
 // NewCPU opens a CPU backend configured by opts: Compute (F32, or BF16
-// for BF16 weights), Int8, Threads, Kernels, BF16Kernels, Int8Kernels and
-// BLAS.
+// for BF16 weights), Int8, Threads, Kernels, BF16Kernels, Int8Kernels,
+// BLAS and Tuning.
 func NewCPU(opts Options) (CPU, error) {
 	c := CPU{Int8Weights: opts.Int8}
 	switch opts.Compute {
@@ -54,7 +54,7 @@ func NewCPU(opts Options) (CPU, error) {
 	if blas == "" {
 		blas = os.Getenv("BERTSTREAM_BLAS")
 	}
-	k, err := kernels.New(kernels.Config{Version: opts.Kernels, BF16Version: opts.BF16Kernels, Int8Version: opts.Int8Kernels, Threads: opts.Threads, BLAS: blas})
+	k, err := kernels.New(kernels.Config{Version: opts.Kernels, BF16Version: opts.BF16Kernels, Int8Version: opts.Int8Kernels, Threads: opts.Threads, BLAS: blas, Measured: opts.Tuning})
 	if err != nil {
 		return CPU{}, fmt.Errorf("cpu kernels: %w", err)
 	}

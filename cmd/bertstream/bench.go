@@ -111,7 +111,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			fmt.Fprintf(stderr, "bertstream bench: no FMA peak, %% of peak left out: %v\n", err)
 		}
-		res, err := bench.RunKernels(fams, threads, peak.GFLOPS, 300*time.Millisecond)
+		measured, from, err := measuredTuning(bf.tuning)
+		if err != nil {
+			return err
+		}
+		res, err := bench.RunKernels(fams, threads, peak.GFLOPS, 300*time.Millisecond, measured)
 		if err != nil {
 			return err
 		}
@@ -124,7 +128,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			}
 			return nil
 		}
-		fmt.Fprintf(stdout, "FMA peak: %.1f GFLOP/s (%s, %d threads); blocking: %s\n", peak.GFLOPS, peak.ISA, peak.Threads, kernels.Default().Config().Tuning)
+		fmt.Fprintf(stdout, "FMA peak: %.1f GFLOP/s (%s, %d threads); blocking: %s", peak.GFLOPS, peak.ISA, peak.Threads, kernels.Default().Config().Tuning)
+		if measured != nil {
+			fmt.Fprintf(stdout, ", and @measured: %s", from)
+		}
+		fmt.Fprintln(stdout)
 		// The families whose share is of another peak than the FMA one
 		// say which, once each.
 		said := map[string]bool{}

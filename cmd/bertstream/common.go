@@ -3,8 +3,10 @@ package main
 import (
 	"flag"
 	"fmt"
+	"os"
 	"strings"
 
+	"github.com/bertstream/bertstream/kernels"
 	"github.com/bertstream/bertstream/nn"
 )
 
@@ -17,6 +19,10 @@ type backendFlags struct {
 	// kernels is the CPU kernel version (bench's --kernel-version); empty:
 	// the fastest.
 	kernels string
+	tuning  string
+	// tuningFrom is, after open, the file of the CPU blocking, or
+	// "table".
+	tuningFrom string
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
@@ -24,10 +30,47 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.dtype, "dtype", "", "compute dtype: f32 (default), f16 or bf16 (GPU), or int8 (CPU: INT8 linear layers, quantized per channel and per token)")
 	fs.IntVar(&b.threads, "threads", 0, "CPU threads (0: all)")
 	fs.IntVar(&b.gpu, "gpu", 0, "GPU index for --device cuda")
+	fs.StringVar(&b.tuning, "tuning", "", "CPU blocking: a file of `bertstream tune`, or \"table\" for the built-in table (default $BERTSTREAM_TUNING, else this CPU's file from `bertstream tune` if there is one, else the table)")
+}
+
+// measuredTuning resolves --tuning: a file, "table", or when empty
+// $BERTSTREAM_TUNING, then the file `bertstream tune` writes for this CPU
+// by default if it exists. It returns nil for the table, and where the
+// tuning came from.
+func measuredTuning(flagValue string) (*kernels.Measured, string, error) {
+	path, from := flagValue, "--tuning"
+	if path == "" {
+		path, from = os.Getenv("BERTSTREAM_TUNING"), "BERTSTREAM_TUNING"
+	}
+	if path == "" {
+		def, err := kernels.TuningFile()
+		if err != nil {
+			return nil, "table", nil // no cache directory: nothing was tuned
+		}
+		if _, err := os.Stat(def); err != nil {
+			return nil, "table", nil
+		}
+		path, from = def, "this CPU's tuning file"
+	}
+	if path == "table" {
+		return nil, "table", nil
+	}
+	m, err := kernels.ReadMeasured(path)
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: %w", from, err)
+	}
+	return m, path, nil
 }
 
 func (b *backendFlags) open() (nn.Backend, error) {
 	opts := nn.Options{Device: b.gpu, Threads: b.threads, Kernels: b.kernels}
+	if b.device == "cpu" {
+		m, from, err := measuredTuning(b.tuning)
+		if err != nil {
+			return nil, err
+		}
+		opts.Tuning, b.tuningFrom = m, from
+	}
 	if strings.EqualFold(b.dtype, "int8") {
 		opts.Int8 = true
 	} else if b.dtype != "" {
