@@ -111,7 +111,7 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			fmt.Fprintf(stderr, "bertstream bench: no FMA peak, %% of peak left out: %v\n", err)
 		}
-		measured, from, err := measuredTuning(bf.tuning)
+		measured, from, err := measuredTuning(bf.tuning, stderr)
 		if err != nil {
 			return err
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -23,6 +24,7 @@ type backendFlags struct {
 	// tuningFrom is, after open, the file of the CPU blocking, or
 	// "table".
 	tuningFrom string
+	stderr     io.Writer
 }
 
 func (b *backendFlags) register(fs *flag.FlagSet) {
@@ -30,14 +32,18 @@ func (b *backendFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&b.dtype, "dtype", "", "compute dtype: f32 (default), f16 or bf16 (GPU), or int8 (CPU: INT8 linear layers, quantized per channel and per token)")
 	fs.IntVar(&b.threads, "threads", 0, "CPU threads (0: all)")
 	fs.IntVar(&b.gpu, "gpu", 0, "GPU index for --device cuda")
+	b.stderr = fs.Output()
 	fs.StringVar(&b.tuning, "tuning", "", "CPU blocking: a file of `bertstream tune`, or \"table\" for the built-in table (default $BERTSTREAM_TUNING, else this CPU's file from `bertstream tune` if there is one, else the table)")
 }
 
 // measuredTuning resolves --tuning: a file, "table", or when empty
 // $BERTSTREAM_TUNING, then the file `bertstream tune` writes for this CPU
 // by default if it exists. It returns nil for the table, and where the
-// tuning came from.
-func measuredTuning(flagValue string) (*kernels.Measured, string, error) {
+// tuning came from. A file named by the flag or the variable must be
+// right; the default one is a cache, which a newer build may no longer
+// read (a kernel renamed): it is then left aside with a warning, not a
+// server that fails to start.
+func measuredTuning(flagValue string, warn io.Writer) (*kernels.Measured, string, error) {
 	path, from := flagValue, "--tuning"
 	if path == "" {
 		path, from = os.Getenv("BERTSTREAM_TUNING"), "BERTSTREAM_TUNING"
@@ -56,6 +62,10 @@ func measuredTuning(flagValue string) (*kernels.Measured, string, error) {
 		return nil, "table", nil
 	}
 	m, err := kernels.ReadMeasured(path)
+	if err != nil && from == "this CPU's tuning file" {
+		fmt.Fprintf(warn, "bertstream: %v; running the table's blocking (rerun `bertstream tune`)\n", err)
+		return nil, "table", nil
+	}
 	if err != nil {
 		return nil, "", fmt.Errorf("%s: %w", from, err)
 	}
@@ -65,7 +75,7 @@ func measuredTuning(flagValue string) (*kernels.Measured, string, error) {
 func (b *backendFlags) open() (nn.Backend, error) {
 	opts := nn.Options{Device: b.gpu, Threads: b.threads, Kernels: b.kernels}
 	if b.device == "cpu" {
-		m, from, err := measuredTuning(b.tuning)
+		m, from, err := measuredTuning(b.tuning, b.stderr)
 		if err != nil {
 			return nil, err
 		}

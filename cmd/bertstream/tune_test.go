@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -37,7 +38,7 @@ func TestTuneCommand(t *testing.T) {
 		{path, "table", path},
 	} {
 		t.Setenv("BERTSTREAM_TUNING", c.env)
-		m, from, err := measuredTuning(c.flag)
+		m, from, err := measuredTuning(c.flag, io.Discard)
 		if err != nil || from != c.from || (m == nil) != (c.from == "table") {
 			t.Errorf("--tuning %q, BERTSTREAM_TUNING %q: %v from %q (%v), want from %q", c.flag, c.env, m, from, err, c.from)
 		}
@@ -73,6 +74,16 @@ func TestTuneCommand(t *testing.T) {
 		}
 	}
 
+	// The default file, stale: left aside with a warning.
+	t.Setenv("BERTSTREAM_TUNING", "")
+	if err := os.WriteFile(path, []byte(`{"cpu":"amd64 GenuineIntel family 0x6 model 0x55","base":"default"}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var warn strings.Builder
+	if m, from, err := measuredTuning("", &warn); m != nil || from != "table" || err != nil || !strings.Contains(warn.String(), path) {
+		t.Errorf("a stale default file: %v from %q (%v), warning %q", m, from, err, warn.String())
+	}
+	// Named, it is an error.
 	bad := filepath.Join(t.TempDir(), "bad.json")
 	if err := os.WriteFile(bad, []byte(`{"cpu":"amd64 GenuineIntel family 0x6 model 0x55","base":"default"}`), 0o644); err != nil {
 		t.Fatal(err)
