@@ -337,6 +337,60 @@ gelu512done:
 	VFMADD213PS Y15, X, T; \
 	VMULPS N, T, X
 
+// EXP256X2 is EXP256 on two vectors at once, X and X2 (N, T, N2, T2
+// scratch), their instructions interleaved: one e^x is a chain of some 20
+// dependent steps, longer than the scheduler can overlap across loop
+// iterations on its own, so a second independent chain fills its waits.
+#define EXP256X2(X, N, T, X2, N2, T2) \
+	VBROADCASTSS EXPLO, T; \
+	VMAXPS T, X, X; \
+	VMAXPS T, X2, X2; \
+	VBROADCASTSS EXPHI, T; \
+	VMINPS T, X, X; \
+	VMINPS T, X2, X2; \
+	VBROADCASTSS LOG2E, T; \
+	VMULPS T, X, N; \
+	VMULPS T, X2, N2; \
+	VROUNDPS $0, N, N; \
+	VROUNDPS $0, N2, N2; \
+	VBROADCASTSS LN2HI, T; \
+	VFNMADD231PS T, N, X; \
+	VFNMADD231PS T, N2, X2; \
+	VBROADCASTSS LN2LO, T; \
+	VFNMADD231PS T, N, X; \
+	VFNMADD231PS T, N2, X2; \
+	VCVTPS2DQ N, N; \
+	VCVTPS2DQ N2, N2; \
+	VPBROADCASTD EXPBIAS, T; \
+	VPADDD T, N, N; \
+	VPADDD T, N2, N2; \
+	VPSLLD $23, N, N; \
+	VPSLLD $23, N2, N2; \
+	VBROADCASTSS C7, T; \
+	VMOVAPS T, T2; \
+	VBROADCASTSS C6, Y15; \
+	VFMADD213PS Y15, X, T; \
+	VFMADD213PS Y15, X2, T2; \
+	VBROADCASTSS C5, Y15; \
+	VFMADD213PS Y15, X, T; \
+	VFMADD213PS Y15, X2, T2; \
+	VBROADCASTSS C4, Y15; \
+	VFMADD213PS Y15, X, T; \
+	VFMADD213PS Y15, X2, T2; \
+	VBROADCASTSS C3, Y15; \
+	VFMADD213PS Y15, X, T; \
+	VFMADD213PS Y15, X2, T2; \
+	VBROADCASTSS HALF, Y15; \
+	VFMADD213PS Y15, X, T; \
+	VFMADD213PS Y15, X2, T2; \
+	VBROADCASTSS ONE, Y15; \
+	VFMADD213PS Y15, X, T; \
+	VFMADD213PS Y15, X2, T2; \
+	VFMADD213PS Y15, X, T; \
+	VFMADD213PS Y15, X2, T2; \
+	VMULPS N, T, X; \
+	VMULPS N2, T2, X2
+
 // func maxAVX2(x *float32, n int) float32
 TEXT ·maxAVX2(SB), NOSPLIT, $0-20
 	MOVQ x+0(FP), SI
@@ -369,8 +423,36 @@ TEXT ·expSumAVX2(SB), NOSPLIT, $0-28
 	VBROADCASTSS scale+16(FP), Y10
 	VBROADCASTSS shift+20(FP), Y11
 	VXORPS Y12, Y12, Y12
+	VXORPS Y13, Y13, Y13
 	SHRQ $3, CX
 	JZ expsum256reduce
+	// Two vectors an iteration (EXP256X2), then the odd one.
+	SHRQ $1, CX
+	JZ expsum256one
+expsum256loop2:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y4
+	VFMSUB213PS Y11, Y10, Y0
+	VFMSUB213PS Y11, Y10, Y4
+	VBROADCASTSS EXPLO, Y3
+	VCMPPS $0x15, Y3, Y0, Y7
+	VCMPPS $0x15, Y3, Y4, Y3
+	EXP256X2(Y0, Y1, Y2, Y4, Y5, Y6)
+	VANDPS Y7, Y0, Y0
+	VANDPS Y3, Y4, Y4
+	VMOVUPS Y0, (SI)
+	VMOVUPS Y4, 32(SI)
+	VADDPS Y0, Y12, Y12
+	VADDPS Y4, Y13, Y13
+	ADDQ $64, SI
+	DECQ CX
+	JNZ expsum256loop2
+expsum256one:
+	VADDPS Y13, Y12, Y12
+	MOVQ n+8(FP), CX
+	ANDQ $8, CX
+	JZ expsum256reduce
+	MOVQ $1, CX
 expsum256loop:
 	VMOVUPS (SI), Y0
 	VFMSUB213PS Y11, Y10, Y0
