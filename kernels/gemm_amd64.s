@@ -1084,3 +1084,104 @@ packrowsloop:
 packrowsdone:
 	VZEROUPPER
 	RET
+
+// TRANS8AVX2(off) transposes the 8 x 8 block of floats at rows R9, R9+R8,
+// R9+2*R8, R11 (= R9+3*R8), R10 (= R9+4*R8), R10+R8, R10+2*R8, R12 (=
+// R10+3*R8) into 8 columns, column i stored at off + 64*i(DI): k steps of
+// a 16-column panel, one half of each. Unpacks pair the rows, shuffles
+// make quads, and the 128-bit halves are exchanged last.
+#define TRANS8AVX2(off) \
+	VMOVUPS (R9), Y0; \
+	VMOVUPS (R9)(R8*1), Y1; \
+	VMOVUPS (R9)(R8*2), Y2; \
+	VMOVUPS (R11), Y3; \
+	VMOVUPS (R10), Y4; \
+	VMOVUPS (R10)(R8*1), Y5; \
+	VMOVUPS (R10)(R8*2), Y6; \
+	VMOVUPS (R12), Y7; \
+	VUNPCKLPS Y1, Y0, Y8; \
+	VUNPCKHPS Y1, Y0, Y9; \
+	VUNPCKLPS Y3, Y2, Y10; \
+	VUNPCKHPS Y3, Y2, Y11; \
+	VUNPCKLPS Y5, Y4, Y12; \
+	VUNPCKHPS Y5, Y4, Y13; \
+	VUNPCKLPS Y7, Y6, Y14; \
+	VUNPCKHPS Y7, Y6, Y15; \
+	VSHUFPS $0x44, Y10, Y8, Y0; \
+	VSHUFPS $0xee, Y10, Y8, Y1; \
+	VSHUFPS $0x44, Y11, Y9, Y2; \
+	VSHUFPS $0xee, Y11, Y9, Y3; \
+	VSHUFPS $0x44, Y14, Y12, Y4; \
+	VSHUFPS $0xee, Y14, Y12, Y5; \
+	VSHUFPS $0x44, Y15, Y13, Y6; \
+	VSHUFPS $0xee, Y15, Y13, Y7; \
+	VPERM2F128 $0x20, Y4, Y0, Y8; \
+	VPERM2F128 $0x20, Y5, Y1, Y9; \
+	VPERM2F128 $0x20, Y6, Y2, Y10; \
+	VPERM2F128 $0x20, Y7, Y3, Y11; \
+	VPERM2F128 $0x31, Y4, Y0, Y12; \
+	VPERM2F128 $0x31, Y5, Y1, Y13; \
+	VPERM2F128 $0x31, Y6, Y2, Y14; \
+	VPERM2F128 $0x31, Y7, Y3, Y15; \
+	VMOVUPS Y8, off(DI); \
+	VMOVUPS Y9, off+64(DI); \
+	VMOVUPS Y10, off+128(DI); \
+	VMOVUPS Y11, off+192(DI); \
+	VMOVUPS Y12, off+256(DI); \
+	VMOVUPS Y13, off+320(DI); \
+	VMOVUPS Y14, off+384(DI); \
+	VMOVUPS Y15, off+448(DI)
+
+// func packTransAVX2(dst, src *float32, ldb, k int)
+// The first k&^7 steps of a transposed 16-column panel: dst[p*16+j] =
+// src[j*ldb+p]; the caller writes the last k%8.
+TEXT ·packTransAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), R8
+	SHLQ $2, R8
+	LEAQ (R8)(R8*2), R13
+	MOVQ k+24(FP), CX
+	SHRQ $3, CX
+	JZ packtrans2done
+packtrans2loop:
+	MOVQ SI, R9
+	LEAQ (R9)(R8*4), R10
+	LEAQ (R9)(R13*1), R11
+	LEAQ (R10)(R13*1), R12
+	TRANS8AVX2(0)
+	LEAQ (R10)(R8*4), R9
+	LEAQ (R9)(R8*4), R10
+	LEAQ (R9)(R13*1), R11
+	LEAQ (R10)(R13*1), R12
+	TRANS8AVX2(32)
+	ADDQ $32, SI
+	ADDQ $512, DI
+	DECQ CX
+	JNZ packtrans2loop
+packtrans2done:
+	VZEROUPPER
+	RET
+
+// func packRowsAVX2(dst, src *float32, ldb, k int)
+// A 16-column panel of k rows of src (row stride ldb), two vectors a row.
+TEXT ·packRowsAVX2(SB), NOSPLIT, $0-32
+	MOVQ dst+0(FP), DI
+	MOVQ src+8(FP), SI
+	MOVQ ldb+16(FP), R9
+	SHLQ $2, R9
+	MOVQ k+24(FP), CX
+	TESTQ CX, CX
+	JZ packrows2done
+packrows2loop:
+	VMOVUPS (SI), Y0
+	VMOVUPS 32(SI), Y1
+	VMOVUPS Y0, (DI)
+	VMOVUPS Y1, 32(DI)
+	ADDQ R9, SI
+	ADDQ $64, DI
+	DECQ CX
+	JNZ packrows2loop
+packrows2done:
+	VZEROUPPER
+	RET

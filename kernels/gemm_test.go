@@ -120,3 +120,41 @@ func BenchmarkSgemm(b *testing.B) {
 		})
 	}
 }
+
+// TestPackB holds each kernel's own panel packers (packTrans, packRows) to
+// packB's portable loops, value for value, on widths and depths around
+// the panel width and the packers' 8- and 16-step blocks, rows longer than
+// they are read.
+func TestPackB(t *testing.T) {
+	rng := rand.New(rand.NewSource(41))
+	for _, v := range versionList() {
+		kern := v.gemm
+		if kern.packTrans == nil && kern.packRows == nil {
+			continue
+		}
+		plain := *kern
+		plain.packTrans, plain.packRows = nil, nil
+		for _, trans := range []bool{true, false} {
+			for _, n := range []int{1, kern.nr - 1, kern.nr, kern.nr + 1, 2*kern.nr + 8} {
+				for _, k := range []int{1, 7, 8, 9, 15, 16, 17, 63, 64, 129} {
+					rows, cols := k, n // b is k x n, or n x k transposed
+					if trans {
+						rows, cols = n, k
+					}
+					ldb := cols + 3
+					b := randSlice(rng, rows*ldb)
+					size := (n + kern.nr - 1) / kern.nr * kern.nr * k
+					got, want := make([]float32, size), make([]float32, size)
+					for i := range got {
+						got[i], want[i] = float32(i), float32(i) // packB must write every value
+					}
+					packB(kern, got, trans, n, k, b, ldb)
+					packB(&plain, want, trans, n, k, b, ldb)
+					if err := closeTo(got, want, 0, 0); err != nil {
+						t.Fatalf("%s trans=%v n=%d k=%d: %v", kern.name, trans, n, k, err)
+					}
+				}
+			}
+		}
+	}
+}
