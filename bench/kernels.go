@@ -86,10 +86,10 @@ func RunKernels(families []string, threads int, peak float64, minTime time.Durat
 		}
 		engines[v] = e
 	}
+	bf16Engines, int8Engines := map[string]*kernels.Engine{}, map[string]*kernels.Engine{}
 	// The fastest version once more on the default blocking, where this
 	// CPU has an entry of its own in the table: the entry's gain, side by
 	// side.
-	bf16Engines, int8Engines := map[string]*kernels.Engine{}, map[string]*kernels.Engine{}
 	var alt []string
 	if t := kernels.Tunings(); t[0] != "default" {
 		v := kernels.Versions()[0]

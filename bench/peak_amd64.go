@@ -34,6 +34,9 @@ func maddAVX2(n int)
 //go:noescape
 func ubswAVX2(n int)
 
+//go:noescape
+func pmaddwdAVX2(n int)
+
 // vnniProbe returns the widest INT8 dot-product loop of this CPU (on AVX2
 // without VNNI, the 16-bit one of the AVX2 INT8 kernel) and the operations
 // (two per multiply-add) one iteration performs.

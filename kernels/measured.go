@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -54,7 +55,10 @@ const (
 )
 
 // ThisCPU identifies this CPU as measured tunings are keyed: architecture,
-// CPUID vendor, family and model.
+// CPUID vendor, family and model. Without CPUID (other architectures, the
+// noasm build) it is the architecture alone: a tuning there holds only
+// attention's tile (the portable kernels are not tuned), and machines of
+// one architecture share it.
 func ThisCPU() string { return identityString(thisCPU()) }
 
 func identityString(id cpuIdentity) string {
@@ -81,13 +85,19 @@ func TuningFile() (string, error) {
 func ReadMeasured(path string) (*Measured, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, err // names the file and what is wrong
+		return nil, fmt.Errorf("tuning file: %w", err) // the error names the file
+	}
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("tuning %s: empty file", path)
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var m Measured
 	if err := dec.Decode(&m); err != nil {
 		return nil, fmt.Errorf("tuning %s: %w", path, err)
+	}
+	if err := dec.Decode(&struct{}{}); err != io.EOF {
+		return nil, fmt.Errorf("tuning %s: more after the tuning's JSON object, at byte %d", path, dec.InputOffset())
 	}
 	if _, err := m.tuning(); err != nil {
 		return nil, fmt.Errorf("tuning %s: %w", path, err)
@@ -96,14 +106,16 @@ func ReadMeasured(path string) (*Measured, error) {
 }
 
 // WriteMeasured writes m to path, making its directory, through a
-// temporary file renamed into place so that no reader sees half of it.
+// temporary file synced and renamed into place, so that neither a reader
+// nor a crash sees half of it. The file is readable by all, as the
+// table it stands for: a service account may run what an operator tuned.
 func WriteMeasured(path string, m *Measured) error {
 	if _, err := m.tuning(); err != nil {
-		return err
+		return fmt.Errorf("tuning %s: %w", path, err)
 	}
 	b, err := json.MarshalIndent(m, "", "  ")
 	if err != nil {
-		return err
+		return fmt.Errorf("tuning %s: %w", path, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("tuning: %w", err)
@@ -113,14 +125,20 @@ func WriteMeasured(path string, m *Measured) error {
 		return fmt.Errorf("tuning: %w", err)
 	}
 	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(append(b, '\n')); err != nil {
-		tmp.Close()
-		return fmt.Errorf("tuning: %w", err)
+	_, err = tmp.Write(append(b, '\n'))
+	if err == nil {
+		err = tmp.Chmod(0o644)
 	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("tuning: %w", err)
+	if err == nil {
+		err = tmp.Sync()
 	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp.Name(), path)
+	}
+	if err != nil {
 		return fmt.Errorf("tuning: %w", err)
 	}
 	return nil
@@ -158,7 +176,7 @@ func (m *Measured) tuning() (tuning, error) {
 	}
 	for name, b := range m.GEMM {
 		if !known[name] {
-			return tuning{}, fmt.Errorf("gemm %q: no such kernel on this CPU", name)
+			return tuning{}, fmt.Errorf("gemm %q: no such kernel in this build on this CPU", name)
 		}
 		if b.KC < 1 || b.KC > maxKC || b.MC < 1 || b.MC > maxMC {
 			return tuning{}, fmt.Errorf("gemm %q: kc %d, mc %d out of range (1-%d, 1-%d)", name, b.KC, b.MC, maxKC, maxMC)

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"runtime"
 	"strings"
 	"testing"
 )
@@ -15,14 +16,16 @@ import (
 // score tile of a few rows.
 func oddMeasured() *Measured {
 	return &Measured{CPU: ThisCPU(), Base: Tunings()[0], Threads: 2, Date: "2026-12-03T00:00:00Z",
-		GEMM:     map[string]Blocking{Versions()[0]: {KC: 40, MC: 19}, Int8Versions()[0]: {KC: 7, MC: 10}},
+		GEMM: map[string]Blocking{Versions()[0]: {KC: 40, MC: 19}, BF16Versions()[0]: {KC: 9, MC: 13},
+			Int8Versions()[0]: {KC: 7, MC: 10}},
 		AttnRows: 5}
 }
 
 // TestMeasuredEngine checks that an Engine of a measured tuning runs its
-// blocking, and that the kernels stay right under it: the F32 and INT8
-// linear layers against their references on odd shapes, attention
-// against AttentionRef.
+// blocking, and that the kernels stay right under it: the F32, BF16 and
+// INT8 linear layers against their references on odd shapes, attention
+// against AttentionRef. Weights packed by the table's engine serve it as
+// they are (bench.Tune times them so).
 func TestMeasuredEngine(t *testing.T) {
 	m := oddMeasured()
 	e := engine(t, Config{Measured: m, Threads: 2})
@@ -54,6 +57,15 @@ func TestMeasuredEngine(t *testing.T) {
 			if err := closeTo(got, want, 0, 0); err != nil {
 				t.Errorf("INT8 m=%d n=%d k=%d: %v", m, n, k, err)
 			}
+		}
+	}
+	testLinearBF16(t, e)
+	wd := randSlice(rng, 40*70)
+	for _, w := range []*Weight{Default().PrepareWeight(wd, 40, 70), Default().PrepareWeightInt8(wd, 40, 70)} {
+		packed, i8 := w.packed, w.i8
+		e.Linear(make([]float32, 9*40), randSlice(rng, 9*70), 9, w, nil, ActNone)
+		if len(packed) > 0 && &w.packed[0] != &packed[0] || w.i8 != i8 {
+			t.Errorf("a weight of the table's engine (int8 %v) was packed again", w.Int8())
 		}
 	}
 	name, seqs, qkv, scale, want, got := attentionCase(rng, 64, 4, []int{1, 13, 40})
@@ -88,7 +100,7 @@ func TestMeasuredFile(t *testing.T) {
 	}
 	v := Versions()[0]
 	for _, c := range []struct{ name, file, want string }{
-		{"other CPU", `{"cpu":"amd64 GenuineIntel family 0x6 model 0x55","base":"default"}`, "this CPU is"},
+		{"other CPU", `{"cpu":"amd64 NoSuchVendor family 0x0 model 0x0","base":"default"}`, "this CPU is"},
 		{"unknown base", fmt.Sprintf(`{"cpu":%q,"base":"pentium"}`, ThisCPU()), `base "pentium"`},
 		{"unknown kernel", fmt.Sprintf(`{"cpu":%q,"base":"default","gemm":{"sse9":{"kc":8,"mc":8}}}`, ThisCPU()), `"sse9"`},
 		{"kc 0", fmt.Sprintf(`{"cpu":%q,"base":"default","gemm":{%q:{"kc":0,"mc":8}}}`, ThisCPU(), v), "kc 0"},
@@ -96,6 +108,8 @@ func TestMeasuredFile(t *testing.T) {
 		{"negative tile", fmt.Sprintf(`{"cpu":%q,"base":"default","attention_rows":-1}`, ThisCPU()), "attention_rows -1"},
 		{"unknown field", fmt.Sprintf(`{"cpu":%q,"base":"default","prefetch":3}`, ThisCPU()), `"prefetch"`},
 		{"not JSON", `{"cpu":`, "unexpected EOF"},
+		{"empty", " \n", "empty file"},
+		{"two objects", fmt.Sprintf(`{"cpu":%q,"base":"default"} {}`, ThisCPU()), "more after"},
 	} {
 		p := filepath.Join(dir, strings.ReplaceAll(c.name, " ", "-")+".json")
 		if err := os.WriteFile(p, []byte(c.file), 0o644); err != nil {
@@ -117,8 +131,11 @@ func TestMeasuredFile(t *testing.T) {
 }
 
 // TestTuningFile checks that the default file is keyed by this CPU and
-// lies under the user's cache directory.
+// lies under the user's cache directory (XDG_CACHE_HOME: Linux's).
 func TestTuningFile(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("os.UserCacheDir follows XDG_CACHE_HOME on Linux only")
+	}
 	t.Setenv("XDG_CACHE_HOME", t.TempDir())
 	p, err := TuningFile()
 	if err != nil {

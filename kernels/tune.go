@@ -15,8 +15,9 @@ import "strings"
 // tuning is one entry of the table.
 type tuning struct {
 	name string
-	// gemm is the blocking of the F32 and BF16 micro-kernels it names
-	// (k in pairs for BF16); the others keep their own.
+	// gemm is the blocking of the F32, BF16 and INT8 micro-kernels it
+	// names (k in pairs for BF16, quads for INT8); the others keep their
+	// own.
 	gemm map[string]blocking
 	// attnRows is how many query rows of one head a score tile holds:
 	// the tile (attnRows x sequence length) stays in L2 between the two

@@ -61,7 +61,11 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		return runLoadBench(*modelDir, *presets, *ckDType, *save, *runs, bf.threads, bs[0], ts[0], ortPeer{*ortModel, *ortScript}, *asJSON, stdout, stderr)
+		// A bad --tuning fails here, not in the first child.
+		if err := bf.resolveTuning(); err != nil {
+			return err
+		}
+		return runLoadBench(*modelDir, *presets, *ckDType, *save, *runs, bf.threads, bs[0], ts[0], bf.tuning, ortPeer{*ortModel, *ortScript}, *asJSON, stdout, stderr)
 	}
 	be, err := bf.open()
 	if err != nil {
@@ -111,11 +115,10 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			fmt.Fprintf(stderr, "bertstream bench: no FMA peak, %% of peak left out: %v\n", err)
 		}
-		measured, from, err := measuredTuning(bf.tuning, stderr)
-		if err != nil {
+		if err := bf.resolveTuning(); err != nil {
 			return err
 		}
-		res, err := bench.RunKernels(fams, threads, peak.GFLOPS, 300*time.Millisecond, measured)
+		res, err := bench.RunKernels(fams, threads, peak.GFLOPS, 300*time.Millisecond, bf.measured)
 		if err != nil {
 			return err
 		}
@@ -129,8 +132,8 @@ func runBench(args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		fmt.Fprintf(stdout, "FMA peak: %.1f GFLOP/s (%s, %d threads); blocking: %s", peak.GFLOPS, peak.ISA, peak.Threads, kernels.Default().Config().Tuning)
-		if measured != nil {
-			fmt.Fprintf(stdout, ", and @measured: %s", from)
+		if bf.measured != nil {
+			fmt.Fprintf(stdout, ", and @measured: %s", bf.tuningFrom)
 		}
 		fmt.Fprintln(stdout)
 		// The families whose share is of another peak than the FMA one

@@ -86,7 +86,7 @@ func predictTokens(dir string) (int, error) {
 // each run starts fresh processes of this binary: `predict` of one
 // sentence, `inspect`, and a serving child that loads, answers one request
 // and then serves batches of batch x seq tokens.
-func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq int, ort ortPeer, asJSON bool, stdout, stderr io.Writer) error {
+func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq int, tuning string, ort ortPeer, asJSON bool, stdout, stderr io.Writer) error {
 	if dir == "" {
 		dt, err := nn.ParseDType(ckDType)
 		if err != nil {
@@ -141,6 +141,12 @@ func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq i
 		fmt.Fprintf(stdout, "%s: %s, %.1f MB, %s threads\n", dir, filepath.Base(ck), float64(st.Size())/1e6, th)
 		fmt.Fprintln(stdout, "run  predict s (CPU s)  peak RSS MB (x file)  inspect s  RSS MB  load s  first answer s  serve RSS MB (peak)")
 	}
+	// The children run the blocking this command was told; without
+	// --tuning they find the same one it would.
+	var tuningArgs []string
+	if tuning != "" {
+		tuningArgs = []string{"--tuning", tuning}
+	}
 	for run := 1; run <= runs; run++ {
 		r := loadResult{Model: dir, Checkpoint: ck, CheckpointBytes: st.Size(), Threads: threads, Run: run, ServeBatch: batch, ServeSeq: seq}
 		var out bytes.Buffer
@@ -157,7 +163,7 @@ func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq i
 			r.OrtSessionMs, r.OrtFirstMs = o.SessionMs, o.FirstAnswerMs
 			out.Reset()
 		}
-		ps, err := timeProcess(exec.Command(self, "predict", "--model", dir, "--task", "classify", "--threads", th, predictText), &out, nil)
+		ps, err := timeProcess(exec.Command(self, append(append([]string{"predict", "--model", dir, "--task", "classify", "--threads", th}, tuningArgs...), predictText)...), &out, nil)
 		if err != nil {
 			return fmt.Errorf("predict: %w", err)
 		}
@@ -173,8 +179,8 @@ func runLoadBench(dir, preset, ckDType, save string, runs, threads, batch, seq i
 		r.InspectMs, r.InspectRSS = ms(ps.wall), ps.rss
 		out.Reset()
 		var first time.Duration
-		_, err = timeProcess(exec.Command(self, "bench", "--load-child", dir, "--threads", th,
-			"--batch", strconv.Itoa(batch), "--seq", strconv.Itoa(seq)), &out, func(line string, at time.Duration) {
+		_, err = timeProcess(exec.Command(self, append([]string{"bench", "--load-child", dir, "--threads", th,
+			"--batch", strconv.Itoa(batch), "--seq", strconv.Itoa(seq)}, tuningArgs...)...), &out, func(line string, at time.Duration) {
 			if strings.Contains(line, `"first_answer"`) {
 				first = at
 			}

@@ -267,7 +267,7 @@ func runServe(args []string, stdout, stderr io.Writer) error {
 		}
 		ready = w.Ready
 	}
-	log.Info("serving", "model", p.Name(), "tasks", p.Tasks(), "max_len", p.MaxLen(), "truncate", pf.truncate, "kafka", *brokers != "", "api", af.addr, "cpu_tuning", bf.tuningFrom)
+	log.Info("serving", "model", p.Name(), "tasks", p.Tasks(), "max_len", p.MaxLen(), "truncate", pf.truncate, "kafka", *brokers != "", "api", af.addr, "cpu_tuning", bf.tuningFrom, "cpu_blocking", bf.blocking())
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

@@ -51,6 +51,12 @@ func runTune(args []string, stdout, stderr io.Writer) error {
 	}
 	res, err := bench.Tune(bench.TuneOptions{Threads: *threads, Rounds: *rounds, Base: *base, Log: log})
 	if err != nil {
+		if *asJSON && len(res.Candidates) > 0 {
+			// What was timed before the failure, the failing setting last.
+			enc := json.NewEncoder(stdout)
+			enc.SetIndent("", "  ")
+			_ = enc.Encode(res) // best effort: Tune's error is the one to report
+		}
 		return err
 	}
 	if !*dry {
