@@ -43,12 +43,12 @@ type TuneCandidate struct {
 	// Ms is the median of each workload (Loads).
 	Ms    []float64 `json:"ms"`
 	Loads []string  `json:"loads"`
-	// Speedup is the geometric mean over the workloads of the table's
-	// setting's median over this one's.
+	// Speedup is the geometric mean over the workloads of the
+	// reference's median over this one's.
 	Speedup float64 `json:"speedup"`
-	// MaxErr is the largest difference from the table's setting's
-	// outputs, relative to their largest magnitude: a blocking changes
-	// the order of the sums, not their terms.
+	// MaxErr is the largest difference from the reference's outputs,
+	// relative to their largest magnitude: a blocking changes the order
+	// of the sums, not their terms.
 	MaxErr float64 `json:"max_err"`
 	// Reference marks the setting the others are compared with: the
 	// table's, or in a part's second sweep the first one's choice.
@@ -219,7 +219,8 @@ func Tune(opts TuneOptions) (TuneResult, error) {
 			e.Attention(out, qkv, seqs, benchH, benchHeads, scale)
 		}, out: func() []float32 { return slices.Clone(out) }})
 	}
-	var tiles []kernels.Blocking // rows in MC
+	// sweep's settings are Blockings; a tile's query rows ride in MC.
+	var tiles []kernels.Blocking
 	for _, r := range withBase(tuneAttnRows, attnRows) {
 		tiles = append(tiles, kernels.Blocking{MC: r})
 	}
