@@ -201,7 +201,7 @@ func Tune(opts TuneOptions) (TuneResult, error) {
 			return res, err
 		}
 		m.GEMM[v] = best
-		res.Parts = append(res.Parts, part1(res.Candidates, part))
+		res.Parts = append(res.Parts, summarize(res.Candidates, part))
 	}
 	// Attention's tile, on the F32 kernel as tuned, at the lengths the
 	// kernel harness times it.
@@ -234,13 +234,13 @@ func Tune(opts TuneOptions) (TuneResult, error) {
 		return res, err
 	}
 	m.AttnRows = best.MC
-	res.Parts = append(res.Parts, part1(res.Candidates, "attention"))
+	res.Parts = append(res.Parts, summarize(res.Candidates, "attention"))
 	return res, nil
 }
 
-// part1 sums up a part's sweeps: the first sweep's reference is the
+// summarize sums up a part's sweeps: the first sweep's reference is the
 // table's setting, the last choice the part's.
-func part1(cands []TuneCandidate, part string) TunePart {
+func summarize(cands []TuneCandidate, part string) TunePart {
 	p := TunePart{Part: part, Speedup: 1}
 	for _, c := range cands {
 		if c.Part != part {

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"fmt"
 	"math/rand"
 	"testing"
 
@@ -154,6 +155,47 @@ func TestPackB(t *testing.T) {
 						t.Fatalf("%s trans=%v n=%d k=%d: %v", kern.name, trans, n, k, err)
 					}
 				}
+			}
+		}
+	}
+}
+
+// BenchmarkPackB times each kernel's own panel packers against packB's
+// portable loops at attention's shapes (a head's 128 keys of 64 values,
+// transposed; its values, 64 columns of 128 rows, in the qkv layout's
+// row stride) and a BERT-base weight (768 x 768, transposed).
+func BenchmarkPackB(b *testing.B) {
+	rng := rand.New(rand.NewSource(42))
+	const ld = 3 * 768
+	for _, v := range versionList() {
+		kern := v.gemm
+		if kern.packTrans == nil && kern.packRows == nil {
+			continue
+		}
+		plain := *kern
+		plain.packTrans, plain.packRows = nil, nil
+		for _, s := range []struct {
+			name      string
+			trans     bool
+			n, k, ldb int
+		}{{"keys", true, 128, 64, ld}, {"values", false, 64, 128, ld}, {"weight", true, 768, 768, 768}} {
+			rows := s.k
+			if s.trans {
+				rows = s.n
+			}
+			src := randSlice(rng, rows*s.ldb)
+			dst := make([]float32, (s.n+kern.nr-1)/kern.nr*kern.nr*s.k)
+			for _, k := range []*microKernel{kern, &plain} {
+				name := kern.name
+				if k == &plain {
+					name = "portable"
+				}
+				b.Run(fmt.Sprintf("%s/%s/%s", kern.name, s.name, name), func(b *testing.B) {
+					b.SetBytes(int64(4 * s.n * s.k))
+					for b.Loop() {
+						packB(k, dst, s.trans, s.n, s.k, src, s.ldb)
+					}
+				})
 			}
 		}
 	}

@@ -3,6 +3,7 @@ package kernels
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -87,20 +88,30 @@ func ReadMeasured(path string) (*Measured, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tuning file: %w", err) // the error names the file
 	}
+	m, err := parseMeasured(b)
+	if err != nil {
+		return nil, fmt.Errorf("tuning %s: %w", path, err)
+	}
+	return m, nil
+}
+
+// parseMeasured reads a tuning file's bytes: one JSON object of
+// Measured's fields and nothing else, measured on this CPU.
+func parseMeasured(b []byte) (*Measured, error) {
 	if len(bytes.TrimSpace(b)) == 0 {
-		return nil, fmt.Errorf("tuning %s: empty file", path)
+		return nil, errors.New("empty file")
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var m Measured
 	if err := dec.Decode(&m); err != nil {
-		return nil, fmt.Errorf("tuning %s: %w", path, err)
+		return nil, err
 	}
 	if err := dec.Decode(&struct{}{}); err != io.EOF {
-		return nil, fmt.Errorf("tuning %s: more after the tuning's JSON object, at byte %d", path, dec.InputOffset())
+		return nil, fmt.Errorf("more after the tuning's JSON object, at byte %d", dec.InputOffset())
 	}
 	if _, err := m.tuning(); err != nil {
-		return nil, fmt.Errorf("tuning %s: %w", path, err)
+		return nil, err
 	}
 	return &m, nil
 }

@@ -1,6 +1,7 @@
 package kernels
 
 import (
+	"encoding/json"
 	"fmt"
 	"math/rand"
 	"os"
@@ -145,4 +146,39 @@ func TestTuningFile(t *testing.T) {
 		t.Errorf("TuningFile() = %q", p)
 	}
 	t.Logf("%s: %s", ThisCPU(), p)
+}
+
+// FuzzParseMeasured feeds tuning files of any bytes to the parser: it
+// answers an error or a tuning, never panics, and a tuning it accepts
+// writes and reads back as itself.
+func FuzzParseMeasured(f *testing.F) {
+	good, err := json.Marshal(oddMeasured())
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(good)
+	f.Add([]byte(fmt.Sprintf(`{"cpu":%q,"base":"default","attention_rows":48}`, ThisCPU())))
+	f.Add([]byte(`{"cpu":"x"} trailing`))
+	f.Add([]byte(""))
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		m, err := parseMeasured(b)
+		if err != nil {
+			if m != nil {
+				t.Fatalf("a tuning and an error (%v)", err)
+			}
+			return
+		}
+		path := filepath.Join(dir, "tuning.json")
+		if err := WriteMeasured(path, m); err != nil {
+			t.Fatalf("an accepted tuning does not write: %v", err)
+		}
+		back, err := ReadMeasured(path)
+		if err != nil {
+			t.Fatalf("an accepted tuning does not read back: %v", err)
+		}
+		if !reflect.DeepEqual(back, m) {
+			t.Fatalf("read back %+v, wrote %+v", back, m)
+		}
+	})
 }
